@@ -1,0 +1,70 @@
+"""The service interface the HTTP layer needs (declared by its consumer, implemented by
+``kvnode.service.NodeService`` and by fakes in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from kvnode.core.model import Record
+from kvnode.core.ops import (
+    BatchOutcome,
+    Consistency,
+    KeyPage,
+    Limits,
+    RequestContext,
+    Write,
+    WriteResult,
+)
+
+
+class ServiceApi(Protocol):
+    """Everything a node's HTTP API asks of the node. Errors are ``kvnode.core.errors`` types."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    async def get(self, key: str, *, consistency: Consistency, ctx: RequestContext) -> Record:
+        """The live record for ``key``; raises NotFound when absent or expired."""
+        ...
+
+    async def write(self, op: Write, *, ctx: RequestContext) -> WriteResult:
+        """Apply one put/delete (with its condition) once committed on a majority."""
+        ...
+
+    async def batch(
+        self, ops: Sequence[Write], *, atomic: bool, ctx: RequestContext
+    ) -> BatchOutcome:
+        """Apply a validated batch; each partition's share is all-or-nothing.
+
+        ``atomic=True`` refuses (InvalidArgument) a batch whose keys span partitions.
+        """
+        ...
+
+    async def list_keys(
+        self,
+        *,
+        prefix: str,
+        cursor: str | None,
+        limit: int,
+        consistency: Consistency,
+        ctx: RequestContext,
+    ) -> KeyPage:
+        """Live keys starting with ``prefix`` and greater than ``cursor``, in key order."""
+        ...
+
+    async def cluster_info(self) -> dict[str, Any]:
+        """``{"node_id", "epoch", "map": PartitionMap.to_dict(), "leaders": {p: node_id|None},
+        "nodes": {node_id: {...status}}}``."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Liveness: the process and its tick thread are running."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when every local replica knows a leader (and the node has a map)."""
+        ...
