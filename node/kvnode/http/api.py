@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from kvnode.core.model import Record
+from kvnode.core.model import PartitionMap, Record
 from kvnode.core.ops import (
     BatchOutcome,
     Consistency,
@@ -59,6 +59,16 @@ class ServiceApi(Protocol):
     async def cluster_info(self) -> dict[str, Any]:
         """``{"node_id", "epoch", "map": PartitionMap.to_dict(), "leaders": {p: node_id|None},
         "nodes": {node_id: {...status}}}``."""
+        ...
+
+    async def install_map(self, pmap: PartitionMap) -> dict[str, Any]:
+        """Adopt a newer partition map (admin). Refuses (StaleEpoch) an epoch older than the
+        current one; the same epoch with identical content is accepted (idempotent)."""
+        ...
+
+    def partition_status(self) -> list[dict[str, Any]]:
+        """Raft status of every local replica: partition, role, leader, term, commit and applied
+        index, members, lag."""
         ...
 
     def health(self) -> dict[str, Any]:
