@@ -1,0 +1,107 @@
+"""A whole local cluster: control plane + one process kubelet, plus `kubectl` helpers.
+
+Shared by the pytest fixtures (e2e/conftest.py) and the `e2e/cluster up|down|status` command.
+The kubelet runs as a child process (`python -m kvharness.kubelet`) recorded in the same
+state file as the control plane, so either caller can stop everything by process group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kvharness import controlplane, procs
+from kvharness.kubelet.kubelet import reap_leftovers
+
+log = logging.getLogger(__name__)
+HARNESS_ROOT = Path(__file__).resolve().parent.parent  # e2e/, so `kvharness` is importable
+NODE_NAME = "ringkv-e2e-node"
+
+
+class LocalCluster:
+    """Start/stop the cluster in `run_dir`; `kubectl` runs the real kubectl against it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.plane = controlplane.ControlPlane(run_dir)
+        self.kubeconfig = self.plane.kubeconfig
+
+    def start(self, *, timeout: float = 90.0) -> float:
+        """Start everything; returns the seconds until the node is Ready."""
+        t0 = time.monotonic()
+        try:
+            self.plane.start(timeout=timeout)
+            self._start_kubelet()
+            procs.wait_until(
+                self._node_ready, timeout=timeout, what=f"node {NODE_NAME} Ready",
+                on_timeout=self.dump_logs,
+            )  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
+        return time.monotonic() - t0
+
+    def _start_kubelet(self) -> None:
+        version = (HARNESS_ROOT / "k8sbin" / "K8S_VERSION").read_text().strip()
+        env = {**os.environ, "PYTHONPATH": str(HARNESS_ROOT), "PYTHONUNBUFFERED": "1"}
+        child = procs.start(
+            "kubelet",
+            [
+                sys.executable, "-m", "kvharness.kubelet", "--kubeconfig", str(self.kubeconfig),
+                "--run-dir", str(self.run_dir), "--node-name", NODE_NAME, "--version", version,
+            ],
+            log_path=self.run_dir / "logs" / "kubelet.log",
+            env=env,
+        )  # fmt: skip
+        self.plane.children.append(child)
+        self.plane.state.pids["kubelet"] = child.pid
+        self.plane.state.save()
+
+    def _node_ready(self) -> bool:
+        for child in self.plane.children:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited: {procs.tail(child.log_path, 5)}")
+        node = self.kubectl_json("get", "node", NODE_NAME, check=False)
+        conds = (node or {}).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    def stop(self) -> None:
+        """Stop kubelet (which stops its pods), KCM, apiserver, etcd; reap any leftover pods."""
+        state = controlplane.State.load(self.run_dir)
+        pids = state.pids if state else self.plane.state.pids
+        controlplane.stop_pids(pids)
+        reap_leftovers(self.run_dir)
+
+    # ---- kubectl ----------------------------------------------------------------------
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60.0, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster; failures raise with its stderr."""
+        argv = ["kubectl", f"--kubeconfig={self.kubeconfig}", *args]
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        log.info("$ %s -> %d", " ".join(args), done.returncode)
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}{done.stdout}"
+            )
+        return done
+
+    def kubectl_json(self, *args: str, check: bool = True) -> Any:
+        done = self.kubectl(*args, "-o", "json", check=check)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    def dump_logs(self, lines: int = 80) -> None:
+        """Log the tails of control-plane, kubelet and pod logs (called when something fails)."""
+        self.plane.dump_logs(lines)
+        for path in sorted((self.run_dir / "logs" / "pods").glob("*.log")):
+            log.error("==== pod log %s ====\n%s", path.name, procs.tail(path, 30))
+        pods = self.kubectl("get", "pods,pvc,pv,sts", "-A", "-o", "wide", check=False)
+        log.error("==== cluster objects ====\n%s%s", pods.stdout, pods.stderr)

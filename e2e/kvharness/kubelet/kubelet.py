@@ -1,0 +1,178 @@
+"""The process kubelet: one fake node whose pods run as local processes on 127.0.x.y addresses.
+
+A level-based loop (poll, not watch, for simplicity and robustness): every tick it binds
+unscheduled pods, provisions volumes for pending claims, syncs a `PodWorker` per pod bound to the
+node, writes pod status when it changed, finalises deleted pods (the real kubelet's last step:
+DELETE with grace 0 and a uid precondition, without which pods stay Terminating forever) and
+refreshes every pod's hosts file with the headless-Service records. Each pod gets a fresh IP per
+uid, as real pods do when re-created.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kvharness import procs
+from kvharness.kube import ApiError, Kube
+from kvharness.kubelet import node as node_mod
+from kvharness.kubelet import runtime, volumes
+from kvharness.kubelet.podworker import PodWorker
+
+log = logging.getLogger(__name__)
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class KubeletConfig:
+    """Settings of one process kubelet (defaults suit tests: fast ticks, short back-off)."""
+
+    run_dir: Path
+    node_name: str = "ringkv-e2e-node"
+    host_ip: str = "127.0.0.1"
+    version: str = "v1.33.0"
+    tick: float = 0.3
+    backoff_base: float = 1.0
+    backoff_cap: float = 10.0
+    heartbeat: float = 20.0
+
+
+def pod_ip(index: int) -> str:
+    """The index-th pod address: 127.0.1.1, 127.0.1.2, ... (127.0.0.x is left to the host)."""
+    return f"127.0.{1 + index // 254}.{1 + index % 254}"
+
+
+class ProcessKubelet:
+    """Implements the pod worker's `NodeContext` and runs the sync loop."""
+
+    def __init__(self, kube: Kube, config: KubeletConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self.run_dir = config.run_dir
+        self.host_ip = config.host_ip
+        self.backoff_base = config.backoff_base
+        self.backoff_cap = config.backoff_cap
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self.workers: dict[str, PodWorker] = {}
+        self.sent: dict[str, JsonDict] = {}
+        self._ips = 0
+        self._last_heartbeat = 0.0
+
+    # ---- NodeContext ------------------------------------------------------------------
+    def config_map(self, namespace: str, name: str) -> JsonDict | None:
+        return self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+
+    def secret(self, namespace: str, name: str) -> JsonDict | None:
+        return self.kube.get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+    def claim_path(self, namespace: str, claim: str) -> Path | None:
+        return node_mod.claim_path(self.kube, namespace, claim, self.run_dir / "volumes")
+
+    # ---- loop -------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Sync until `stop` is set, then stop every pod process."""
+        if not runtime.is_root():
+            raise RuntimeError("the process kubelet needs root (mount namespaces, bind mounts)")
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick(time.time())
+                except (ApiError, OSError) as exc:
+                    log.warning("kubelet tick failed (will retry): %s", exc)
+                stop.wait(self.config.tick)
+        finally:
+            self.shutdown()
+
+    def tick(self, now: float) -> None:
+        """One level-based pass over node, claims and pods."""
+        if now - self._last_heartbeat >= self.config.heartbeat:
+            node_mod.register(
+                self.kube, self.config.node_name, host_ip=self.host_ip,
+                version=self.config.version, now=now,
+            )  # fmt: skip
+            self._last_heartbeat = now
+        for name in node_mod.bind_pending(self.kube, self.config.node_name):
+            log.info("bound %s to %s", name, self.config.node_name)
+        node_mod.provision(self.kube, self.run_dir / "volumes")
+        selector = f"spec.nodeName={self.config.node_name}"
+        pods = self.kube.get("/api/v1/pods", fieldSelector=selector)["items"]
+        seen = set()
+        for pod in pods:
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            self._sync_pod(pod, now)
+        for uid in set(self.workers) - seen:
+            log.info("pod %s is gone from the API: stopping its processes", self.workers[uid].name)
+            self.workers.pop(uid).kill_now()
+            self.sent.pop(uid, None)
+        self._write_hosts_files()
+
+    def _sync_pod(self, pod: JsonDict, now: float) -> None:
+        uid = pod["metadata"]["uid"]
+        worker = self.workers.get(uid)
+        if worker is None:
+            terminal = pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+            if terminal and not pod["metadata"].get("deletionTimestamp"):
+                return
+            worker = PodWorker(pod, ip=pod_ip(self._ips), node=self, now=now)
+            self._ips += 1
+            self.workers[uid] = worker
+        worker.sync(pod, now)
+        self._report(worker, now)
+        if worker.finished():
+            self._finalise(worker)
+
+    def _report(self, worker: PodWorker, now: float) -> None:
+        status = worker.status(now)
+        if self.sent.get(worker.uid) == status:
+            return
+        ns, name = worker.pod["metadata"]["namespace"], worker.pod["metadata"]["name"]
+        try:
+            self.kube.patch_strategic(f"/api/v1/namespaces/{ns}/pods/{name}/status", {
+                "metadata": {"uid": worker.uid}, "status": status,
+            })  # fmt: skip
+            self.sent[worker.uid] = status
+        except ApiError as err:
+            if err.status not in (404, 409):
+                raise
+
+    def _finalise(self, worker: PodWorker) -> None:
+        """Delete the terminated pod for good (grace 0, only this incarnation by uid)."""
+        ns, name = worker.pod["metadata"]["namespace"], worker.pod["metadata"]["name"]
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": worker.uid}}
+        try:
+            self.kube.delete(f"/api/v1/namespaces/{ns}/pods/{name}", body)
+            log.info("deleted terminated pod %s", worker.name)
+        except ApiError as err:
+            if err.status not in (404, 409):
+                raise
+
+    def _write_hosts_files(self) -> None:
+        services: dict[str, JsonDict] = {}
+        for svc in self.kube.get("/api/v1/services")["items"]:
+            services[f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"] = svc
+        live = [w for w in self.workers.values() if w.term_deadline is None]
+        records = volumes.dns_records(((w.pod, w.ip, w.ready()) for w in live), services.get)
+        for w in self.workers.values():
+            volumes.write_in_place(w.hosts_file, volumes.hosts_content(w.pod, w.ip, records))
+
+    def shutdown(self) -> None:
+        """Stop all pod processes (and any recorded leftovers of a crashed earlier run)."""
+        for worker in self.workers.values():
+            worker.kill_now()
+        self.workers.clear()
+        reap_leftovers(self.run_dir)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def reap_leftovers(run_dir: Path) -> None:
+    """Kill container process groups recorded in `<run_dir>/pids` (kubelet died uncleanly)."""
+    pid_dir = run_dir / "pids"
+    for pid in runtime.recorded_pids(pid_dir):
+        procs.kill_group(pid, grace=2.0)
+        runtime.forget_pid(pid_dir, pid)

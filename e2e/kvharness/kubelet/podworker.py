@@ -1,0 +1,320 @@
+"""One pod's lifecycle on the process kubelet: volumes, container processes, probes, restarts,
+graceful termination.
+
+`PodWorker.sync` is called on every kubelet tick with the latest pod object and never blocks for
+long: probes run on a thread pool and their results are collected on later ticks, termination
+is a deadline checked each tick. Decisions (restart or not, back-off, probe thresholds, phase)
+are the pure functions of `status` and `probes`; this module only applies them to processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from kvharness import procs
+from kvharness.kubelet import envvars, probes, runtime, volumes
+from kvharness.kubelet.status import ContainerState, Terminated, backoff_delay, should_restart
+from kvharness.kubelet.status import pod_status as build_pod_status
+
+log = logging.getLogger(__name__)
+JsonDict = dict[str, Any]
+PURPOSES = ("startup", "liveness", "readiness")
+
+
+class NodeContext(Protocol):
+    """What a pod worker needs from its kubelet (the consumer declares the interface)."""
+
+    run_dir: Path
+    host_ip: str
+    executor: ThreadPoolExecutor
+    backoff_base: float
+    backoff_cap: float
+
+    def config_map(self, namespace: str, name: str) -> JsonDict | None: ...
+    def secret(self, namespace: str, name: str) -> JsonDict | None: ...
+    def claim_path(self, namespace: str, claim: str) -> Path | None: ...
+
+
+@dataclass
+class Container:
+    """Mutable runtime record of one container of the pod."""
+
+    spec: JsonDict
+    state: ContainerState
+    popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    restart_at: float | None = None
+    probe_specs: dict[str, probes.ProbeSpec] = field(default_factory=dict)
+    probe_states: dict[str, probes.ProbeState] = field(default_factory=dict)
+    pending: dict[str, Future[bool]] = field(default_factory=dict)
+    kill_deadline: float | None = None
+    kill_reason: str = ""
+
+
+def exit_code(returncode: int) -> int:
+    """Shell-style exit code: death by signal N is 128+N, as container runtimes report it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class PodWorker:
+    """Runs one pod (identified by uid) until it is deleted."""
+
+    def __init__(self, pod: JsonDict, *, ip: str, node: NodeContext, now: float) -> None:
+        self.pod = pod
+        self.ip = ip
+        self.node = node
+        self.uid: str = pod["metadata"]["uid"]
+        self.name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+        self.dir = node.run_dir / "pods" / self.uid
+        self.hosts_file = self.dir / "hosts"
+        self.start_time = now
+        self.volume_dirs: dict[str, Path] | None = None
+        self.term_deadline: float | None = None
+        self.containers = [
+            Container(spec=c, state=ContainerState(name=c["name"], image=c.get("image", "")))
+            for c in pod["spec"]["containers"]
+        ]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        volumes.write_in_place(self.hosts_file, volumes.hosts_content(pod, ip, []))
+
+    # ---- main entry -------------------------------------------------------------------
+    def sync(self, pod: JsonDict, now: float) -> None:
+        """Advance the pod one step towards its spec (or towards termination)."""
+        self.pod = pod
+        if pod["metadata"].get("deletionTimestamp") or self.term_deadline is not None:
+            self._terminate(now)
+            return
+        if self.volume_dirs is None and not self._setup_volumes():
+            return
+        for c in self.containers:
+            self._sync_container(c, now)
+
+    def status(self, now: float) -> JsonDict:
+        return build_pod_status(
+            self.pod_view(),
+            [c.state for c in self.containers],
+            pod_ip=self.ip,
+            host_ip=self.node.host_ip,
+            start_time=self.start_time,
+            now=now,
+        )
+
+    def pod_view(self) -> JsonDict:
+        """The pod as its containers see it (podIP/hostIP known before the API has them)."""
+        status = {**self.pod.get("status", {}), "podIP": self.ip, "hostIP": self.node.host_ip}
+        status["podIPs"], status["hostIPs"] = [{"ip": self.ip}], [{"ip": self.node.host_ip}]
+        return {**self.pod, "status": status}
+
+    def ready(self) -> bool:
+        return all(c.state.ready for c in self.containers)
+
+    def finished(self) -> bool:
+        """True once termination was requested and every process is gone."""
+        return self.term_deadline is not None and all(c.popen is None for c in self.containers)
+
+    # ---- volumes ----------------------------------------------------------------------
+    def _setup_volumes(self) -> bool:
+        ns = self.pod["metadata"]["namespace"]
+        try:
+            self.volume_dirs = volumes.prepare(
+                self.pod,
+                pod_dir=self.dir,
+                claim_path=lambda claim: self.node.claim_path(ns, claim),
+                config_maps=lambda name: self.node.config_map(ns, name),
+                secrets=lambda name: self.node.secret(ns, name),
+            )
+            return True
+        except (volumes.NotReadyYet, envvars.UnsupportedSpec) as exc:
+            for c in self.containers:
+                c.state = replace(
+                    c.state, waiting_reason="ContainerCreating", waiting_message=str(exc)
+                )
+            return False
+
+    # ---- containers -------------------------------------------------------------------
+    def _sync_container(self, c: Container, now: float) -> None:
+        if c.popen is not None:
+            returncode = c.popen.poll()
+            if returncode is None:
+                self._probe(c, now)
+                self._enforce_kill(c, now)
+                return
+            self._exited(c, exit_code(returncode), now)
+        never_ran = c.state.running_since is None and c.state.terminated is None
+        if (never_ran and c.state.last_terminated is None) or (
+            c.restart_at is not None and now >= c.restart_at
+        ):
+            self._start(c, now)
+
+    def _start(self, c: Container, now: float) -> None:
+        ns, pod_name = self.pod["metadata"]["namespace"], self.pod["metadata"]["name"]
+        view = self.pod_view()
+        try:
+            env = envvars.build_env(
+                c.spec,
+                view,
+                config_maps=lambda n: self.node.config_map(ns, n),
+                secrets=lambda n: self.node.secret(ns, n),
+            )
+            argv = envvars.command_line(c.spec, env)
+            mounts = volumes.container_mounts(c.spec, self.volume_dirs or {})
+            specs = {p: probes.ProbeSpec.parse(c.spec.get(f"{p}Probe")) for p in PURPOSES}
+        except (envvars.UnsupportedSpec, ValueError) as exc:
+            c.state = replace(
+                c.state, waiting_reason="CreateContainerConfigError", waiting_message=str(exc)
+            )
+            c.restart_at = now + 1.0
+            return
+        hostname = self.pod["spec"].get("hostname") or pod_name
+        c.popen = runtime.launch(
+            argv,
+            env=env,
+            mounts=mounts,
+            hosts_file=self.hosts_file,
+            hostname=hostname,
+            workdir=c.spec.get("workingDir", ""),
+            log_path=self.node.run_dir / "logs" / "pods" / f"{ns}_{pod_name}_{c.spec['name']}.log",
+        )
+        runtime.record_pid(self.node.run_dir / "pids", c.popen.pid)
+        restarted = c.state.terminated is not None or c.state.last_terminated is not None
+        c.env, c.restart_at, c.kill_deadline, c.kill_reason = env, None, None, ""
+        c.probe_specs = {p: s for p, s in specs.items() if s is not None}
+        c.probe_states = {p: probes.initial_state(p) for p in c.probe_specs}
+        c.pending.clear()
+        c.state = replace(
+            c.state,
+            running_since=now,
+            pid=c.popen.pid,
+            terminated=None,
+            last_terminated=c.state.terminated or c.state.last_terminated,
+            restart_count=c.state.restart_count + (1 if restarted else 0),
+            waiting_reason="",
+            waiting_message="",
+            started="startup" not in c.probe_specs,
+            ready="readiness" not in c.probe_specs and "startup" not in c.probe_specs,
+        )
+        log.info(
+            "%s: started container %s pid=%d: %.150s",
+            self.name, c.spec["name"], c.popen.pid, shlex.join(argv),
+        )  # fmt: skip
+
+    def _exited(self, c: Container, code: int, now: float) -> None:
+        assert c.popen is not None
+        assert c.state.running_since is not None
+        runtime.forget_pid(self.node.run_dir / "pids", c.popen.pid)
+        done = Terminated(code, c.state.running_since, now, reason=c.kill_reason)
+        log.info("%s: container %s exited with %d", self.name, c.spec["name"], code)
+        c.popen = None
+        c.pending.clear()
+        c.state = replace(c.state, running_since=None, terminated=done, ready=False, started=False)
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        if self.term_deadline is None and (should_restart(policy, code) or c.kill_reason):
+            if policy == "Never":
+                return
+            delay = backoff_delay(
+                c.state.restart_count, base=self.node.backoff_base, cap=self.node.backoff_cap
+            )
+            c.restart_at = now + delay
+            if delay > 0:
+                c.state = replace(
+                    c.state, terminated=None, last_terminated=done,
+                    waiting_reason="CrashLoopBackOff",
+                    waiting_message=f"back-off {delay:.0f}s restarting failed container",
+                )  # fmt: skip
+
+    # ---- probes -----------------------------------------------------------------------
+    def _probe(self, c: Container, now: float) -> None:
+        assert c.state.running_since is not None
+        for purpose, spec in c.probe_specs.items():
+            if purpose != "startup" and not c.state.started:
+                continue
+            if purpose == "startup" and c.state.started:
+                continue
+            fut = c.pending.get(purpose)
+            if fut is not None and fut.done():
+                del c.pending[purpose]
+                ok = bool(fut.result()) if fut.exception() is None else False
+                c.probe_states[purpose] = probes.advance(
+                    spec, c.probe_states[purpose], ok=ok, now=now
+                )
+                self._apply_probe(c, purpose, now)
+            elif fut is None and probes.is_due(
+                spec, c.probe_states[purpose], started_at=c.state.running_since, now=now
+            ):
+                c.probe_states[purpose] = replace(c.probe_states[purpose], last_run=now)
+                c.pending[purpose] = self.node.executor.submit(self._check, c, spec)
+
+    def _apply_probe(self, c: Container, purpose: str, now: float) -> None:
+        healthy = c.probe_states[purpose].healthy
+        if purpose == "readiness":
+            c.state = replace(c.state, ready=healthy)
+        elif purpose == "startup" and c.probe_states[purpose].successes > 0 and healthy:
+            ready = "readiness" not in c.probe_specs
+            c.state = replace(c.state, started=True, ready=ready)
+        if purpose in ("liveness", "startup") and not healthy and c.kill_deadline is None:
+            log.warning("%s: %s probe of %s failed: killing", self.name, purpose, c.spec["name"])
+            c.kill_reason = "Error"
+            self._signal(c, signal.SIGTERM)
+            c.kill_deadline = now + self._grace()
+
+    def _check(self, c: Container, spec: probes.ProbeSpec) -> bool:
+        ports = c.spec.get("ports", [])
+        if spec.kind == "httpGet":
+            return probes.check_http(spec.action, pod_ip=self.ip, ports=ports, timeout=spec.timeout)
+        if spec.kind == "tcpSocket":
+            return probes.check_tcp(spec.action, pod_ip=self.ip, ports=ports, timeout=spec.timeout)
+        pid = c.state.pid or 0
+        env = runtime.container_env(c.env, hostname=self.pod["metadata"]["name"])
+        return probes.check_exec(spec.action, ns_pid=pid, env=env, timeout=spec.timeout)
+
+    # ---- termination ------------------------------------------------------------------
+    def _grace(self) -> float:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+        return float(grace)
+
+    def _terminate(self, now: float) -> None:
+        if self.term_deadline is None:
+            self.term_deadline = now + self._grace()
+            log.info("%s: terminating, grace %.0fs", self.name, self._grace())
+            for c in self.containers:
+                self._signal(c, signal.SIGTERM)
+        for c in self.containers:
+            if c.popen is None:
+                continue
+            returncode = c.popen.poll()
+            if returncode is not None:
+                self._exited(c, exit_code(returncode), now)
+            elif now >= self.term_deadline:
+                log.warning("%s: %s outlived its grace period: SIGKILL", self.name, c.spec["name"])
+                self._signal(c, signal.SIGKILL)
+
+    def _enforce_kill(self, c: Container, now: float) -> None:
+        if c.kill_deadline is not None and now >= c.kill_deadline:
+            self._signal(c, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(c: Container, sig: signal.Signals) -> None:
+        if c.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(c.popen.pid, sig)
+
+    def kill_now(self, grace: float = 2.0) -> None:
+        """Stop every process immediately (kubelet shutdown, or pod force-deleted)."""
+        for c in self.containers:
+            if c.popen is not None:
+                procs.kill_group(c.popen.pid, grace=grace, waiter=c.popen.wait)
+                runtime.forget_pid(self.node.run_dir / "pids", c.popen.pid)
+                c.popen = None

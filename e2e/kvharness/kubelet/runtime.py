@@ -1,0 +1,108 @@
+"""Running one container as a local process in its own mount and UTS namespace.
+
+Each container process is started as `unshare --mount --uts --propagation private sh -c SCRIPT`:
+the script bind-mounts the pod's volume directories at their `mountPath`s and the pod's hosts file
+over /etc/hosts, sets the hostname to the pod's, changes to `workingDir`, then `exec`s the
+command, so the command's pid is the process we track and `nsenter -t <pid> -m` reaches its
+mounts (exec probes). Mount points that do not exist on the host are created there (empty
+directories/files); the bind mounts themselves are private to the container. This needs root,
+which the CI machines and sandboxes have. Each process leads its own session so stopping it stops
+everything it spawned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A host path bind-mounted at `target` inside the container."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+def mount_script(mounts: Sequence[Mount], *, hosts_file: Path, hostname: str, workdir: str) -> str:
+    """The shell prologue run inside the new namespaces before exec'ing the command (pure)."""
+    lines = ["set -e"]
+    for m in sorted(mounts, key=lambda m: m.target.count("/")):
+        src, dst = shlex.quote(str(m.source)), shlex.quote(m.target)
+        if m.source.is_dir():
+            lines.append(f"mkdir -p {dst}")
+        else:
+            lines.append(f"mkdir -p $(dirname {dst}); [ -e {dst} ] || : > {dst}")
+        lines.append(f"mount --bind {src} {dst}")
+        if m.read_only:
+            lines.append(f"mount -o remount,bind,ro {dst}")
+    lines.append(f"mount --bind {shlex.quote(str(hosts_file))} /etc/hosts")
+    lines.append(f"hostname {shlex.quote(hostname)}")
+    if workdir:
+        lines.append(f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines)
+
+
+def container_env(env: Mapping[str, str], *, hostname: str) -> dict[str, str]:
+    """What the process sees: the spec's env plus what an image/kubelet would provide."""
+    base = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": hostname}
+    return {**base, **env}
+
+
+def launch(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    mounts: Sequence[Mount],
+    hosts_file: Path,
+    hostname: str,
+    workdir: str,
+    log_path: Path,
+) -> subprocess.Popen[bytes]:
+    """Start the container process; its stdout+stderr are appended to `log_path`."""
+    script = mount_script(mounts, hosts_file=hosts_file, hostname=hostname, workdir=workdir)
+    full = [
+        "unshare", "--mount", "--uts", "--propagation", "private", "--",
+        "/bin/sh", "-c", script, "sh", *argv,
+    ]  # fmt: skip
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=container_env(env, hostname=hostname),
+            start_new_session=True,
+        )
+
+
+def record_pid(pid_dir: Path, pid: int) -> None:
+    """Remember a container's process group so a crashed kubelet's children can be reaped."""
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    (pid_dir / str(pid)).touch()
+
+
+def forget_pid(pid_dir: Path, pid: int) -> None:
+    (pid_dir / str(pid)).unlink(missing_ok=True)
+
+
+def recorded_pids(pid_dir: Path) -> list[int]:
+    if not pid_dir.is_dir():
+        return []
+    return [int(p.name) for p in pid_dir.iterdir() if p.name.isdigit()]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
