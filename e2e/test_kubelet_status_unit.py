@@ -1,0 +1,231 @@
+"""Unit tests of the process kubelet's restart decisions, pod status, volumes and hosts files.
+
+Marked `e2e` only because CI runs e2e/ with `-m e2e`; no cluster or process is involved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kvharness.kubelet import volumes
+from kvharness.kubelet.kubelet import pod_ip
+from kvharness.kubelet.runtime import Mount, mount_script
+from kvharness.kubelet.status import (
+    ContainerState,
+    Terminated,
+    backoff_delay,
+    pod_phase,
+    pod_status,
+    should_restart,
+)
+
+pytestmark = pytest.mark.e2e
+
+RUNNING = ContainerState("c", "img", running_since=10.0, pid=42, ready=True, started=True)
+EXITED_OK = ContainerState("c", "img", terminated=Terminated(0, 1.0, 2.0))
+EXITED_BAD = ContainerState("c", "img", terminated=Terminated(1, 1.0, 2.0))
+BACKING_OFF = ContainerState(
+    "c", "img", last_terminated=Terminated(1, 1.0, 2.0), waiting_reason="CrashLoopBackOff"
+)
+CREATING = ContainerState("c", "img")
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "restart"),
+    [
+        ("Always", 0, True),
+        ("Always", 1, True),
+        ("OnFailure", 0, False),
+        ("OnFailure", 137, True),
+        ("Never", 1, False),
+    ],
+)
+def test_should_restart(policy: str, code: int, restart: bool) -> None:
+    assert should_restart(policy, code) is restart
+
+
+def test_backoff_is_immediate_then_doubles_to_cap() -> None:
+    delays = [backoff_delay(n, base=1.0, cap=10.0) for n in range(7)]
+    assert delays == [0.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    ("policy", "containers", "phase"),
+    [
+        ("Always", [CREATING], "Pending"),
+        ("Always", [RUNNING, CREATING], "Pending"),
+        ("Always", [RUNNING], "Running"),
+        ("Always", [BACKING_OFF], "Running"),
+        ("Always", [EXITED_OK], "Running"),
+        ("Never", [EXITED_OK], "Succeeded"),
+        ("Never", [EXITED_BAD], "Failed"),
+        ("Never", [EXITED_OK, EXITED_BAD], "Failed"),
+        ("OnFailure", [EXITED_OK], "Succeeded"),
+        ("OnFailure", [EXITED_BAD], "Running"),
+        ("Never", [RUNNING, EXITED_BAD], "Running"),
+    ],
+)
+def test_pod_phase_matches_kubelet_get_phase(
+    policy: str, containers: list[ContainerState], phase: str
+) -> None:
+    assert pod_phase(policy, containers) == phase
+
+
+def _pod(conditions: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {"restartPolicy": "Always", **spec},
+        "status": {"conditions": conditions or []},
+    }
+
+
+def _conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_status_ready_pod() -> None:
+    st = pod_status(
+        _pod(), [RUNNING], pod_ip="127.0.1.1", host_ip="127.0.0.1", start_time=0, now=60
+    )
+    assert st["phase"] == "Running"
+    assert (st["podIP"], st["podIPs"], st["hostIP"]) == (
+        "127.0.1.1",
+        [{"ip": "127.0.1.1"}],
+        "127.0.0.1",
+    )
+    conds = _conds(st)
+    assert conds["Ready"]["status"] == conds["ContainersReady"]["status"] == "True"
+    assert conds["Ready"]["lastTransitionTime"] == "1970-01-01T00:01:00Z"
+    cs = st["containerStatuses"][0]
+    assert cs["ready"]
+    assert cs["started"]
+    assert cs["state"] == {"running": {"startedAt": "1970-01-01T00:00:10Z"}}
+    assert cs["containerID"] == "process://42"
+
+
+def test_status_keeps_transition_time_until_status_changes() -> None:
+    old = [{"type": "Ready", "status": "True", "lastTransitionTime": "old"}]
+    same = pod_status(_pod(old), [RUNNING], pod_ip="i", host_ip="h", start_time=0, now=99)
+    assert _conds(same)["Ready"]["lastTransitionTime"] == "old"
+    changed = pod_status(_pod(old), [CREATING], pod_ip="i", host_ip="h", start_time=0, now=99)
+    ready = _conds(changed)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ContainersNotReady")
+    assert ready["lastTransitionTime"] != "old"
+
+
+def test_status_readiness_gates_and_crash_loop() -> None:
+    pod = _pod(readinessGates=[{"conditionType": "example.com/gate"}])
+    st = pod_status(pod, [RUNNING], pod_ip="i", host_ip="h", start_time=0, now=1)
+    assert _conds(st)["ContainersReady"]["status"] == "True"
+    assert _conds(st)["Ready"]["status"] == "False"
+    st = pod_status(_pod(), [BACKING_OFF], pod_ip="i", host_ip="h", start_time=0, now=1)
+    cs = st["containerStatuses"][0]
+    assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert cs["lastState"]["terminated"]["exitCode"] == 1
+    assert cs["lastState"]["terminated"]["reason"] == "Error"
+
+
+def test_completed_pod_is_not_ready() -> None:
+    pod = _pod(restartPolicy="Never")
+    st = pod_status(pod, [EXITED_OK], pod_ip="i", host_ip="h", start_time=0, now=1)
+    assert st["phase"] == "Succeeded"
+    assert _conds(st)["Ready"]["reason"] == "PodCompleted"
+    assert st["containerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+
+
+# ---- addresses, volumes, hosts -------------------------------------------------------
+def test_pod_ips_are_distinct_loopback_addresses() -> None:
+    ips = [pod_ip(i) for i in range(600)]
+    assert len(set(ips)) == 600
+    assert ips[0] == "127.0.1.1"
+    assert all(ip.startswith("127.") and not ip.endswith((".0", ".255")) for ip in ips)
+
+
+def test_mount_script_orders_parents_first_and_execs() -> None:
+    script = mount_script(
+        [Mount(Path("/h/b"), "/data/sub", read_only=True), Mount(Path("/h/a"), "/data")],
+        hosts_file=Path("/h/hosts"),
+        hostname="web-0",
+        workdir="/data",
+    )
+    lines = script.splitlines()
+    assert lines.index("mount --bind /h/a /data") < lines.index("mount --bind /h/b /data/sub")
+    assert "mount -o remount,bind,ro /data/sub" in lines
+    assert "mount --bind /h/hosts /etc/hosts" in lines
+    assert lines[-1] == 'exec "$@"'
+
+
+def _sts_pod(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"hostname": name, "subdomain": "web"},
+    }
+
+
+def test_dns_records_follow_headless_service_rules() -> None:
+    headless = {"spec": {"clusterIP": "None"}}
+    pods = [(_sts_pod("web-0"), "127.0.1.1", True), (_sts_pod("web-1"), "127.0.1.2", False)]
+    records = volumes.dns_records(pods, lambda key: headless if key == "ns/web" else None)
+    assert records == [("127.0.1.1", "web-0.web.ns.svc.cluster.local", "web-0")]
+    publish = {"spec": {"clusterIP": "None", "publishNotReadyAddresses": True}}
+    assert len(volumes.dns_records(pods, lambda _: publish)) == 2
+    assert volumes.dns_records(pods, lambda _: {"spec": {"clusterIP": "10.0.0.5"}}) == []
+    assert volumes.dns_records(pods, lambda _: None) == []
+
+
+def test_hosts_content_has_self_and_peers() -> None:
+    peers = [("127.0.1.1", "web-0.web.ns.svc.cluster.local", "web-0")]
+    text = volumes.hosts_content(_sts_pod("web-1"), "127.0.1.2", peers)
+    assert "127.0.1.2\tweb-1.web.ns.svc.cluster.local\tweb-1" in text
+    assert "127.0.1.1\tweb-0.web.ns.svc.cluster.local\tweb-0" in text
+    assert text.startswith("127.0.0.1\tlocalhost")
+
+
+def test_prepare_volumes(tmp_path: Path) -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "c"}},
+                {"name": "scratch", "emptyDir": {}},
+                {
+                    "name": "cfg",
+                    "configMap": {"name": "cm", "items": [{"key": "a", "path": "x/a.conf"}]},
+                },
+                {"name": "sec", "secret": {"secretName": "s"}},
+            ]
+        },
+    }
+    claim_dir = tmp_path / "claim"
+    dirs = volumes.prepare(
+        pod,
+        pod_dir=tmp_path / "pod",
+        claim_path=lambda c: claim_dir if c == "c" else None,
+        config_maps=lambda n: {"data": {"a": "A", "b": "B"}},
+        secrets=lambda n: {"data": {"pw": "czNjcmV0"}},
+    )
+    assert dirs["data"] == claim_dir
+    assert dirs["scratch"].is_dir()
+    assert (dirs["cfg"] / "x" / "a.conf").read_text() == "A"
+    assert not (dirs["cfg"] / "b").exists()
+    assert (dirs["sec"] / "pw").read_text() == "s3cret"
+    mounts = volumes.container_mounts(
+        {"volumeMounts": [{"name": "data", "mountPath": "/d", "subPath": "sub"}]}, dirs
+    )
+    assert mounts == [Mount(claim_dir / "sub", "/d", False)]
+    with pytest.raises(volumes.NotReadyYet):
+        volumes.prepare(
+            pod, pod_dir=tmp_path / "p2", claim_path=lambda c: None,
+            config_maps=lambda n: None, secrets=lambda n: None,
+        )  # fmt: skip
+
+
+def test_write_in_place_keeps_inode(tmp_path: Path) -> None:
+    path = tmp_path / "hosts"
+    assert volumes.write_in_place(path, "a\n")
+    inode = path.stat().st_ino
+    assert not volumes.write_in_place(path, "a\n")
+    assert volumes.write_in_place(path, "b\n")
+    assert path.stat().st_ino == inode
