@@ -1,0 +1,120 @@
+"""The stateless, deterministic command processor: the whole replicated state machine.
+
+Every replica runs ``CommandProcessor.apply`` on the same entries in the same order, so it must
+decide identically everywhere: it reads no clock (time comes from the command), no randomness,
+no configuration, and only the store's own state. It is also the recovery path — a journal
+replayed after a restart re-submits entries the store already has, which ``applied_index``
+recognises — and what the tests drive directly.
+
+Each call makes exactly ONE ``store.apply`` (or none, for a replayed entry), so data, expiry
+index and applied index move together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvnode.core import errors, model, ops
+from kvnode.raft.commands import BarrierCmd, Command, ExpireCmd, WriteCmd
+from kvnode.storage import engine
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFailure:
+    """Why a WriteCmd changed nothing: op ``op_index`` on ``key`` saw ``current_version``
+    (0 when absent or expired)."""
+
+    op_index: int
+    key: str
+    current_version: int
+
+    def to_error(self) -> errors.PreconditionFailed:
+        return errors.PreconditionFailed(
+            f"condition on key {self.key!r} failed (current version {self.current_version})",
+            key=self.key,
+            current_version=self.current_version,
+            index=self.op_index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What applying one entry did.
+
+    ``skipped``: the entry was at or below the applied index (journal replay); nothing happened
+    and the other fields are empty. ``results``: one WriteResult per op of a successful WriteCmd,
+    in op order. ``failure``: the first failed condition of a WriteCmd (then nothing but the
+    applied index changed). ``expired``: records an ExpireCmd removed.
+    """
+
+    index: int
+    skipped: bool = False
+    results: tuple[ops.WriteResult, ...] = ()
+    failure: ConditionFailure | None = None
+    expired: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped and self.failure is None
+
+
+class CommandProcessor:
+    """Applies decoded commands to a ``PartitionStore``. Holds no state; one instance may serve
+    every partition."""
+
+    def apply(self, store: engine.PartitionStore, cmd: Command, index: int) -> ApplyResult:
+        if index <= store.applied_index():
+            return ApplyResult(index=index, skipped=True)
+        if isinstance(cmd, WriteCmd):
+            return self._write(store, cmd, index)
+        if isinstance(cmd, ExpireCmd):
+            return self._expire(store, cmd, index)
+        if isinstance(cmd, BarrierCmd):
+            store.apply(index, puts={}, deletes=())
+            return ApplyResult(index=index)
+        raise TypeError(f"not a command: {cmd!r}")
+
+    def _write(self, store: engine.PartitionStore, cmd: WriteCmd, index: int) -> ApplyResult:
+        # Conditions see the state before the batch; keys are distinct (WriteCmd checks it).
+        live: dict[str, model.Record | None] = {}
+        for i, op in enumerate(cmd.ops):
+            rec = store.get(op.key)
+            cur = None if rec is None or rec.expired(cmd.now_ms) else rec
+            live[op.key] = cur
+            if not _holds(op.cond, cur):
+                store.apply(index, puts={}, deletes=())
+                failure = ConditionFailure(i, op.key, 0 if cur is None else cur.version)
+                return ApplyResult(index=index, failure=failure)
+        puts: dict[str, model.Record] = {}
+        deletes: list[str] = []
+        results: list[ops.WriteResult] = []
+        for op in cmd.ops:
+            cur = live[op.key]
+            if isinstance(op, ops.Put):
+                exp = None if op.ttl_ms is None else cmd.now_ms + op.ttl_ms
+                puts[op.key] = model.Record(value=op.value, version=index, expires_at_ms=exp)
+                results.append(ops.WriteResult(key=op.key, version=index, existed=cur is not None))
+            else:
+                deletes.append(op.key)  # also drops an expired record still stored
+                version = 0 if cur is None else cur.version
+                results.append(
+                    ops.WriteResult(key=op.key, version=version, existed=cur is not None)
+                )
+        store.apply(index, puts=puts, deletes=deletes)
+        return ApplyResult(index=index, results=tuple(results))
+
+    def _expire(self, store: engine.PartitionStore, cmd: ExpireCmd, index: int) -> ApplyResult:
+        doomed = []
+        for key in store.expired_keys(cmd.now_ms, cmd.limit):
+            rec = store.get(key)
+            if rec is not None and rec.expired(cmd.now_ms):
+                doomed.append(key)
+        store.apply(index, puts={}, deletes=doomed)
+        return ApplyResult(index=index, expired=len(doomed))
+
+
+def _holds(cond: ops.Condition, cur: model.Record | None) -> bool:
+    """``if_version=N``: current version (0 if absent) is N; ``if_value=V``: live value is V."""
+    if cond.if_version is not None and cond.if_version != (0 if cur is None else cur.version):
+        return False
+    return cond.if_value is None or (cur is not None and cur.value == cond.if_value)
