@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from kvnode.core.model import PartitionMap, Record
 from kvnode.core.ops import (
@@ -77,4 +77,24 @@ class ServiceApi(Protocol):
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready when every local replica knows a leader (and the node has a map)."""
+        ...
+
+
+@runtime_checkable
+class PartitionScanApi(Protocol):
+    """Optional extension of ``ServiceApi`` (added later, kept separate so existing
+    implementations stay valid): one partition's share of a listing, served on
+    ``GET /v1/internal/scan`` for nodes that merge a cross-partition ``GET /v1/kv``."""
+
+    async def scan_partition(
+        self,
+        p: int,
+        *,
+        prefix: str,
+        cursor: str | None,
+        limit: int,
+        consistency: Consistency,
+        ctx: RequestContext,
+    ) -> tuple[list[tuple[str, Record]], bool]:
+        """Live records of partition ``p`` in key order, and whether more may follow."""
         ...

@@ -1,0 +1,215 @@
+"""Handlers of HTTP API v1: parse (``parse``), call the service, render JSON.
+
+Handlers hold no logic of their own beyond shaping responses: validation lives in ``parse`` and
+every error becomes a response in the app's error middleware (``errors`` table), so a handler
+simply raises.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from typing import Any
+
+import prometheus_client
+from aiohttp import web
+
+from kvnode.core import errors
+from kvnode.core.model import Record
+from kvnode.core.ops import BatchOutcome, OpOutcome, Write
+from kvnode.http import api, parse
+from kvnode.http import errors as http_errors
+
+log = logging.getLogger(__name__)
+
+KV_PREFIX = "/v1/kv/"
+LIST_PARAMS = frozenset({"prefix", "cursor", "limit", "consistency", "keys_only"})
+SCAN_PARAMS = frozenset({"partition", "prefix", "cursor", "limit", "consistency"})
+GET_PARAMS = frozenset({"consistency"})
+DELETE_PARAMS = frozenset({"if_version", "if_value"})
+NO_PARAMS: frozenset[str] = frozenset()
+
+
+def record_json(key: str, record: Record) -> dict[str, Any]:
+    return {
+        "key": key,
+        "value": record.value,
+        "version": record.version,
+        "expires_at_ms": record.expires_at_ms,
+    }
+
+
+class Handlers:
+    """Request handlers bound to one service (``api.ServiceApi``) and its limits."""
+
+    def __init__(
+        self, service: api.ServiceApi, *, registry: prometheus_client.CollectorRegistry
+    ) -> None:
+        self.service = service
+        self.registry = registry
+        self._openapi: bytes | None = None
+
+    # ------------------------------------------------------------ keys
+
+    async def get_key(self, request: web.Request) -> web.Response:
+        query = parse.parse_query(request.raw_path, allowed=GET_PARAMS)
+        key = self._key(request)
+        consistency = parse.parse_consistency(query)
+        ctx = parse.parse_context(request.headers)
+        record = await self.service.get(key, consistency=consistency, ctx=ctx)
+        return web.json_response(record_json(key, record))
+
+    async def put_key(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        key = self._key(request)
+        ctx = parse.parse_context(request.headers)
+        body = parse.decode_json_object(await request.read())
+        op = parse.parse_put_body(key, body, self.service.limits)
+        result = await self.service.write(op, ctx=ctx)
+        return web.json_response({"key": result.key, "version": result.version})
+
+    async def delete_key(self, request: web.Request) -> web.Response:
+        query = parse.parse_query(request.raw_path, allowed=DELETE_PARAMS)
+        key = self._key(request)
+        ctx = parse.parse_context(request.headers)
+        op = parse.parse_delete(key, query, self.service.limits)
+        result = await self.service.write(op, ctx=ctx)
+        body = {"key": result.key, "deleted": result.existed, "version": result.version}
+        return web.json_response(body)
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        query = parse.parse_query(request.raw_path, allowed=LIST_PARAMS)
+        q = parse.parse_list(query, self.service.limits)
+        ctx = parse.parse_context(request.headers)
+        page = await self.service.list_keys(
+            prefix=q.prefix, cursor=q.cursor, limit=q.limit, consistency=q.consistency, ctx=ctx
+        )
+        items = [{"key": k} if q.keys_only else record_json(k, r) for k, r in page.items]
+        return web.json_response({"items": items, "next_cursor": page.next_cursor})
+
+    async def scan_partition(self, request: web.Request) -> web.Response:
+        """One partition's share of a listing, for the node merging a ``GET /v1/kv`` (only when
+        the service implements ``api.PartitionScanApi``)."""
+        if not isinstance(self.service, api.PartitionScanApi):
+            raise http_errors.NoRoute("this node does not serve partition scans", path=request.path)
+        query = parse.parse_query(request.raw_path, allowed=SCAN_PARAMS)
+        partition = parse.parse_partition(query)
+        q = parse.parse_list(query, self.service.limits)
+        ctx = parse.parse_context(request.headers)
+        items, more = await self.service.scan_partition(
+            partition,
+            prefix=q.prefix,
+            cursor=q.cursor,
+            limit=q.limit,
+            consistency=q.consistency,
+            ctx=ctx,
+        )
+        return web.json_response({"items": [record_json(k, r) for k, r in items], "more": more})
+
+    def _key(self, request: web.Request) -> str:
+        key = parse.key_from_raw_path(request.raw_path, KV_PREFIX)
+        self.service.limits.check_key(key)
+        return key
+
+    # ------------------------------------------------------------ batch
+
+    async def batch(self, request: web.Request) -> web.Response:
+        """All ops are validated before the service sees any; on a partition failure the answer
+        takes the first error's status and lists exactly which ops applied."""
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        ctx = parse.parse_context(request.headers)
+        body = parse.decode_json_object(await request.read())
+        ops, atomic = parse.parse_batch(body, self.service.limits)
+        outcome = await self.service.batch(ops, atomic=atomic, ctx=ctx)
+        return batch_response(ops, outcome)
+
+    # ------------------------------------------------------------ cluster and admin
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        return web.json_response(await self.service.cluster_info())
+
+    async def install_map(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        pmap = parse.parse_map(parse.decode_json_object(await request.read()))
+        log.info("installing partition map epoch=%d via admin API", pmap.epoch)
+        return web.json_response(await self.service.install_map(pmap))
+
+    async def partitions(self, request: web.Request) -> web.Response:
+        return web.json_response({"partitions": self.service.partition_status()})
+
+    # ------------------------------------------------------------ probes and docs
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.health())
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready, details = self.service.readiness()
+        return web.json_response({"ready": ready, **details}, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest(self.registry)
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        if self._openapi is None:
+            self._openapi = openapi_document()
+        return web.Response(body=self._openapi, content_type="application/yaml")
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI document shipped as package data (``kvnode/openapi.yaml``)."""
+    return importlib.resources.files("kvnode").joinpath("openapi.yaml").read_bytes()
+
+
+def batch_response(ops: list[Write], outcome: BatchOutcome) -> web.Response:
+    """200 with every result, or the first error's status with per-op ok/error results."""
+    pairs = list(zip(ops, outcome.outcomes, strict=True))
+    if outcome.applied:
+        results = [_result_json(op, o) for op, o in pairs]
+        return web.json_response({"applied": True, "results": results})
+    first: errors.KvError | None = None
+    results = []
+    for op, o in pairs:
+        if o.error is None and o.result is not None:
+            results.append({"ok": True, **_result_json(op, o)})
+            continue
+        err = o.error or errors.Internal("the service reported no outcome for this op")
+        first = first or err
+        results.append({"key": op.key, "ok": False, "error": err.to_dict()})
+    assert first is not None  # not applied means some op has an error
+    return http_errors.error_response(first, extra={"applied": False, "results": results})
+
+
+def _result_json(op: Write, outcome: OpOutcome) -> dict[str, Any]:
+    if outcome.result is None:
+        raise errors.Internal(f"the service reported no result for key {op.key!r}")
+    r = outcome.result
+    return {"key": r.key, "version": r.version, "existed": r.existed}
+
+
+# (method, path, handler name, metrics op); the OpenAPI document must list the same routes.
+ROUTES: tuple[tuple[str, str, str, str], ...] = (
+    ("GET", "/v1/kv", "list_keys", "list"),
+    ("GET", "/v1/kv/{key:.*}", "get_key", "get"),
+    ("PUT", "/v1/kv/{key:.*}", "put_key", "put"),
+    ("DELETE", "/v1/kv/{key:.*}", "delete_key", "delete"),
+    ("GET", "/v1/internal/scan", "scan_partition", "list"),
+    ("POST", "/v1/batch", "batch", "batch"),
+    ("GET", "/v1/cluster", "cluster", "cluster"),
+    ("PUT", "/v1/admin/map", "install_map", "admin"),
+    ("GET", "/v1/admin/partitions", "partitions", "admin"),
+    ("GET", "/healthz", "healthz", "other"),
+    ("GET", "/readyz", "readyz", "other"),
+    ("GET", "/metrics", "metrics", "other"),
+    ("GET", "/v1/openapi.yaml", "openapi", "other"),
+)
+
+OP_BY_ROUTE_NAME = {f"{name}.{method.lower()}": op for method, _, name, op in ROUTES}
+
+
+def add_routes(app: web.Application, handlers: Handlers) -> None:
+    for method, path, name, _op in ROUTES:
+        app.router.add_route(method, path, getattr(handlers, name), name=f"{name}.{method.lower()}")
