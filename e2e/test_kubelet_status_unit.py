@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvharness.kubelet import volumes
+from kvharness.kubelet import runtime, volumes
 from kvharness.kubelet.kubelet import pod_ip
 from kvharness.kubelet.runtime import Mount, mount_script
 from kvharness.kubelet.status import (
@@ -229,3 +229,15 @@ def test_write_in_place_keeps_inode(tmp_path: Path) -> None:
     assert not volumes.write_in_place(path, "a\n")
     assert volumes.write_in_place(path, "b\n")
     assert path.stat().st_ino == inode
+
+
+def test_mount_points_are_created_and_removed_when_empty(tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    targets = [(str(tmp_path / "a" / "b"), True), (str(tmp_path / "f" / "file.conf"), False)]
+    runtime.create_mount_points([*targets, (str(existing), True)], record)
+    assert (tmp_path / "a" / "b").is_dir()
+    assert (tmp_path / "f" / "file.conf").is_file()
+    runtime.remove_mount_points(record)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 JsonDict = dict[str, Any]
 
 
@@ -33,7 +31,7 @@ class ApiError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class KubeConfig:
-    """The parts of a kubeconfig the harness uses (client certificates, file references)."""
+    """The parts of the harness-written kubeconfig it uses (client certificates as files)."""
 
     server: str
     ca_file: str
@@ -42,7 +40,7 @@ class KubeConfig:
 
     @classmethod
     def load(cls, path: Path) -> KubeConfig:
-        doc = yaml.safe_load(path.read_text())
+        doc = json.loads(path.read_text())  # written as JSON by pki.write_kubeconfig
         ctx_name = doc["current-context"]
         ctx = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)
         cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])

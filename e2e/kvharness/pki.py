@@ -8,6 +8,7 @@ tokens, which makes `kubectl create token` work for operator-RBAC tests later.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,14 +91,28 @@ def create_pki(directory: Path) -> Pki:
 
 
 def write_kubeconfig(path: Path, *, server: str, pki: Pki) -> Path:
-    """Write an admin kubeconfig (file references, readable by kubectl, kopf and our client)."""
-    path.write_text(
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: ringkv-e2e\n  cluster:\n    server: {server}\n"
-        f"    certificate-authority: {pki.ca_crt}\n"
-        f"users:\n- name: admin\n  user:\n    client-certificate: {pki.admin_crt}\n"
-        f"    client-key: {pki.admin_key}\n"
-        "contexts:\n- name: ringkv-e2e\n  context:\n    cluster: ringkv-e2e\n    user: admin\n"
-        "current-context: ringkv-e2e\n"
-    )
+    """Write an admin kubeconfig as JSON (valid YAML for kubectl and kopf; parseable without
+    PyYAML), with file references to the certificates."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "ringkv-e2e",
+                "cluster": {"server": server, "certificate-authority": str(pki.ca_crt)},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate": str(pki.admin_crt),
+                    "client-key": str(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": "ringkv-e2e", "context": {"cluster": "ringkv-e2e", "user": "admin"}}],
+        "current-context": "ringkv-e2e",
+    }
+    path.write_text(json.dumps(config, indent=1))
     return path

@@ -11,6 +11,7 @@ uid, as real pods do when re-created.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -164,6 +165,8 @@ class ProcessKubelet:
     def shutdown(self) -> None:
         """Stop all pod processes (and any recorded leftovers of a crashed earlier run)."""
         for worker in self.workers.values():
+            worker.signal_all(signal.SIGTERM)
+        for worker in self.workers.values():
             worker.kill_now()
         self.workers.clear()
         reap_leftovers(self.run_dir)
@@ -176,3 +179,4 @@ def reap_leftovers(run_dir: Path) -> None:
     for pid in runtime.recorded_pids(pid_dir):
         procs.kill_group(pid, grace=2.0)
         runtime.forget_pid(pid_dir, pid)
+    runtime.remove_mount_points(run_dir / "mount-points")

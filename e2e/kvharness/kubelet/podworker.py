@@ -183,6 +183,7 @@ class PodWorker:
             hostname=hostname,
             workdir=c.spec.get("workingDir", ""),
             log_path=self.node.run_dir / "logs" / "pods" / f"{ns}_{pod_name}_{c.spec['name']}.log",
+            mount_point_record=self.node.run_dir / "mount-points",
         )
         runtime.record_pid(self.node.run_dir / "pids", c.popen.pid)
         restarted = c.state.terminated is not None or c.state.last_terminated is not None
@@ -211,7 +212,10 @@ class PodWorker:
         assert c.popen is not None
         assert c.state.running_since is not None
         runtime.forget_pid(self.node.run_dir / "pids", c.popen.pid)
-        done = Terminated(code, c.state.running_since, now, reason=c.kill_reason)
+        done = Terminated(
+            code, c.state.running_since, now, reason=c.kill_reason,
+            container_id=c.state.container_id,
+        )  # fmt: skip
         log.info("%s: container %s exited with %d", self.name, c.spec["name"], code)
         c.popen = None
         c.pending.clear()
@@ -310,6 +314,11 @@ class PodWorker:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(c.popen.pid, sig)
+
+    def signal_all(self, sig: signal.Signals) -> None:
+        """Signal every running container (lets a kubelet stop all pods concurrently)."""
+        for c in self.containers:
+            self._signal(c, sig)
 
     def kill_now(self, grace: float = 2.0) -> None:
         """Stop every process immediately (kubelet shutdown, or pod force-deleted)."""

@@ -60,6 +60,45 @@ def container_env(env: Mapping[str, str], *, hostname: str) -> dict[str, str]:
     return {**base, **env}
 
 
+def create_mount_points(targets: Sequence[tuple[str, bool]], record: Path) -> None:
+    """Create missing mount points on the host, remembering each created path in `record`.
+
+    Bind mounts need an existing target; paths like /data do not exist on the host, so they are
+    created (empty) and removed again by `remove_mount_points` when the kubelet stops.
+    """
+    created: list[str] = []
+    for target, is_dir in targets:
+        path = Path(target)
+        dirs = [path, *path.parents] if is_dir else list(path.parents)
+        for d in reversed(dirs):  # from / downwards
+            if not d.exists():
+                d.mkdir()
+                created.append(str(d))
+        if not is_dir and not path.exists():
+            path.touch()
+            created.append(str(path))
+    if created:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with open(record, "a") as f:
+            f.writelines(p + "\n" for p in created)
+
+
+def remove_mount_points(record: Path) -> None:
+    """Remove the mount points `create_mount_points` made, if still empty (deepest first)."""
+    if not record.exists():
+        return
+    for line in sorted(set(record.read_text().split()), key=len, reverse=True):
+        path = Path(line)
+        try:
+            if path.is_dir():
+                path.rmdir()
+            elif path.is_file() and path.stat().st_size == 0:
+                path.unlink()
+        except OSError as exc:
+            log.warning("leaving mount point %s: %s", path, exc)
+    record.unlink()
+
+
 def launch(
     argv: Sequence[str],
     *,
@@ -69,8 +108,11 @@ def launch(
     hostname: str,
     workdir: str,
     log_path: Path,
+    mount_point_record: Path,
 ) -> subprocess.Popen[bytes]:
     """Start the container process; its stdout+stderr are appended to `log_path`."""
+    targets = [(m.target, m.source.is_dir()) for m in mounts]
+    create_mount_points(targets + ([(workdir, True)] if workdir else []), mount_point_record)
     script = mount_script(mounts, hosts_file=hosts_file, hostname=hostname, workdir=workdir)
     full = [
         "unshare", "--mount", "--uts", "--propagation", "private", "--",

@@ -29,15 +29,16 @@ class Terminated:
     started_at: float
     finished_at: float
     reason: str = ""
+    container_id: str = ""
 
-    def to_api(self, container_id: str) -> JsonDict:
+    def to_api(self) -> JsonDict:
         reason = self.reason or ("Completed" if self.exit_code == 0 else "Error")
         return {
             "exitCode": self.exit_code,
             "reason": reason,
             "startedAt": rfc3339(self.started_at),
             "finishedAt": rfc3339(self.finished_at),
-            "containerID": container_id,
+            "containerID": self.container_id,
         }
 
 
@@ -65,13 +66,13 @@ class ContainerState:
         if self.running_since is not None:
             state: JsonDict = {"running": {"startedAt": rfc3339(self.running_since)}}
         elif self.terminated is not None:
-            state = {"terminated": self.terminated.to_api(self.container_id)}
+            state = {"terminated": self.terminated.to_api()}
         else:
             waiting = {"reason": self.waiting_reason}
             if self.waiting_message:
                 waiting["message"] = self.waiting_message
             state = {"waiting": waiting}
-        last = self.last_terminated.to_api(self.container_id) if self.last_terminated else None
+        last = self.last_terminated.to_api() if self.last_terminated else None
         out: JsonDict = {
             "name": self.name,
             "image": self.image,

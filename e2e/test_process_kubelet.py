@@ -1,0 +1,140 @@
+"""The process kubelet's behaviour seen through the real API and kubectl.
+
+Volumes (ConfigMap, Secret, emptyDir), env from Secrets/ConfigMaps, exec probes inside the pod's
+mount namespace, liveness-driven restarts past an ignored SIGTERM, restart policies and phases,
+and graceful deletion with SIGKILL after the grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from kvharness.cluster import LocalCluster
+from kvharness.procs import wait_until
+
+pytestmark = pytest.mark.e2e
+
+CHECKER = """
+trap '' TERM
+grep -qx hello /etc/app/conf/greeting.txt
+[ "$(cat /etc/sec/password)" = s3cret ] && [ "$PW" = s3cret ] && [ "$CFG_other" = x ]
+touch /scratch/ok /scratch/alive
+n=0; while true; do n=$((n+1)); [ $n -eq 4 ] && rm /scratch/alive; sleep 1; done
+"""
+
+PASSWORD_REF = {"name": "sec", "key": "password"}
+
+
+def apply(cluster: LocalCluster, ns: str, *objects: dict[str, Any]) -> None:
+    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=doc)
+
+
+def pod(name: str, command: str, *, policy: str = "Always", **extra: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": "none", "command": ["sh", "-c", command]}
+    container.update(extra.pop("container", {}))
+    spec = {"restartPolicy": policy, "containers": [container], **extra}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def get_pod(cluster: LocalCluster, ns: str, name: str) -> dict[str, Any]:
+    return dict(cluster.kubectl_json("get", "pod", name, "-n", ns))
+
+
+def container_status(cluster: LocalCluster, ns: str, name: str) -> dict[str, Any]:
+    return dict(get_pod(cluster, ns, name)["status"]["containerStatuses"][0])
+
+
+@pytest.mark.timeout(180)
+def test_volumes_env_exec_probes_and_liveness_restart(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    ns = namespace
+    cluster.kubectl("create", "configmap", "cfg", "-n", ns, "--from-literal=greeting=hello",
+                    "--from-literal=other=x")  # fmt: skip
+    cluster.kubectl(
+        "create", "secret", "generic", "sec", "-n", ns, "--from-literal=password=s3cret"
+    )
+    checker = pod(
+        "checker", CHECKER,
+        terminationGracePeriodSeconds=2,
+        volumes=[
+            {"name": "cfg", "configMap": {"name": "cfg", "items": [
+                {"key": "greeting", "path": "conf/greeting.txt"}]}},
+            {"name": "sec", "secret": {"secretName": "sec"}},
+            {"name": "scratch", "emptyDir": {}},
+        ],
+        container={
+            "env": [{"name": "PW", "valueFrom": {"secretKeyRef": PASSWORD_REF}}],
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+            "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/app", "readOnly": True},
+                {"name": "sec", "mountPath": "/etc/sec"},
+                {"name": "scratch", "mountPath": "/scratch"},
+            ],
+            "readinessProbe": {"exec": {"command": ["test", "-f", "/scratch/ok"]},
+                               "periodSeconds": 1},
+            "livenessProbe": {"exec": {"command": ["test", "-f", "/scratch/alive"]},
+                              "periodSeconds": 1, "failureThreshold": 2},
+        },
+    )  # fmt: skip
+    apply(cluster, ns, checker)
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/checker", "-n", ns, "--timeout=30s")
+
+    def restarted() -> dict[str, Any] | None:
+        status = container_status(cluster, ns, "checker")
+        return status if status["restartCount"] >= 1 else None
+
+    status = wait_until(
+        restarted, timeout=40, what="liveness restart", on_timeout=cluster.dump_logs
+    )
+    # SIGTERM is trapped, so the kubelet had to SIGKILL after the 2 s grace period.
+    assert status["lastState"]["terminated"]["exitCode"] == 137
+    assert status["lastState"]["terminated"]["reason"] == "Error"
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/checker", "-n", ns, "--timeout=30s")
+
+
+@pytest.mark.timeout(120)
+def test_restart_policies_and_phases(cluster: LocalCluster, namespace: str) -> None:
+    ns = namespace
+    apply(
+        cluster, ns,
+        pod("ok", "exit 0", policy="Never"),
+        pod("bad", "exit 3", policy="Never"),
+        pod("flaky", "exit 1", policy="OnFailure"),
+        pod("done", "exit 0", policy="OnFailure"),
+    )  # fmt: skip
+    for name, phase in [("ok", "Succeeded"), ("bad", "Failed"), ("done", "Succeeded")]:
+        cluster.kubectl("wait", f"--for=jsonpath={{.status.phase}}={phase}", f"pod/{name}",
+                        "-n", ns, "--timeout=30s")  # fmt: skip
+    assert container_status(cluster, ns, "bad")["state"]["terminated"]["exitCode"] == 3
+    assert container_status(cluster, ns, "ok")["state"]["terminated"]["reason"] == "Completed"
+
+    def crash_looping() -> bool:
+        status = container_status(cluster, ns, "flaky")
+        waiting = status["state"].get("waiting", {})
+        return status["restartCount"] >= 2 and waiting.get("reason") == "CrashLoopBackOff"
+
+    wait_until(crash_looping, timeout=30, what="CrashLoopBackOff", on_timeout=cluster.dump_logs)
+    assert get_pod(cluster, ns, "flaky")["status"]["phase"] == "Running"
+
+
+@pytest.mark.timeout(120)
+def test_deletion_honours_grace_period_then_sigkill(cluster: LocalCluster, namespace: str) -> None:
+    ns = namespace
+    stubborn = pod("stubborn", "trap '' TERM; while true; do sleep 0.2; done",
+                   terminationGracePeriodSeconds=3)  # fmt: skip
+    polite = pod("polite", "sleep 1000", terminationGracePeriodSeconds=30)
+    apply(cluster, ns, stubborn, polite)
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/stubborn", "pod/polite", "-n", ns,
+                    "--timeout=30s")  # fmt: skip
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "polite", "-n", ns, "--timeout=20s", timeout=30)
+    assert time.monotonic() - started < 10, "SIGTERM should end `sleep` at once"
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "stubborn", "-n", ns, "--timeout=30s", timeout=40)
+    elapsed = time.monotonic() - started
+    assert 3 <= elapsed < 15, f"deletion took {elapsed:.1f}s, expected the 3 s grace then SIGKILL"
