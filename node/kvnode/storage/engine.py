@@ -166,6 +166,16 @@ def decode_record(raw: bytes) -> model.Record:
     return model.Record(value=value, version=version, expires_at_ms=exp or None)
 
 
+def check_record_item(kb: bytes, raw: bytes) -> int:
+    """Validate a data item (UTF-8 key, well-formed record) without building a Record; return
+    its expiry (0 = none). ValueError if malformed. The bulk-load fast path of dumps."""
+    if len(raw) < _RECORD_HEAD.size:
+        raise ValueError(f"record too short: {len(raw)} bytes")
+    kb.decode("utf-8", "surrogatepass")
+    raw[_RECORD_HEAD.size :].decode("utf-8", "surrogatepass")
+    return int(_U64.unpack_from(raw, 8)[0])
+
+
 def expiry_item_key(expires_at_ms: int, kb: bytes) -> bytes:
     return EXPIRY_PREFIX + _U64.pack(expires_at_ms) + kb
 

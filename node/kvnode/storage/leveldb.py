@@ -328,15 +328,18 @@ def _fill(db: Any, items: Iterable[tuple[bytes, bytes]]) -> tuple[int, int, int]
     wb = db.write_batch()
     pending = 0
     for key, value in items:
-        item = engine.parse_dump_item(key, value)
-        if item.record is not None:
+        if key.startswith(engine.DATA_PREFIX):  # fast path for the bulk of a dump
+            kb = key[len(engine.DATA_PREFIX) :]
+            exp = engine.check_record_item(kb, value)
             wb.put(key, value)
-            if item.record.expires_at_ms is not None:
-                wb.put(engine.expiry_item_key(item.record.expires_at_ms, item.key), b"")
-            keys, nbytes = keys + 1, nbytes + len(item.key) + len(value) - _HEAD
+            if exp:
+                wb.put(engine.expiry_item_key(exp, kb), b"")
+            keys, nbytes = keys + 1, nbytes + len(kb) + len(value) - _HEAD
             pending += 1
-        elif item.kind == "applied":
-            applied = item.applied
+        else:
+            item = engine.parse_dump_item(key, value)
+            if item.kind == "applied":
+                applied = item.applied
         if pending >= _LOAD_BATCH:
             wb.write()
             wb, pending = db.write_batch(), 0

@@ -181,16 +181,8 @@ class SnapshotDecoder:
             )
         return self._done
 
-    def _need(self, n: int) -> bool:
-        return len(self._buf) - self._pos >= n
-
-    def _u32(self) -> int:
-        (n,) = _U32.unpack_from(self._buf, self._pos)
-        self._pos += _U32.size
-        return int(n)
-
     def _parse_preamble(self) -> None:
-        if not self._need(_PREAMBLE + _U32.size):
+        if len(self._buf) < _PREAMBLE + _U32.size:
             if not MAGIC.startswith(bytes(self._buf[: len(MAGIC)])):
                 raise SnapshotCorrupt("not a ringkv snapshot (bad magic)")
             return
@@ -210,29 +202,35 @@ class SnapshotDecoder:
         self._in_items = True
 
     def _parse_items(self, out: list[tuple[bytes, bytes]]) -> None:
-        buf = self._buf
-        while self._in_items and self._need(_U32.size):
-            start = self._pos
-            (klen,) = _U32.unpack_from(buf, start)
-            if klen == END_MARKER:
-                self._pos = start + _U32.size
-                self._in_items = False
-                break
-            if klen > self._max:
-                raise SnapshotCorrupt(f"item key length {klen} exceeds limit")
-            if not self._need(_U32.size * 2 + klen):
-                return
-            (vlen,) = _U32.unpack_from(buf, start + _U32.size + klen)
-            if vlen > self._max:
-                raise SnapshotCorrupt(f"item value length {vlen} exceeds limit")
-            end = start + 2 * _U32.size + klen + vlen
-            if len(buf) < end:
-                return
-            kstart = start + _U32.size
-            vstart = kstart + klen + _U32.size
-            out.append((bytes(buf[kstart : kstart + klen]), bytes(buf[vstart:end])))
-            self._pos = end
-            self._count += 1
+        """Parse every complete item in the buffer (hot loop: locals, no helper calls)."""
+        if not self._in_items:
+            self._parse_trailer()
+            return
+        buf, pos, size, limit = self._buf, self._pos, len(self._buf), self._max
+        unpack, count = _U32.unpack_from, 0
+        try:
+            while size - pos >= 4:
+                (klen,) = unpack(buf, pos)
+                if klen == END_MARKER:
+                    pos += 4
+                    self._in_items = False
+                    break
+                if klen > limit:
+                    raise SnapshotCorrupt(f"item key length {klen} exceeds limit")
+                vlpos = pos + 4 + klen
+                if size < vlpos + 4:
+                    break
+                (vlen,) = unpack(buf, vlpos)
+                if vlen > limit:
+                    raise SnapshotCorrupt(f"item value length {vlen} exceeds limit")
+                end = vlpos + 4 + vlen
+                if size < end:
+                    break
+                out.append((bytes(buf[pos + 4 : vlpos]), bytes(buf[vlpos + 4 : end])))
+                pos = end
+                count += 1
+        finally:
+            self._pos, self._count = pos, self._count + count
         if not self._in_items:
             self._parse_trailer()
 
