@@ -8,10 +8,11 @@ would pass or fail for the wrong reasons.
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
-from kvharness.kubelet import envvars, probes
+from kvharness.kubelet import envvars, logserver, probes
 
 pytestmark = pytest.mark.e2e
 
@@ -182,3 +183,19 @@ def test_http_and_tcp_checks_fail_cleanly_on_closed_port() -> None:
     action = {"port": 1, "path": "/"}
     assert not probes.check_http(action, pod_ip="127.0.0.1", ports=[], timeout=0.5)
     assert not probes.check_tcp(action, pod_ip="127.0.0.1", ports=[], timeout=0.5)
+
+
+# ---- kubectl logs endpoint -------------------------------------------------------------
+def test_log_selection() -> None:
+    data = b"a\nb\nc\n"
+    assert logserver.select(data, tail_lines=None, limit_bytes=None) == data
+    assert logserver.select(data, tail_lines=2, limit_bytes=None) == b"b\nc\n"
+    assert logserver.select(data, tail_lines=0, limit_bytes=None) == b""
+    assert logserver.select(data, tail_lines=2, limit_bytes=3) == b"b\nc"
+
+
+def test_log_path_rejects_traversal(tmp_path: Path) -> None:
+    assert logserver.log_path(tmp_path, "/containerLogs/ns/p/c") == tmp_path / "ns_p_c.log"
+    assert logserver.log_path(tmp_path, "/containerLogs/ns/../c") is None
+    assert logserver.log_path(tmp_path, "/containerLogs/ns/p") is None
+    assert logserver.log_path(tmp_path, "/other/ns/p/c") is None

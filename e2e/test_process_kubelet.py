@@ -102,7 +102,7 @@ def test_restart_policies_and_phases(cluster: LocalCluster, namespace: str) -> N
     ns = namespace
     apply(
         cluster, ns,
-        pod("ok", "exit 0", policy="Never"),
+        pod("ok", "echo one; echo two; exit 0", policy="Never"),
         pod("bad", "exit 3", policy="Never"),
         pod("flaky", "exit 1", policy="OnFailure"),
         pod("done", "exit 0", policy="OnFailure"),
@@ -112,6 +112,9 @@ def test_restart_policies_and_phases(cluster: LocalCluster, namespace: str) -> N
                         "-n", ns, "--timeout=30s")  # fmt: skip
     assert container_status(cluster, ns, "bad")["state"]["terminated"]["exitCode"] == 3
     assert container_status(cluster, ns, "ok")["state"]["terminated"]["reason"] == "Completed"
+    # kubectl logs goes apiserver -> the kubelet's /containerLogs endpoint (TLS, verified).
+    assert cluster.kubectl("logs", "ok", "-n", ns).stdout == "one\ntwo\n"
+    assert cluster.kubectl("logs", "ok", "-n", ns, "--tail=1").stdout == "two\n"
 
     def crash_looping() -> bool:
         status = container_status(cluster, ns, "flaky")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kvharness import controlplane, procs
+from kvharness import pki as pki_mod
 from kvharness.kubelet.kubelet import reap_leftovers
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,13 @@ class LocalCluster:
     def _start_kubelet(self) -> None:
         version = (HARNESS_ROOT / "k8sbin" / "K8S_VERSION").read_text().strip()
         env = {**os.environ, "PYTHONPATH": str(HARNESS_ROOT), "PYTHONUNBUFFERED": "1"}
+        pki = pki_mod.Pki(self.run_dir / "pki")
         child = procs.start(
             "kubelet",
             [
                 sys.executable, "-m", "kvharness.kubelet", "--kubeconfig", str(self.kubeconfig),
                 "--run-dir", str(self.run_dir), "--node-name", NODE_NAME, "--version", version,
+                "--tls-cert", str(pki.kubelet_crt), "--tls-key", str(pki.kubelet_key),
             ],
             log_path=self.run_dir / "logs" / "kubelet.log",
             env=env,

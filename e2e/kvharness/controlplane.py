@@ -129,6 +129,11 @@ class ControlPlane:
             "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
             f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
             f"--client-ca-file={pki.ca_crt}",
+            # kubectl logs: reach the process kubelet's log endpoint on its InternalIP, verified.
+            f"--kubelet-certificate-authority={pki.ca_crt}",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.admin_crt}",
+            f"--kubelet-client-key={pki.admin_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",

@@ -1,9 +1,10 @@
 """Certificates and the admin kubeconfig for the local control plane.
 
 Uses the system `openssl` binary (Debian base image) so no extra Python dependency is needed.
-One CA signs the apiserver serving cert and the admin client cert (O=system:masters, so RBAC
-lets the tests and the controller manager do anything); a separate RSA key signs service-account
-tokens, which makes `kubectl create token` work for operator-RBAC tests later.
+One CA signs the apiserver and kubelet serving certs and the admin client cert
+(O=system:masters, so RBAC lets the tests and the controller manager do anything); a separate
+RSA key signs service-account tokens, which makes `kubectl create token` work for operator-RBAC
+tests later.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ class Pki:
     @property
     def admin_key(self) -> Path:
         return self.dir / "admin.key"
+
+    @property
+    def kubelet_crt(self) -> Path:
+        return self.dir / "kubelet.crt"
+
+    @property
+    def kubelet_key(self) -> Path:
+        return self.dir / "kubelet.key"
 
     @property
     def sa_key(self) -> Path:
@@ -85,6 +94,7 @@ def create_pki(directory: Path) -> Pki:
     sans = "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc"
     _signed(pki, "apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\n")
     _signed(pki, "admin", "/CN=ringkv-admin/O=system:masters", None)
+    _signed(pki, "kubelet", "/CN=ringkv-e2e-node", "subjectAltName=IP:127.0.0.1\n")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     return pki

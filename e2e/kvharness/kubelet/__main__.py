@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--node-name", default="ringkv-e2e-node")
     parser.add_argument("--version", default="v1.33.0")
+    parser.add_argument("--tls-cert", type=Path, help="serving cert for kubectl logs")
+    parser.add_argument("--tls-key", type=Path)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -29,7 +31,13 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    config = KubeletConfig(run_dir=args.run_dir, node_name=args.node_name, version=args.version)
+    config = KubeletConfig(
+        run_dir=args.run_dir,
+        node_name=args.node_name,
+        version=args.version,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     ProcessKubelet(Kube(KubeConfig.load(args.kubeconfig)), config).run(stop)
 
 

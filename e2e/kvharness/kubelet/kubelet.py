@@ -23,6 +23,7 @@ from kvharness import procs
 from kvharness.kube import ApiError, Kube
 from kvharness.kubelet import node as node_mod
 from kvharness.kubelet import runtime, volumes
+from kvharness.kubelet.logserver import LogServer
 from kvharness.kubelet.podworker import PodWorker
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class KubeletConfig:
     backoff_base: float = 1.0
     backoff_cap: float = 10.0
     heartbeat: float = 20.0
+    tls_cert: Path | None = None  # serving cert of the /containerLogs endpoint (kubectl logs)
+    tls_key: Path | None = None
 
 
 def pod_ip(index: int) -> str:
@@ -63,6 +66,8 @@ class ProcessKubelet:
         self.sent: dict[str, JsonDict] = {}
         self._ips = 0
         self._last_heartbeat = 0.0
+        self._logs: LogServer | None = None
+        self._logs_port = 0
 
     # ---- NodeContext ------------------------------------------------------------------
     def config_map(self, namespace: str, name: str) -> JsonDict | None:
@@ -79,6 +84,11 @@ class ProcessKubelet:
         """Sync until `stop` is set, then stop every pod process."""
         if not runtime.is_root():
             raise RuntimeError("the process kubelet needs root (mount namespaces, bind mounts)")
+        if self.config.tls_cert and self.config.tls_key:
+            self._logs = LogServer(
+                self.run_dir / "logs" / "pods", cert=self.config.tls_cert, key=self.config.tls_key
+            )
+            self._logs_port = self._logs.start()
         try:
             while not stop.is_set():
                 try:
@@ -94,7 +104,7 @@ class ProcessKubelet:
         if now - self._last_heartbeat >= self.config.heartbeat:
             node_mod.register(
                 self.kube, self.config.node_name, host_ip=self.host_ip,
-                version=self.config.version, now=now,
+                version=self.config.version, now=now, port=self._logs_port,
             )  # fmt: skip
             self._last_heartbeat = now
         for name in node_mod.bind_pending(self.kube, self.config.node_name):
@@ -170,6 +180,8 @@ class ProcessKubelet:
             worker.kill_now()
         self.workers.clear()
         reap_leftovers(self.run_dir)
+        if self._logs is not None:
+            self._logs.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -73,7 +73,7 @@ def node_status(*, host_ip: str, version: str, now: float, port: int) -> JsonDic
     }
 
 
-def register(kube: Kube, name: str, *, host_ip: str, version: str, now: float) -> None:
+def register(kube: Kube, name: str, *, host_ip: str, version: str, now: float, port: int) -> None:
     """Create the Node if needed, then (re)write its status; also the periodic heartbeat."""
     try:
         kube.create("/api/v1/nodes", node_object(name))
@@ -81,7 +81,7 @@ def register(kube: Kube, name: str, *, host_ip: str, version: str, now: float) -
     except ApiError as err:
         if err.status != 409:
             raise
-    status = node_status(host_ip=host_ip, version=version, now=now, port=10250)
+    status = node_status(host_ip=host_ip, version=version, now=now, port=port)
     kube.patch_strategic(f"/api/v1/nodes/{name}/status", {"status": status})
 
 
