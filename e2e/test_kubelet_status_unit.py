@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvharness.kubelet import runtime, volumes
+from kvharness.kubelet import events, runtime, volumes
 from kvharness.kubelet.kubelet import pod_ip
 from kvharness.kubelet.runtime import Mount, mount_script
 from kvharness.kubelet.status import (
@@ -241,3 +241,29 @@ def test_mount_points_are_created_and_removed_when_empty(tmp_path: Path) -> None
     assert (tmp_path / "f" / "file.conf").is_file()
     runtime.remove_mount_points(record)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+
+
+class _FakeKube:
+    def __init__(self) -> None:
+        self.created: list[tuple[str, dict[str, Any]]] = []
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append((path, body))
+        return body
+
+
+def test_events_name_the_pod_and_drop_quick_repeats() -> None:
+    fake = _FakeKube()
+    recorder = events.EventRecorder(fake, host="node-1", min_interval=10)  # type: ignore[arg-type]
+    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u"}}
+    recorder.record(pod, "Unhealthy", "Readiness probe failed", warning=True, now=100)
+    recorder.record(pod, "Unhealthy", "Readiness probe failed", warning=True, now=105)
+    recorder.record(pod, "Started", "Started container c", warning=False, now=105)
+    recorder.record(pod, "Unhealthy", "Readiness probe failed", warning=True, now=111)
+    assert [b["reason"] for _, b in fake.created] == ["Unhealthy", "Started", "Unhealthy"]
+    path, body = fake.created[0]
+    assert path == "/api/v1/namespaces/ns/events"
+    assert body["involvedObject"] == {
+        "apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": "ns", "uid": "u",
+    }  # fmt: skip
+    assert (body["type"], body["source"]) == ("Warning", {"component": "kubelet", "host": "node-1"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +96,10 @@ def test_volumes_env_exec_probes_and_liveness_restart(
     assert status["lastState"]["terminated"]["exitCode"] == 137
     assert status["lastState"]["terminated"]["reason"] == "Error"
     cluster.kubectl("wait", "--for=condition=Ready", "pod/checker", "-n", ns, "--timeout=30s")
+    events = cluster.kubectl_json("get", "events", "-n", ns,
+                                  "--field-selector=involvedObject.name=checker")  # fmt: skip
+    reasons = {e["reason"] for e in events["items"]}
+    assert {"Scheduled", "Started", "Unhealthy", "Killing"} <= reasons, reasons
 
 
 @pytest.mark.timeout(120)
@@ -141,3 +146,24 @@ def test_deletion_honours_grace_period_then_sigkill(cluster: LocalCluster, names
     cluster.kubectl("delete", "pod", "stubborn", "-n", ns, "--timeout=30s", timeout=40)
     elapsed = time.monotonic() - started
     assert 3 <= elapsed < 15, f"deletion took {elapsed:.1f}s, expected the 3 s grace then SIGKILL"
+
+
+@pytest.mark.timeout(120)
+def test_pre_stop_hook_runs_before_sigterm(
+    cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    ns = namespace
+    hooked = pod(
+        "hooked", "trap 'echo term >> /out/marker; exit 0' TERM; while true; do sleep 0.2; done",
+        terminationGracePeriodSeconds=10,
+        volumes=[{"name": "out", "hostPath": {"path": str(tmp_path)}}],
+        container={
+            "volumeMounts": [{"name": "out", "mountPath": "/out"}],
+            "lifecycle": {"preStop": {"exec": {"command": [
+                "sh", "-c", "sleep 1; echo prestop >> /out/marker"]}}},
+        },
+    )  # fmt: skip
+    apply(cluster, ns, hooked)
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/hooked", "-n", ns, "--timeout=30s")
+    cluster.kubectl("delete", "pod", "hooked", "-n", ns, "--timeout=30s", timeout=40)
+    assert (tmp_path / "marker").read_text() == "prestop\nterm\n"

@@ -23,6 +23,7 @@ from kvharness import procs
 from kvharness.kube import ApiError, Kube
 from kvharness.kubelet import node as node_mod
 from kvharness.kubelet import runtime, volumes
+from kvharness.kubelet.events import EventRecorder
 from kvharness.kubelet.logserver import LogServer
 from kvharness.kubelet.podworker import PodWorker
 
@@ -66,6 +67,7 @@ class ProcessKubelet:
         self.sent: dict[str, JsonDict] = {}
         self._ips = 0
         self._last_heartbeat = 0.0
+        self.events = EventRecorder(kube, host=config.node_name)
         self._logs: LogServer | None = None
         self._logs_port = 0
 
@@ -78,6 +80,9 @@ class ProcessKubelet:
 
     def claim_path(self, namespace: str, claim: str) -> Path | None:
         return node_mod.claim_path(self.kube, namespace, claim, self.run_dir / "volumes")
+
+    def event(self, pod: JsonDict, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.record(pod, reason, message, warning=warning, now=time.time())
 
     # ---- loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -107,8 +112,13 @@ class ProcessKubelet:
                 version=self.config.version, now=now, port=self._logs_port,
             )  # fmt: skip
             self._last_heartbeat = now
-        for name in node_mod.bind_pending(self.kube, self.config.node_name):
-            log.info("bound %s to %s", name, self.config.node_name)
+        for pod in node_mod.bind_pending(self.kube, self.config.node_name):
+            meta = pod["metadata"]
+            node = self.config.node_name
+            msg = f"Successfully assigned {meta['namespace']}/{meta['name']} to {node}"
+            log.info(msg)
+            self.events.record(pod, "Scheduled", msg, warning=False, now=now,
+                               component="default-scheduler")  # fmt: skip
         node_mod.provision(self.kube, self.run_dir / "volumes")
         selector = f"spec.nodeName={self.config.node_name}"
         pods = self.kube.get("/api/v1/pods", fieldSelector=selector)["items"]
@@ -121,6 +131,7 @@ class ProcessKubelet:
             log.info("pod %s is gone from the API: stopping its processes", self.workers[uid].name)
             self.workers.pop(uid).kill_now()
             self.sent.pop(uid, None)
+            self.events.forget(uid)
         self._write_hosts_files()
 
     def _sync_pod(self, pod: JsonDict, now: float) -> None:

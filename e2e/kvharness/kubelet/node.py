@@ -85,7 +85,7 @@ def register(kube: Kube, name: str, *, host_ip: str, version: str, now: float, p
     kube.patch_strategic(f"/api/v1/nodes/{name}/status", {"status": status})
 
 
-def bind_pending(kube: Kube, node: str) -> list[str]:
+def bind_pending(kube: Kube, node: str) -> list[JsonDict]:
     """Bind every unscheduled pod (no scheduling gates, not deleting) to `node`."""
     pods = kube.get("/api/v1/pods", fieldSelector="spec.nodeName=")["items"]
     bound = []
@@ -101,7 +101,7 @@ def bind_pending(kube: Kube, node: str) -> list[str]:
         }  # fmt: skip
         try:
             kube.create(f"/api/v1/namespaces/{ns}/pods/{name}/binding", binding)
-            bound.append(f"{ns}/{name}")
+            bound.append(pod)
         except ApiError as err:
             log.warning("binding %s/%s failed: %s", ns, name, err)
     return bound

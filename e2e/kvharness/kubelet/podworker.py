@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,7 @@ class NodeContext(Protocol):
     def config_map(self, namespace: str, name: str) -> JsonDict | None: ...
     def secret(self, namespace: str, name: str) -> JsonDict | None: ...
     def claim_path(self, namespace: str, claim: str) -> Path | None: ...
+    def event(self, pod: JsonDict, reason: str, message: str, *, warning: bool = False) -> None: ...
 
 
 @dataclass
@@ -172,6 +174,7 @@ class PodWorker:
             c.state = replace(
                 c.state, waiting_reason="CreateContainerConfigError", waiting_message=str(exc)
             )
+            self.node.event(self.pod, "Failed", f"Error: {exc}", warning=True)
             c.restart_at = now + 1.0
             return
         hostname = self.pod["spec"].get("hostname") or pod_name
@@ -203,6 +206,7 @@ class PodWorker:
             started="startup" not in c.probe_specs,
             ready="readiness" not in c.probe_specs and "startup" not in c.probe_specs,
         )
+        self.node.event(self.pod, "Started", f"Started container {c.spec['name']}")
         log.info(
             "%s: started container %s pid=%d: %.150s",
             self.name, c.spec["name"], c.popen.pid, shlex.join(argv),
@@ -234,6 +238,10 @@ class PodWorker:
                     waiting_reason="CrashLoopBackOff",
                     waiting_message=f"back-off {delay:.0f}s restarting failed container",
                 )  # fmt: skip
+                self.node.event(
+                    self.pod, "BackOff", f"Back-off restarting failed container {c.spec['name']}",
+                    warning=True,
+                )  # fmt: skip
 
     # ---- probes -----------------------------------------------------------------------
     def _probe(self, c: Container, now: float) -> None:
@@ -259,6 +267,9 @@ class PodWorker:
 
     def _apply_probe(self, c: Container, purpose: str, now: float) -> None:
         healthy = c.probe_states[purpose].healthy
+        if c.probe_states[purpose].failures > 0:
+            msg = f"{purpose.capitalize()} probe failed for container {c.spec['name']}"
+            self.node.event(self.pod, "Unhealthy", msg, warning=True)
         if purpose == "readiness":
             c.state = replace(c.state, ready=healthy)
         elif purpose == "startup" and c.probe_states[purpose].successes > 0 and healthy:
@@ -266,19 +277,28 @@ class PodWorker:
             c.state = replace(c.state, started=True, ready=ready)
         if purpose in ("liveness", "startup") and not healthy and c.kill_deadline is None:
             log.warning("%s: %s probe of %s failed: killing", self.name, purpose, c.spec["name"])
+            msg = f"Container {c.spec['name']} failed {purpose} probe, will be restarted"
+            self.node.event(self.pod, "Killing", msg)
             c.kill_reason = "Error"
             self._signal(c, signal.SIGTERM)
             c.kill_deadline = now + self._grace()
 
     def _check(self, c: Container, spec: probes.ProbeSpec) -> bool:
+        return self._run_action(c, spec.kind, spec.action, timeout=spec.timeout)
+
+    def _run_action(self, c: Container, kind: str, action: JsonDict, *, timeout: float) -> bool:
+        """Run a probe or lifecycle-hook handler against container `c` (in a worker thread)."""
         ports = c.spec.get("ports", [])
-        if spec.kind == "httpGet":
-            return probes.check_http(spec.action, pod_ip=self.ip, ports=ports, timeout=spec.timeout)
-        if spec.kind == "tcpSocket":
-            return probes.check_tcp(spec.action, pod_ip=self.ip, ports=ports, timeout=spec.timeout)
+        if kind == "httpGet":
+            return probes.check_http(action, pod_ip=self.ip, ports=ports, timeout=timeout)
+        if kind == "tcpSocket":
+            return probes.check_tcp(action, pod_ip=self.ip, ports=ports, timeout=timeout)
+        if kind == "sleep":
+            time.sleep(min(float(action.get("seconds", 0)), timeout))
+            return True
         pid = c.state.pid or 0
         env = runtime.container_env(c.env, hostname=self.pod["metadata"]["name"])
-        return probes.check_exec(spec.action, ns_pid=pid, env=env, timeout=spec.timeout)
+        return probes.check_exec(action, ns_pid=pid, env=env, timeout=timeout)
 
     # ---- termination ------------------------------------------------------------------
     def _grace(self) -> float:
@@ -292,17 +312,35 @@ class PodWorker:
         if self.term_deadline is None:
             self.term_deadline = now + self._grace()
             log.info("%s: terminating, grace %.0fs", self.name, self._grace())
+            self.node.event(self.pod, "Killing", f"Stopping pod (grace {self._grace():.0f}s)")
             for c in self.containers:
-                self._signal(c, signal.SIGTERM)
+                self._begin_stop(c, now)
         for c in self.containers:
             if c.popen is None:
                 continue
+            hook = c.pending.get("preStop")
+            if hook is not None and (hook.done() or now >= self.term_deadline):
+                del c.pending["preStop"]
+                self._signal(c, signal.SIGTERM)
             returncode = c.popen.poll()
             if returncode is not None:
                 self._exited(c, exit_code(returncode), now)
             elif now >= self.term_deadline:
                 log.warning("%s: %s outlived its grace period: SIGKILL", self.name, c.spec["name"])
                 self._signal(c, signal.SIGKILL)
+
+    def _begin_stop(self, c: Container, now: float) -> None:
+        """Run the preStop hook (SIGTERM follows when it ends) or send SIGTERM right away."""
+        c.pending.clear()
+        hook = c.spec.get("lifecycle", {}).get("preStop")
+        if c.popen is None or not hook:
+            self._signal(c, signal.SIGTERM)
+            return
+        kind = next((k for k in ("exec", "httpGet", "sleep", "tcpSocket") if k in hook), "")
+        remaining = max(0.0, (self.term_deadline or now) - now)
+        c.pending["preStop"] = self.node.executor.submit(
+            self._run_action, c, kind, hook.get(kind, {}), timeout=remaining
+        )
 
     def _enforce_kill(self, c: Container, now: float) -> None:
         if c.kill_deadline is not None and now >= c.kill_deadline:
