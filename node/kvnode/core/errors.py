@@ -63,7 +63,7 @@ class NotLeader(KvError):
 
 
 class StaleEpoch(KvError):
-    """The caller's partition map is older than this node's; ``details['map']`` is the current one."""
+    """The caller's partition map is older than this node's; ``details["map"]`` is current."""
 
     code = "stale_epoch"
     retriable = True

@@ -7,13 +7,13 @@ anything is proposed to Raft: a batch is either wholly valid or rejected untouch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from kvnode.core import errors
 from kvnode.core.model import Record
 
 
-class Consistency(str, Enum):
+class Consistency(StrEnum):
     """Read consistency level.
 
     STRONG: linearizable — served after a Raft read barrier has been applied locally.
@@ -96,7 +96,9 @@ class Limits:
         size = len(key.encode("utf-8", errors="surrogatepass"))
         if size > self.max_key_bytes:
             raise errors.TooLarge(
-                f"key is {size} bytes, limit is {self.max_key_bytes}", field="key", limit=self.max_key_bytes
+                f"key is {size} bytes, limit is {self.max_key_bytes}",
+                field="key",
+                limit=self.max_key_bytes,
             )
 
     def check_value(self, value: str) -> None:
@@ -139,7 +141,9 @@ class Limits:
         for op in ops:
             self.check_write(op)
             if op.key in seen:
-                raise errors.InvalidArgument(f"key {op.key!r} appears twice in the batch", field="ops")
+                raise errors.InvalidArgument(
+                    f"key {op.key!r} appears twice in the batch", field="ops"
+                )
             seen.add(op.key)
 
 

@@ -1,0 +1,86 @@
+"""``python -m kvnode``: wiring only — settings → stores → Raft groups → service → HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from kvnode.client import NodeHttp
+from kvnode.http.app import make_app
+from kvnode.raft.groups import GroupManager, RaftTuning
+from kvnode.service.forward import Forwarder
+from kvnode.service.metrics import RaftCollector
+from kvnode.service.node import NodeService
+from kvnode.settings import NodeSettings
+from kvnode.storage.leveldb import LevelDBStore
+
+log = logging.getLogger("kvnode")
+
+
+def _tuning(s: NodeSettings) -> RaftTuning:
+    return RaftTuning(
+        bind_host=s.bind_host,
+        heartbeat_s=s.heartbeat_s,
+        election_min_s=s.election_min_s,
+        election_max_s=s.election_max_s,
+        leader_fallback_s=s.leader_fallback_s,
+        connection_retry_s=s.connection_retry_s,
+        compaction_min_entries=s.compaction_min_entries,
+        compaction_min_time_s=s.compaction_min_time_s,
+        fsync=s.durability == "fsync",
+    )
+
+
+async def serve(settings: NodeSettings) -> None:
+    sync = settings.durability == "fsync"
+    groups = GroupManager(
+        data_dir=settings.data_dir,
+        tuning=_tuning(settings),
+        open_store=lambda path: LevelDBStore.open(path, sync=sync),
+    )
+    groups.start()
+    http = NodeHttp()
+    service = NodeService(settings=settings, groups=groups, forwarder=Forwarder(http))
+    registry = CollectorRegistry()
+    registry.register(RaftCollector(groups, settings.node_id))
+    await service.start()
+    runner = web.AppRunner(make_app(service, registry=registry), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
+    await site.start()
+    log.info(
+        "node %s serving http on %s:%d (raft ports from %d, durability=%s)",
+        settings.node_id,
+        settings.bind_host,
+        settings.http_port,
+        settings.raft_port_base,
+        settings.durability,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %s shutting down", settings.node_id)
+    await runner.cleanup()
+    await service.stop()
+    await http.close()
+    await asyncio.to_thread(groups.stop)
+
+
+def main() -> None:
+    settings = NodeSettings.from_env(os.environ)
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s [{settings.node_id}] %(name)s: %(message)s",
+    )
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

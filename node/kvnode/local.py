@@ -1,0 +1,354 @@
+"""The embedded default: a ringkv cluster of local node processes on one machine.
+
+``ringkv local up`` computes the initial placement with the same pure function the operator uses
+(``kvnode.core.placement.place``), writes the partition map, starts one ``python -m kvnode``
+process per node (own data directory, HTTP port ``base_port + i``, Raft ports from
+``base_port + 10000 + 1000 i``), and waits — bounded — until every partition has a leader.
+``LocalCluster`` is also what the integration tests use to kill, stop and restart real nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kvnode.client import NodeHttp
+from kvnode.core import errors
+from kvnode.core.model import NodeInfo, PartitionMap
+from kvnode.core.placement import NodeSlot, place
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "cluster.json"
+MAX_PARTITIONS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    info: NodeInfo
+    data_dir: str
+    log_path: str
+
+
+def initial_map(
+    *, nodes: int, partitions: int, replication: int, host: str, base_port: int
+) -> PartitionMap:
+    """The epoch-1 map of a fresh local cluster (deterministic)."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions must be in [1, {MAX_PARTITIONS}]")
+    if replication > nodes:
+        raise ValueError(f"replication {replication} needs at least as many nodes, got {nodes}")
+    infos = [
+        NodeInfo(
+            node_id=f"node-{i}",
+            host=host,
+            http_port=base_port + i,
+            raft_port_base=base_port + 10000 + 1000 * i,
+        )
+        for i in range(nodes)
+    ]
+    replicas = place(
+        [NodeSlot(n.node_id, n.zone) for n in infos], partitions=partitions, replication=replication
+    )
+    return PartitionMap.build(epoch=1, nodes=infos, replicas=replicas, replication=replication)
+
+
+class LocalCluster:
+    """Node processes of one local cluster, described by ``<base_dir>/cluster.json``."""
+
+    def __init__(self, base_dir: str, pmap: PartitionMap, *, env: dict[str, str] | None = None):
+        self.base_dir = os.path.abspath(base_dir)
+        self.pmap = pmap
+        self.env = dict(env or {})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        base_dir: str,
+        *,
+        nodes: int = 3,
+        partitions: int = 16,
+        replication: int = 3,
+        host: str = "127.0.0.1",
+        base_port: int = 7000,
+        env: dict[str, str] | None = None,
+    ) -> LocalCluster:
+        os.makedirs(base_dir, exist_ok=True)
+        pmap = initial_map(
+            nodes=nodes,
+            partitions=partitions,
+            replication=replication,
+            host=host,
+            base_port=base_port,
+        )
+        cluster = cls(base_dir, pmap, env=env)
+        cluster._write_json("map.json", pmap.to_dict())
+        cluster._save_state()
+        return cluster
+
+    @classmethod
+    def load(cls, base_dir: str) -> LocalCluster:
+        path = os.path.join(base_dir, STATE_FILE)
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        cluster = cls(base_dir, PartitionMap.from_dict(state["map"]), env=state.get("env"))
+        return cluster
+
+    def _write_json(self, name: str, body: Any) -> None:
+        tmp = os.path.join(self.base_dir, name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(body, f, indent=1)
+        os.replace(tmp, os.path.join(self.base_dir, name))
+
+    def _save_state(self) -> None:
+        pids = {nid: p.pid for nid, p in self.procs.items() if p.poll() is None}
+        old = self._read_pids()
+        old.update(pids)
+        self._write_json(STATE_FILE, {"map": self.pmap.to_dict(), "env": self.env, "pids": old})
+
+    def _read_pids(self) -> dict[str, int]:
+        try:
+            with open(os.path.join(self.base_dir, STATE_FILE), encoding="utf-8") as f:
+                return {k: int(v) for k, v in json.load(f).get("pids", {}).items()}
+        except FileNotFoundError:
+            return {}
+
+    # -- nodes -------------------------------------------------------------------------------
+    def node(self, node_id: str) -> LocalNode:
+        info = self.pmap.node(node_id)
+        return LocalNode(
+            info=info,
+            data_dir=os.path.join(self.base_dir, node_id),
+            log_path=os.path.join(self.base_dir, f"{node_id}.log"),
+        )
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [n.node_id for n in self.pmap.nodes]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.http_url for n in self.pmap.nodes]
+
+    def node_env(self, node_id: str) -> dict[str, str]:
+        node = self.node(node_id)
+        env = dict(os.environ)
+        env.update(
+            {
+                "KVNODE_NODE_ID": node_id,
+                "KVNODE_DATA_DIR": node.data_dir,
+                "KVNODE_HOST": node.info.host,
+                "KVNODE_BIND_HOST": node.info.host,
+                "KVNODE_HTTP_PORT": str(node.info.http_port),
+                "KVNODE_RAFT_PORT_BASE": str(node.info.raft_port_base),
+                "KVNODE_MAP_FILE": os.path.join(self.base_dir, "map.json"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.env)
+        return env
+
+    def start_node(self, node_id: str) -> None:
+        if self.is_running(node_id):
+            return
+        node = self.node(node_id)
+        os.makedirs(node.data_dir, exist_ok=True)
+        with open(node.log_path, "ab") as logf:
+            self.procs[node_id] = subprocess.Popen(
+                [sys.executable, "-m", "kvnode"],
+                env=self.node_env(node_id),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._save_state()
+        log.info("started %s (pid %d)", node_id, self.procs[node_id].pid)
+
+    def start_all(self) -> None:
+        for node_id in self.node_ids:
+            self.start_node(node_id)
+
+    def pid(self, node_id: str) -> int | None:
+        proc = self.procs.get(node_id)
+        if proc is not None:
+            return proc.pid if proc.poll() is None else None
+        pid = self._read_pids().get(node_id)
+        return pid if pid is not None and _alive(pid) else None
+
+    def is_running(self, node_id: str) -> bool:
+        return self.pid(node_id) is not None
+
+    def kill_node(self, node_id: str) -> None:
+        """SIGKILL: the crash case (no shutdown code runs)."""
+        self._signal_and_wait(node_id, signal.SIGKILL, timeout=10.0)
+
+    def stop_node(self, node_id: str, *, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if the node has not exited within ``timeout``."""
+        try:
+            self._signal_and_wait(node_id, signal.SIGTERM, timeout=timeout)
+        except TimeoutError:
+            log.warning("%s ignored SIGTERM for %.0fs; killing", node_id, timeout)
+            self._signal_and_wait(node_id, signal.SIGKILL, timeout=10.0)
+
+    def stop_all(self, *, kill: bool = False) -> None:
+        for node_id in self.node_ids:
+            if kill:
+                self.kill_node(node_id)
+            else:
+                self.stop_node(node_id)
+
+    def _signal_and_wait(self, node_id: str, sig: int, *, timeout: float) -> None:
+        pid = self.pid(node_id)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        proc = self.procs.get(node_id)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                break
+            if proc is None and not _alive(pid):
+                break
+            time.sleep(0.02)
+        else:
+            raise TimeoutError(f"{node_id} (pid {pid}) still running {timeout}s after signal {sig}")
+        self.procs.pop(node_id, None)
+
+    def log_tail(self, node_id: str, lines: int = 40) -> str:
+        try:
+            with open(self.node(node_id).log_path, encoding="utf-8", errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def logs_report(self, lines: int = 40) -> str:
+        return "\n".join(
+            f"===== {nid} (running={self.is_running(nid)}) =====\n{self.log_tail(nid, lines)}"
+            for nid in self.node_ids
+        )
+
+    # -- readiness ---------------------------------------------------------------------------
+    async def wait_ready(
+        self, *, timeout: float = 60.0, nodes: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Wait until the given (default: all running) nodes answer /readyz and every partition
+        has a leader in ``/v1/cluster``; raise TimeoutError with the nodes' logs otherwise."""
+        want = nodes or [n for n in self.node_ids if self.is_running(n)]
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        http = NodeHttp()
+        try:
+            while time.monotonic() < deadline:
+                last = await self._probe(http, want)
+                if last.get("ready"):
+                    return dict(last["cluster"])
+                await asyncio.sleep(0.2)
+        finally:
+            await http.close()
+        raise TimeoutError(
+            f"local cluster not ready within {timeout}s; last probe: {last}\n{self.logs_report()}"
+        )
+
+    async def _probe(self, http: NodeHttp, want: list[str]) -> dict[str, Any]:
+        for node_id in want:
+            if not self.is_running(node_id):
+                return {"ready": False, "why": f"{node_id} is not running"}
+            try:
+                await http.call(self.pmap.node(node_id).http_url, "GET", "/readyz", timeout=1.0)
+            except (errors.KvError, OSError) as exc:
+                return {"ready": False, "why": f"{node_id} not ready: {exc}"}
+        try:
+            _, cluster, _ = await http.call(
+                self.pmap.node(want[0]).http_url, "GET", "/v1/cluster", timeout=2.0
+            )
+        except (errors.KvError, OSError) as exc:
+            return {"ready": False, "why": f"cluster info: {exc}"}
+        missing = [p for p, leader in cluster["leaders"].items() if leader is None]
+        if missing:
+            return {"ready": False, "why": f"partitions without leader: {missing}"}
+        return {"ready": True, "cluster": cluster}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+# -- CLI entry points --------------------------------------------------------------------------
+async def up(
+    *,
+    nodes: int = 3,
+    partitions: int = 16,
+    replication: int = 3,
+    base_dir: str = ".ringkv-local",
+    host: str = "127.0.0.1",
+    base_port: int = 7000,
+    timeout: float = 90.0,
+) -> dict[str, Any]:
+    """Start (or restart, keeping data) the local cluster and wait until it serves."""
+    if os.path.exists(os.path.join(base_dir, STATE_FILE)):  # noqa: ASYNC240 (one stat, at start)
+        cluster = LocalCluster.load(base_dir)
+    else:
+        cluster = LocalCluster.create(
+            base_dir,
+            nodes=nodes,
+            partitions=partitions,
+            replication=replication,
+            host=host,
+            base_port=base_port,
+        )
+    cluster.start_all()
+    info = await cluster.wait_ready(timeout=timeout)
+    return {
+        "dir": cluster.base_dir,
+        "endpoints": cluster.endpoints,
+        "epoch": info["epoch"],
+        "partitions": cluster.pmap.partitions,
+        "replication": cluster.pmap.replication,
+        "leaders": info["leaders"],
+        "hint": f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}",
+    }
+
+
+def status(base_dir: str = ".ringkv-local") -> dict[str, Any]:
+    cluster = LocalCluster.load(base_dir)
+    return {
+        "dir": cluster.base_dir,
+        "epoch": cluster.pmap.epoch,
+        "nodes": {
+            nid: {
+                "url": cluster.pmap.node(nid).http_url,
+                "pid": cluster.pid(nid),
+                "running": cluster.is_running(nid),
+                "log": cluster.node(nid).log_path,
+            }
+            for nid in cluster.node_ids
+        },
+    }
+
+
+def down(base_dir: str = ".ringkv-local") -> None:
+    """Stop every node (SIGTERM, then SIGKILL after 15 s). Data stays for the next ``up``."""
+    LocalCluster.load(base_dir).stop_all()

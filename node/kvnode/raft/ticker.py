@@ -1,0 +1,200 @@
+"""One thread drives every Raft group of the process.
+
+PySyncObj's ``autoTick`` starts one thread per group, which collapses under the GIL at a few
+dozen groups (research/libraries.md §A4). Instead every ``SyncObj`` gets a *facade* poller whose
+``subscribe`` registers the descriptor on one shared real poller and whose ``poll`` does nothing.
+The ticker thread waits on the real poller, ticks the groups whose sockets (or command pipes)
+became ready, and ticks every group at least every ``full_tick_s`` so heartbeats and election
+timers run.
+
+What must stay true: PySyncObj objects are only ever touched from the ticker thread (creation,
+ticks, destruction, membership calls) — other threads hand work over with ``call`` — except
+``_applyCommand``, which PySyncObj makes thread-safe and which wakes the loop through the group's
+pipe notifier.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from pysyncobj import poller as pso_poller
+from pysyncobj import syncobj as pso_syncobj
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_construction = threading.local()
+_original_create_poller = pso_syncobj.createPoller
+
+
+def _create_poller(poller_type: str) -> Any:
+    """Replacement for PySyncObj's ``createPoller``: a facade while a ticker constructs a group."""
+    facade = getattr(_construction, "facade", None)
+    if facade is not None:
+        return facade
+    return _original_create_poller(poller_type)
+
+
+pso_syncobj.createPoller = _create_poller
+
+
+class _FacadePoller(pso_poller.Poller):  # type: ignore[misc]
+    """Per-group poller that forwards registrations to the shared poller and marks its group
+    dirty when one of its descriptors fires."""
+
+    def __init__(self, ticker: SharedTicker) -> None:
+        self._ticker = ticker
+        self.owner: Any = None
+
+    def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
+        def fired(d: int, ev: int) -> None:
+            if self.owner is not None:
+                self._ticker.mark_dirty(self.owner)
+            callback(d, ev)
+
+        self._ticker.real_poller.subscribe(descr, fired, eventMask)
+
+    def unsubscribe(self, descr: int) -> None:
+        self._ticker.real_poller.unsubscribe(descr)
+
+    def poll(self, timeout: float) -> None:
+        return None
+
+
+class SharedTicker:
+    """The single thread that owns and ticks all PySyncObj groups of this process."""
+
+    def __init__(self, *, full_tick_s: float = 0.05, name: str = "raft-ticker") -> None:
+        self.real_poller = pso_poller.PollPoller()
+        self._full_tick_s = full_tick_s
+        self._groups: list[Any] = []
+        self._dirty: set[int] = set()
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
+        self._calls = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._wake_r, self._wake_w = _pipe()
+        self.real_poller.subscribe(self._wake_r, self._drain_wake, pso_poller.POLL_EVENT_TYPE.READ)
+        self.last_loop_monotonic = time.monotonic()
+        self.tick_errors = 0
+        self._full_tick_hooks: list[Callable[[], None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"raft ticker did not stop within {timeout}s")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- cross-thread API --------------------------------------------------------------------
+    def call(self, fn: Callable[[], T], *, timeout: float = 30.0) -> T:
+        """Run ``fn`` in the ticker thread and return its result (re-raising its exception)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._calls.put((fn, fut))
+        self._wake()
+        return fut.result(timeout)
+
+    @contextlib.contextmanager
+    def constructing(self) -> Iterator[_FacadePoller]:
+        """Within this block (ticker thread only), new SyncObjs get a facade poller."""
+        facade = _FacadePoller(self)
+        _construction.facade = facade
+        try:
+            yield facade
+        finally:
+            _construction.facade = None
+
+    def add_group(self, group: Any, facade: _FacadePoller) -> None:
+        facade.owner = group
+        self._groups.append(group)
+        self._dirty.add(id(group))
+
+    def remove_group(self, group: Any) -> None:
+        self._groups = [g for g in self._groups if g is not group]
+        self._dirty.discard(id(group))
+
+    def on_full_tick(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` in the ticker thread after every full tick (status snapshots)."""
+        self._full_tick_hooks.append(hook)
+
+    def mark_dirty(self, group: Any) -> None:
+        self._dirty.add(id(group))
+
+    # -- loop --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_full = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            self.last_loop_monotonic = now
+            self.real_poller.poll(max(0.0, min(self._full_tick_s, next_full - now)))
+            self._run_calls()
+            full = time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + self._full_tick_s
+            self._tick(full=full)
+            if full:
+                self._run_hooks()
+
+    def _tick(self, *, full: bool) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for group in list(self._groups):
+            if full or id(group) in dirty:
+                try:
+                    group.doTick(0.0)
+                except Exception:
+                    self.tick_errors += 1
+                    log.exception("raft tick failed for %s", getattr(group, "label", group))
+
+    def _run_hooks(self) -> None:
+        for hook in self._full_tick_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("raft ticker hook failed")
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def _drain_wake(self, descr: int, event: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(descr, 4096):
+                pass
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w

@@ -1,0 +1,1 @@
+"""Node service: consistency levels, routing and forwarding, map installation, housekeeping."""

@@ -1,0 +1,52 @@
+"""Per-partition Raft metrics, collected from status snapshots at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kvnode.raft.groups import GroupManager
+
+_ROLE_VALUE = {"follower": 0, "candidate": 1, "leader": 2}
+
+
+class RaftCollector(Collector):
+    """``ringkv_partition_*`` gauges for every local replica."""
+
+    def __init__(self, groups: GroupManager, node_id: str) -> None:
+        self._groups = groups
+        self._node_id = node_id
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["node", "partition"]
+        fams = {
+            "role": GaugeMetricFamily(
+                "ringkv_partition_role", "0 follower, 1 candidate, 2 leader", labels=labels
+            ),
+            "term": GaugeMetricFamily("ringkv_partition_term", "Raft term", labels=labels),
+            "commit": GaugeMetricFamily(
+                "ringkv_partition_commit_index", "Raft commit index", labels=labels
+            ),
+            "applied": GaugeMetricFamily(
+                "ringkv_partition_applied_index", "Raft last applied index", labels=labels
+            ),
+            "lag": GaugeMetricFamily(
+                "ringkv_partition_lag_entries",
+                "Entries committed but not applied here",
+                labels=labels,
+            ),
+            "quorum": GaugeMetricFamily(
+                "ringkv_partition_has_quorum", "1 if connected to a majority", labels=labels
+            ),
+        }
+        for st in self._groups.all_status():
+            lv = [self._node_id, str(st.partition)]
+            fams["role"].add_metric(lv, _ROLE_VALUE.get(st.role, -1))
+            fams["term"].add_metric(lv, st.term)
+            fams["commit"].add_metric(lv, st.commit_index)
+            fams["applied"].add_metric(lv, st.last_applied)
+            fams["lag"].add_metric(lv, st.lag)
+            fams["quorum"].add_metric(lv, 1 if st.has_quorum else 0)
+        yield from fams.values()

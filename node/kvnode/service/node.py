@@ -1,0 +1,389 @@
+"""NodeService: the node's behaviour behind the HTTP API.
+
+Routing rule: writes and strong reads run on the partition leader. A node that is not the leader
+forwards (when the caller allows it) to the leader it knows — from its own replica's Raft state,
+else from the cluster view — or answers ``NotLeader``/``NotOwner`` with a hint so a smart client
+can go direct. Eventual reads are served by any local replica. Requests carrying an epoch older
+than this node's map get ``StaleEpoch`` with the current map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from kvnode.core import errors, hashing
+from kvnode.core.model import NodeInfo, PartitionMap, Record
+from kvnode.core.ops import (
+    BatchOutcome,
+    Consistency,
+    KeyPage,
+    OpOutcome,
+    RequestContext,
+    Write,
+    WriteResult,
+)
+from kvnode.raft import commands
+from kvnode.raft.groups import GroupManager
+from kvnode.raft.processor import ApplyResult
+from kvnode.service import mapstore
+from kvnode.service.forward import MAX_HOPS, Forwarder
+from kvnode.service.housekeeping import Housekeeper
+from kvnode.service.view import ClusterView
+from kvnode.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NodeService:
+    """Implements ``kvnode.http.api.ServiceApi`` on top of the node's Raft groups."""
+
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        groups: GroupManager,
+        forwarder: Forwarder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._groups = groups
+        self._fwd = forwarder
+        self._clock = clock
+        self._map: PartitionMap | None = None
+        self._map_lock = asyncio.Lock()
+        self._inflight = 0
+        self.view = ClusterView(node_id=settings.node_id, groups=groups, forwarder=forwarder)
+        self._housekeeper = Housekeeper(service=self, groups=groups, settings=settings)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        return self._settings.node_id
+
+    @property
+    def limits(self) -> Any:
+        return self._settings.limits
+
+    @property
+    def pmap(self) -> PartitionMap | None:
+        return self._map
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def start(self) -> None:
+        os.makedirs(self._settings.data_dir, exist_ok=True)
+        stored = mapstore.load(self._map_path)
+        if stored is not None:
+            await self._adopt(stored, persist=False)
+        if self._settings.map_file:
+            offered = mapstore.load(self._settings.map_file)
+            if offered is not None and (stored is None or offered.epoch > stored.epoch):
+                await self.install_map(offered)
+        self._housekeeper.start()
+
+    async def stop(self) -> None:
+        await self._housekeeper.stop()
+
+    @property
+    def _map_path(self) -> str:
+        return os.path.join(self._settings.data_dir, "map.json")
+
+    # -- map ---------------------------------------------------------------------------------
+    async def install_map(self, pmap: PartitionMap) -> dict[str, Any]:
+        async with self._map_lock:
+            cur = self._map
+            if cur is not None and pmap.epoch < cur.epoch:
+                raise errors.StaleEpoch(
+                    f"map epoch {pmap.epoch} is older than this node's {cur.epoch}",
+                    epoch=cur.epoch,
+                    map=cur.to_dict(),
+                )
+            if cur is not None and pmap.epoch == cur.epoch:
+                if pmap != cur:
+                    raise errors.InvalidArgument(
+                        f"a different map with the same epoch {pmap.epoch} is already installed"
+                    )
+                return {"epoch": cur.epoch, "changed": False}
+            await self._adopt(pmap, persist=True)
+            return {"epoch": pmap.epoch, "changed": True}
+
+    async def _adopt(self, pmap: PartitionMap, *, persist: bool) -> None:
+        if persist:
+            await asyncio.to_thread(mapstore.save, self._map_path, pmap)
+        if not pmap.has_node(self.node_id):
+            log.warning("map epoch %d does not include node %s", pmap.epoch, self.node_id)
+        else:
+            me = pmap.node(self.node_id)
+            for p in pmap.partitions_of(self.node_id):
+                peers = [n.raft_addr(p) for n in pmap.replicas_of(p)]
+                await asyncio.to_thread(
+                    self._groups.open_replica, p, self_addr=me.raft_addr(p), peers=peers
+                )
+        self._map = pmap
+        self.view.set_map(pmap)
+        log.info("adopted partition map epoch %d", pmap.epoch)
+
+    def _require_map(self) -> PartitionMap:
+        if self._map is None:
+            raise errors.Unavailable("this node has no partition map yet", retry_after=1)
+        return self._map
+
+    def _check_epoch(self, ctx: RequestContext) -> PartitionMap:
+        pmap = self._require_map()
+        if ctx.epoch is not None and ctx.epoch < pmap.epoch:
+            raise errors.StaleEpoch(
+                f"request epoch {ctx.epoch} is older than {pmap.epoch}",
+                epoch=pmap.epoch,
+                map=pmap.to_dict(),
+            )
+        return pmap
+
+    # -- routing -----------------------------------------------------------------------------
+    async def _admitted(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self._inflight >= self._settings.max_inflight:
+            raise errors.Overloaded("too many requests in flight on this node", retry_after=1)
+        self._inflight += 1
+        try:
+            return await fn()
+        finally:
+            self._inflight -= 1
+
+    def _leader_target(self, p: int, ctx: RequestContext) -> NodeInfo:
+        """The node to forward a leader-only request of partition ``p`` to (or raise)."""
+        pmap = self._require_map()
+        leader = self.view.leader_node(p)
+        hosted = self._groups.hosts(p)
+        if not ctx.forward or ctx.hops >= MAX_HOPS:
+            hint = None if leader is None else leader.node_id
+            if hosted:
+                raise errors.NotLeader(
+                    f"node {self.node_id} is not the leader of partition {p}",
+                    partition=p,
+                    leader=hint,
+                    epoch=pmap.epoch,
+                )
+            raise errors.NotOwner(
+                f"node {self.node_id} holds no replica of partition {p}",
+                partition=p,
+                leader=hint,
+                replicas=list(pmap.replicas[p]),
+                epoch=pmap.epoch,
+            )
+        if leader is not None and leader.node_id != self.node_id:
+            return leader
+        if hosted:
+            raise errors.Unavailable(f"partition {p} has no leader", partition=p, retry_after=1)
+        return pmap.replicas_of(p)[0]
+
+    def _deadline(self, ctx: RequestContext) -> float:
+        return time.monotonic() + ctx.timeout_s
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get(self, key: str, *, consistency: Consistency, ctx: RequestContext) -> Record:
+        return await self._admitted(lambda: self._get(key, consistency, ctx))
+
+    async def _get(self, key: str, consistency: Consistency, ctx: RequestContext) -> Record:
+        pmap = self._check_epoch(ctx)
+        p = hashing.partition_of(key, pmap.partitions)
+        deadline = self._deadline(ctx)
+        if self._groups.hosts(p) and (
+            consistency is Consistency.EVENTUAL or self._groups.is_leader(p)
+        ):
+            if consistency is Consistency.STRONG:
+                await self._groups.read_barrier(p, timeout=ctx.timeout_s)
+            return self._live(p, key)
+        if consistency is Consistency.EVENTUAL:
+            target = self._eventual_target(p, ctx)
+        else:
+            target = self._leader_target(p, ctx)
+        return await self._fwd.get(target, key, consistency, ctx, deadline)
+
+    def _eventual_target(self, p: int, ctx: RequestContext) -> NodeInfo:
+        pmap = self._require_map()
+        if not ctx.forward or ctx.hops >= MAX_HOPS:
+            raise errors.NotOwner(
+                f"node {self.node_id} holds no replica of partition {p}",
+                partition=p,
+                replicas=list(pmap.replicas[p]),
+                epoch=pmap.epoch,
+            )
+        leader = self.view.leader_node(p)
+        return leader or pmap.replicas_of(p)[0]
+
+    def _live(self, p: int, key: str) -> Record:
+        rec = self._groups.store(p).get(key)
+        if rec is None or rec.expired(self.now_ms()):
+            raise errors.NotFound(f"key {key!r} not found", key=key)
+        return rec
+
+    # -- writes ------------------------------------------------------------------------------
+    async def write(self, op: Write, *, ctx: RequestContext) -> WriteResult:
+        outcome = await self.batch([op], atomic=True, ctx=ctx)
+        only = outcome.outcomes[0]
+        if only.error is not None:
+            raise only.error
+        assert only.result is not None
+        return only.result
+
+    async def batch(
+        self, ops: Sequence[Write], *, atomic: bool, ctx: RequestContext
+    ) -> BatchOutcome:
+        return await self._admitted(lambda: self._batch(ops, atomic, ctx))
+
+    async def _batch(self, ops: Sequence[Write], atomic: bool, ctx: RequestContext) -> BatchOutcome:
+        pmap = self._check_epoch(ctx)
+        self.limits.check_batch(list(ops))
+        groups: dict[int, list[int]] = {}
+        for i, op in enumerate(ops):
+            groups.setdefault(hashing.partition_of(op.key, pmap.partitions), []).append(i)
+        if atomic and len(groups) > 1:
+            raise errors.InvalidArgument(
+                f"atomic batch spans {len(groups)} partitions; use hash tags ({{tag}}) "
+                "to keep keys together",
+                field="atomic",
+                partitions=sorted(groups),
+            )
+        deadline = self._deadline(ctx)
+        outcomes: list[OpOutcome] = [OpOutcome() for _ in ops]
+        shares = [(p, [ops[i] for i in idx], idx) for p, idx in groups.items()]
+        results = await asyncio.gather(
+            *(self._partition_batch(p, share, ctx, deadline) for p, share, _ in shares),
+            return_exceptions=True,
+        )
+        for (_, _, idx), res in zip(shares, results, strict=True):
+            for j, i in enumerate(idx):
+                outcomes[i] = _outcome(res, j)
+        unexpected = [r for r in results if isinstance(r, BaseException)]
+        if unexpected and not isinstance(unexpected[0], errors.KvError):
+            log.error("batch share failed unexpectedly", exc_info=unexpected[0])
+        return BatchOutcome(outcomes=tuple(outcomes))
+
+    async def _partition_batch(
+        self, p: int, ops: list[Write], ctx: RequestContext, deadline: float
+    ) -> list[WriteResult]:
+        if self._groups.hosts(p) and self._groups.is_leader(p):
+            cmd = commands.WriteCmd(ops=tuple(ops), now_ms=self.now_ms())
+            timeout = max(0.05, deadline - time.monotonic())
+            applied = await self._groups.propose(p, cmd, timeout=timeout)
+            return _write_results(applied)
+        target = self._leader_target(p, ctx)
+        return await self._fwd.batch(target, ops, ctx, deadline)
+
+    # -- listing -----------------------------------------------------------------------------
+    async def list_keys(
+        self,
+        *,
+        prefix: str,
+        cursor: str | None,
+        limit: int,
+        consistency: Consistency,
+        ctx: RequestContext,
+    ) -> KeyPage:
+        pmap = self._check_epoch(ctx)
+        parts = await asyncio.gather(
+            *(
+                self.scan_partition(
+                    p, prefix=prefix, cursor=cursor, limit=limit, consistency=consistency, ctx=ctx
+                )
+                for p in range(pmap.partitions)
+            )
+        )
+        merged = sorted((item for items, _ in parts for item in items), key=lambda kv: kv[0])
+        page = merged[:limit]
+        more = len(merged) > limit or any(m for _, m in parts)
+        next_cursor = page[-1][0] if more and page else None
+        return KeyPage(items=tuple(page), next_cursor=next_cursor)
+
+    async def scan_partition(
+        self,
+        p: int,
+        *,
+        prefix: str,
+        cursor: str | None,
+        limit: int,
+        consistency: Consistency,
+        ctx: RequestContext,
+    ) -> tuple[list[tuple[str, Record]], bool]:
+        """Live records of partition ``p`` (key order) and whether more may follow."""
+        pmap = self._require_map()
+        if not 0 <= p < pmap.partitions:
+            raise errors.InvalidArgument(f"partition must be in [0, {pmap.partitions})")
+        if self._groups.hosts(p) and (
+            consistency is Consistency.EVENTUAL or self._groups.is_leader(p)
+        ):
+            if consistency is Consistency.STRONG:
+                await self._groups.read_barrier(p, timeout=ctx.timeout_s)
+            raw = self._groups.store(p).scan(prefix=prefix, start_after=cursor, limit=limit)
+            now = self.now_ms()
+            return [(k, r) for k, r in raw if not r.expired(now)], len(raw) == limit
+        if consistency is Consistency.EVENTUAL:
+            target = self._eventual_target(p, ctx)
+        else:
+            target = self._leader_target(p, ctx)
+        return await self._fwd.scan(
+            target,
+            partition=p,
+            prefix=prefix,
+            cursor=cursor,
+            limit=limit,
+            consistency=consistency,
+            ctx=ctx,
+            deadline=self._deadline(ctx),
+        )
+
+    # -- cluster, status, health -------------------------------------------------------------
+    async def cluster_info(self) -> dict[str, Any]:
+        pmap = self._require_map()
+        view = await self.view.snapshot()
+        return {"node_id": self.node_id, "epoch": pmap.epoch, "map": pmap.to_dict(), **view}
+
+    def partition_status(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self._groups.all_status()]
+
+    def health(self) -> dict[str, Any]:
+        lag = time.monotonic() - self._groups.ticker.last_loop_monotonic
+        alive = self._groups.ticker.alive and lag < 5.0
+        return {
+            "status": "ok" if alive else "failing",
+            "node_id": self.node_id,
+            "ticker_lag_s": lag,
+        }
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        if self._map is None:
+            return False, {"reason": "no partition map", "node_id": self.node_id}
+        hosted = self._groups.hosted()
+        statuses = {s.partition: s for s in self._groups.all_status()}
+        leaderless = [p for p in hosted if (s := statuses.get(p)) is None or s.leader_addr is None]
+        ready = not leaderless and self.health()["status"] == "ok"
+        return ready, {
+            "node_id": self.node_id,
+            "epoch": self._map.epoch,
+            "partitions": len(hosted),
+            "leaderless": leaderless,
+        }
+
+
+def _outcome(res: list[WriteResult] | BaseException, j: int) -> OpOutcome:
+    if isinstance(res, errors.KvError):
+        return OpOutcome(error=res)
+    if isinstance(res, BaseException):
+        log.error("batch share failed unexpectedly", exc_info=res)
+        return OpOutcome(error=errors.Internal(f"unexpected failure: {type(res).__name__}"))
+    return OpOutcome(result=res[j])
+
+
+def _write_results(applied: ApplyResult | None) -> list[WriteResult]:
+    """Turn the processor's result (delivered by the Raft callback) into results or an error."""
+    if applied is None:
+        raise errors.Internal("the write could not be decoded by the state machine")
+    if applied.failure is not None:
+        raise applied.failure.to_error()
+    return list(applied.results)

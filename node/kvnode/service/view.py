@@ -1,0 +1,100 @@
+"""What this node knows about partition leaders across the cluster.
+
+Leaders of local replicas come from their Raft state. For partitions this node does not host, it
+asks the other nodes' ``/v1/admin/partitions`` (at most once per ``ttl_s``, in parallel, with a
+short timeout) and keeps the answer of the replica with the highest term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from kvnode.core import errors
+from kvnode.core.model import NodeInfo, PartitionMap
+from kvnode.raft.groups import GroupManager
+from kvnode.service.forward import Forwarder
+
+log = logging.getLogger(__name__)
+
+
+class ClusterView:
+    def __init__(
+        self, *, node_id: str, groups: GroupManager, forwarder: Forwarder, ttl_s: float = 1.0
+    ) -> None:
+        self._node_id = node_id
+        self._groups = groups
+        self._fwd = forwarder
+        self._ttl_s = ttl_s
+        self._map: PartitionMap | None = None
+        self._remote: dict[int, tuple[int, str | None]] = {}  # partition -> (term, leader addr)
+        self._reachable: dict[str, bool] = {}
+        self._fetched_at = 0.0
+        self._refresh_lock = asyncio.Lock()
+
+    def set_map(self, pmap: PartitionMap) -> None:
+        self._map = pmap
+
+    def leader_node(self, partition: int) -> NodeInfo | None:
+        """Best-known leader of ``partition`` (local Raft state first), or None."""
+        if self._map is None:
+            return None
+        addr = self._groups.leader_addr(partition)
+        if addr is None and not self._groups.hosts(partition):
+            addr = self._remote.get(partition, (0, None))[1]
+        return None if addr is None else self._map.node_for_raft_addr(partition, addr)
+
+    def learn_leader(self, partition: int, node_id: str | None) -> None:
+        """Remember a leader hint returned by another node."""
+        if self._map is None or node_id is None or not self._map.has_node(node_id):
+            return
+        term = self._remote.get(partition, (0, None))[0]
+        self._remote[partition] = (term, self._map.node(node_id).raft_addr(partition))
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Leaders of every partition and node reachability, for ``GET /v1/cluster``."""
+        await self._refresh()
+        pmap = self._map
+        if pmap is None:
+            raise errors.Unavailable("no partition map", retry_after=1)
+        leaders: dict[str, str | None] = {}
+        for p in range(pmap.partitions):
+            node = self.leader_node(p)
+            leaders[str(p)] = None if node is None else node.node_id
+        led: dict[str, int] = {}
+        for leader in leaders.values():
+            if leader is not None:
+                led[leader] = led.get(leader, 0) + 1
+        nodes = {
+            n.node_id: {
+                "url": n.http_url,
+                "zone": n.zone,
+                "reachable": n.node_id == self._node_id or self._reachable.get(n.node_id, False),
+                "leader_of": led.get(n.node_id, 0),
+                "replicas": len(pmap.partitions_of(n.node_id)),
+            }
+            for n in pmap.nodes
+        }
+        return {"leaders": leaders, "nodes": nodes}
+
+    async def _refresh(self) -> None:
+        async with self._refresh_lock:
+            if time.monotonic() - self._fetched_at < self._ttl_s or self._map is None:
+                return
+            others = [n for n in self._map.nodes if n.node_id != self._node_id]
+            answers = await asyncio.gather(
+                *(self._fwd.partitions(n, timeout=0.5) for n in others), return_exceptions=True
+            )
+            remote: dict[int, tuple[int, str | None]] = {}
+            for node, ans in zip(others, answers, strict=True):
+                self._reachable[node.node_id] = not isinstance(ans, BaseException)
+                if isinstance(ans, BaseException):
+                    continue
+                for st in ans:
+                    p, term = int(st["partition"]), int(st["term"])
+                    if st.get("leader") and term >= remote.get(p, (-1, None))[0]:
+                        remote[p] = (term, str(st["leader"]))
+            self._remote = remote
+            self._fetched_at = time.monotonic()

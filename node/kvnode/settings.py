@@ -1,0 +1,125 @@
+"""Node settings: one typed object, read once from ``KVNODE_*`` environment variables.
+
+Nothing else in the node reads ``os.environ``. Each field's docstring is its documentation; the
+env var is the field name upper-cased with the ``KVNODE_`` prefix (e.g. ``KVNODE_HTTP_PORT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kvnode.core.ops import Limits
+
+PREFIX = "KVNODE_"
+_DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    node_id: str
+    """Stable identity of this node (the StatefulSet pod name on Kubernetes)."""
+    data_dir: str
+    """Directory for LevelDB stores, Raft journals, snapshots and the persisted partition map."""
+    host: str = "127.0.0.1"
+    """Advertised host name other nodes and clients use; must never change for this node."""
+    bind_host: str = "127.0.0.1"
+    """Address the HTTP and Raft listeners bind to (0.0.0.0 inside a pod)."""
+    http_port: int = 7000
+    """HTTP API port."""
+    raft_port_base: int = 17000
+    """Raft port of partition p is raft_port_base + p."""
+    zone: str | None = None
+    """Failure zone of this node, used for zone-aware placement."""
+    map_file: str | None = None
+    """JSON partition map to adopt at start if this node has none (or an older one)."""
+    durability: str = "process"
+    """'process': an acknowledged write survives kill -9 of every replica (page cache, no fsync).
+    'fsync': the Raft journal and LevelDB are synced before a replica acknowledges, so it also
+    survives a simultaneous power loss of every replica, at a throughput cost."""
+    heartbeat_s: float = 0.15
+    """Raft append-entries period (heartbeat) of every group."""
+    election_min_s: float = 1.0
+    """Lower bound of the randomised election timeout (> 3 x heartbeat)."""
+    election_max_s: float = 2.0
+    """Upper bound of the randomised election timeout."""
+    leader_fallback_s: float = 2.0
+    """A leader that hears from no majority for this long steps down."""
+    connection_retry_s: float = 1.0
+    """Wait between reconnect attempts to a Raft peer."""
+    compaction_min_entries: int = 20000
+    """Log entries after which a group snapshots its state and truncates its journal."""
+    compaction_min_time_s: float = 600.0
+    """Seconds after which a group snapshots even if few entries were written."""
+    request_timeout_s: float = 5.0
+    """Default deadline for a client operation when the caller sends none."""
+    max_inflight: int = 4096
+    """Requests this node handles at once before answering 429 (backpressure)."""
+    expiry_interval_s: float = 1.0
+    """How often a partition leader proposes removal of expired (TTL) records."""
+    log_level: str = "INFO"
+    """Python logging level."""
+    max_key_bytes: int = _DEFAULT_LIMITS.max_key_bytes
+    """Largest key, in UTF-8 bytes."""
+    max_value_bytes: int = _DEFAULT_LIMITS.max_value_bytes
+    """Largest value, in UTF-8 bytes."""
+    max_batch_ops: int = _DEFAULT_LIMITS.max_batch_ops
+    """Most operations in one batch."""
+    max_body_bytes: int = _DEFAULT_LIMITS.max_body_bytes
+    """Largest HTTP request body."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_key_bytes=self.max_key_bytes,
+            max_value_bytes=self.max_value_bytes,
+            max_batch_ops=self.max_batch_ops,
+            max_body_bytes=self.max_body_bytes,
+        )
+
+    def validate(self) -> None:
+        if self.durability not in ("process", "fsync"):
+            raise ValueError(
+                f"{PREFIX}DURABILITY must be 'process' or 'fsync', not {self.durability!r}"
+            )
+        if self.election_min_s <= 3 * self.heartbeat_s:
+            raise ValueError("election_min_s must exceed 3 x heartbeat_s")
+        if self.election_max_s <= self.election_min_s:
+            raise ValueError("election_max_s must exceed election_min_s")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NodeSettings:
+        """Parse every field from ``env`` (missing → default; required fields must be set)."""
+        hints = typing.get_type_hints(cls)
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                if f.default is dataclasses.MISSING:
+                    raise ValueError(f"{PREFIX}{f.name.upper()} is required")
+                continue
+            values[f.name] = _parse(raw, hints[f.name], name=PREFIX + f.name.upper())
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+
+def _parse(raw: str, hint: object, *, name: str) -> object:
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional:
+        if raw == "":
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{name}={raw!r} is not a valid {getattr(hint, '__name__', hint)}"
+        ) from None
+    return raw
