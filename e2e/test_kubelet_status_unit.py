@@ -267,3 +267,26 @@ def test_events_name_the_pod_and_drop_quick_repeats() -> None:
         "apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": "ns", "uid": "u",
     }  # fmt: skip
     assert (body["type"], body["source"]) == ("Warning", {"component": "kubelet", "host": "node-1"})
+
+
+def test_init_containers_gate_the_pod() -> None:
+    pending_init = [ContainerState("init", "img", running_since=1.0, pid=7)]
+    st = pod_status(
+        _pod(), [CREATING], init_containers=pending_init, pod_ip="i", host_ip="h", start_time=0,
+        now=1,
+    )  # fmt: skip
+    assert st["phase"] == "Pending"
+    assert _conds(st)["Initialized"]["status"] == "False"
+    assert st["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+    assert st["initContainerStatuses"][0]["state"]["running"]
+    done = [ContainerState("init", "img", terminated=Terminated(0, 1.0, 2.0))]
+    st = pod_status(
+        _pod(), [RUNNING], init_containers=done, pod_ip="i", host_ip="h", start_time=0, now=3
+    )
+    assert (st["phase"], _conds(st)["Initialized"]["status"]) == ("Running", "True")
+    failed = [ContainerState("init", "img", terminated=Terminated(2, 1.0, 2.0))]
+    st = pod_status(
+        _pod(restartPolicy="Never"), [CREATING], init_containers=failed, pod_ip="i", host_ip="h",
+        start_time=0, now=3,
+    )  # fmt: skip
+    assert st["phase"] == "Failed"

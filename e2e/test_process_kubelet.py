@@ -167,3 +167,29 @@ def test_pre_stop_hook_runs_before_sigterm(
     cluster.kubectl("wait", "--for=condition=Ready", "pod/hooked", "-n", ns, "--timeout=30s")
     cluster.kubectl("delete", "pod", "hooked", "-n", ns, "--timeout=30s", timeout=40)
     assert (tmp_path / "marker").read_text() == "prestop\nterm\n"
+
+
+@pytest.mark.timeout(120)
+def test_init_containers_run_in_order_before_the_main_container(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    ns = namespace
+    scratch = {"volumeMounts": [{"name": "w", "mountPath": "/work"}]}
+    steps = [
+        {"name": name, "image": "none", "command": ["sh", "-c", cmd], **scratch}
+        for name, cmd in [("first", "echo 1 > /work/order"), ("second", "echo 2 >> /work/order")]
+    ]
+    main = pod(
+        "inits", "[ \"$(cat /work/order | tr -d '\\n')\" = 12 ] && touch /work/ok; sleep 1000",
+        initContainers=steps, volumes=[{"name": "w", "emptyDir": {}}],
+        container={**scratch, "readinessProbe": {
+            "exec": {"command": ["test", "-f", "/work/ok"]}, "periodSeconds": 1}},
+    )  # fmt: skip
+    broken = pod("broken", "sleep 1000", policy="Never", initContainers=[
+        {"name": "fail", "image": "none", "command": ["sh", "-c", "exit 2"]}])  # fmt: skip
+    apply(cluster, ns, main, broken)
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/inits", "-n", ns, "--timeout=30s")
+    cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Failed", "pod/broken", "-n", ns,
+                    "--timeout=30s")  # fmt: skip
+    statuses = get_pod(cluster, ns, "inits")["status"]["initContainerStatuses"]
+    assert [s["state"]["terminated"]["reason"] for s in statuses] == ["Completed", "Completed"]

@@ -9,65 +9,30 @@ are the pure functions of `status` and `probes`; this module only applies them t
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shlex
 import signal
-import subprocess
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from kvharness import procs
 from kvharness.kubelet import envvars, probes, runtime, volumes
+from kvharness.kubelet.container import (
+    PURPOSES,
+    Container,
+    ContainerRunner,
+    NodeContext,
+    exit_code,
+)
 from kvharness.kubelet.status import ContainerState, Terminated, backoff_delay, should_restart
 from kvharness.kubelet.status import pod_status as build_pod_status
 
 log = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
-PURPOSES = ("startup", "liveness", "readiness")
 
 
-class NodeContext(Protocol):
-    """What a pod worker needs from its kubelet (the consumer declares the interface)."""
-
-    run_dir: Path
-    host_ip: str
-    executor: ThreadPoolExecutor
-    backoff_base: float
-    backoff_cap: float
-
-    def config_map(self, namespace: str, name: str) -> JsonDict | None: ...
-    def secret(self, namespace: str, name: str) -> JsonDict | None: ...
-    def claim_path(self, namespace: str, claim: str) -> Path | None: ...
-    def event(self, pod: JsonDict, reason: str, message: str, *, warning: bool = False) -> None: ...
-
-
-@dataclass
-class Container:
-    """Mutable runtime record of one container of the pod."""
-
-    spec: JsonDict
-    state: ContainerState
-    popen: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    restart_at: float | None = None
-    probe_specs: dict[str, probes.ProbeSpec] = field(default_factory=dict)
-    probe_states: dict[str, probes.ProbeState] = field(default_factory=dict)
-    pending: dict[str, Future[bool]] = field(default_factory=dict)
-    kill_deadline: float | None = None
-    kill_reason: str = ""
-
-
-def exit_code(returncode: int) -> int:
-    """Shell-style exit code: death by signal N is 128+N, as container runtimes report it."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-class PodWorker:
+class PodWorker(ContainerRunner):
     """Runs one pod (identified by uid) until it is deleted."""
 
     def __init__(self, pod: JsonDict, *, ip: str, node: NodeContext, now: float) -> None:
@@ -85,6 +50,10 @@ class PodWorker:
             Container(spec=c, state=ContainerState(name=c["name"], image=c.get("image", "")))
             for c in pod["spec"]["containers"]
         ]
+        self.init_containers = [
+            Container(spec=c, state=ContainerState(name=c["name"], image=c.get("image", "")))
+            for c in pod["spec"].get("initContainers", [])
+        ]
         self.dir.mkdir(parents=True, exist_ok=True)
         volumes.write_in_place(self.hosts_file, volumes.hosts_content(pod, ip, []))
 
@@ -97,13 +66,36 @@ class PodWorker:
             return
         if self.volume_dirs is None and not self._setup_volumes():
             return
+        if not self._sync_init(now):
+            return
         for c in self.containers:
             self._sync_container(c, now)
+
+    def _sync_init(self, now: float) -> bool:
+        """Run init containers one at a time, in order; True once all have succeeded."""
+        for c in self.init_containers:
+            done = c.state.terminated
+            if done is not None and done.exit_code == 0 and c.popen is None:
+                continue
+            self._sync_container(c, now)
+            return False
+        return True
+
+    @property
+    def all_containers(self) -> list[Container]:
+        return [*self.init_containers, *self.containers]
+
+    def _policy(self, c: Container) -> str:
+        """The pod's restartPolicy; init containers treat Always as OnFailure."""
+        policy = str(self.pod["spec"].get("restartPolicy", "Always"))
+        is_init = any(c is i for i in self.init_containers)
+        return "OnFailure" if is_init and policy == "Always" else policy
 
     def status(self, now: float) -> JsonDict:
         return build_pod_status(
             self.pod_view(),
             [c.state for c in self.containers],
+            init_containers=[c.state for c in self.init_containers],
             pod_ip=self.ip,
             host_ip=self.node.host_ip,
             start_time=self.start_time,
@@ -121,7 +113,7 @@ class PodWorker:
 
     def finished(self) -> bool:
         """True once termination was requested and every process is gone."""
-        return self.term_deadline is not None and all(c.popen is None for c in self.containers)
+        return self.term_deadline is not None and all(c.popen is None for c in self.all_containers)
 
     # ---- volumes ----------------------------------------------------------------------
     def _setup_volumes(self) -> bool:
@@ -224,7 +216,7 @@ class PodWorker:
         c.popen = None
         c.pending.clear()
         c.state = replace(c.state, running_since=None, terminated=done, ready=False, started=False)
-        policy = self.pod["spec"].get("restartPolicy", "Always")
+        policy = self._policy(c)
         if self.term_deadline is None and (should_restart(policy, code) or c.kill_reason):
             if policy == "Never":
                 return
@@ -243,79 +235,15 @@ class PodWorker:
                     warning=True,
                 )  # fmt: skip
 
-    # ---- probes -----------------------------------------------------------------------
-    def _probe(self, c: Container, now: float) -> None:
-        assert c.state.running_since is not None
-        for purpose, spec in c.probe_specs.items():
-            if purpose != "startup" and not c.state.started:
-                continue
-            if purpose == "startup" and c.state.started:
-                continue
-            fut = c.pending.get(purpose)
-            if fut is not None and fut.done():
-                del c.pending[purpose]
-                ok = bool(fut.result()) if fut.exception() is None else False
-                c.probe_states[purpose] = probes.advance(
-                    spec, c.probe_states[purpose], ok=ok, now=now
-                )
-                self._apply_probe(c, purpose, now)
-            elif fut is None and probes.is_due(
-                spec, c.probe_states[purpose], started_at=c.state.running_since, now=now
-            ):
-                c.probe_states[purpose] = replace(c.probe_states[purpose], last_run=now)
-                c.pending[purpose] = self.node.executor.submit(self._check, c, spec)
-
-    def _apply_probe(self, c: Container, purpose: str, now: float) -> None:
-        healthy = c.probe_states[purpose].healthy
-        if c.probe_states[purpose].failures > 0:
-            msg = f"{purpose.capitalize()} probe failed for container {c.spec['name']}"
-            self.node.event(self.pod, "Unhealthy", msg, warning=True)
-        if purpose == "readiness":
-            c.state = replace(c.state, ready=healthy)
-        elif purpose == "startup" and c.probe_states[purpose].successes > 0 and healthy:
-            ready = "readiness" not in c.probe_specs
-            c.state = replace(c.state, started=True, ready=ready)
-        if purpose in ("liveness", "startup") and not healthy and c.kill_deadline is None:
-            log.warning("%s: %s probe of %s failed: killing", self.name, purpose, c.spec["name"])
-            msg = f"Container {c.spec['name']} failed {purpose} probe, will be restarted"
-            self.node.event(self.pod, "Killing", msg)
-            c.kill_reason = "Error"
-            self._signal(c, signal.SIGTERM)
-            c.kill_deadline = now + self._grace()
-
-    def _check(self, c: Container, spec: probes.ProbeSpec) -> bool:
-        return self._run_action(c, spec.kind, spec.action, timeout=spec.timeout)
-
-    def _run_action(self, c: Container, kind: str, action: JsonDict, *, timeout: float) -> bool:
-        """Run a probe or lifecycle-hook handler against container `c` (in a worker thread)."""
-        ports = c.spec.get("ports", [])
-        if kind == "httpGet":
-            return probes.check_http(action, pod_ip=self.ip, ports=ports, timeout=timeout)
-        if kind == "tcpSocket":
-            return probes.check_tcp(action, pod_ip=self.ip, ports=ports, timeout=timeout)
-        if kind == "sleep":
-            time.sleep(min(float(action.get("seconds", 0)), timeout))
-            return True
-        pid = c.state.pid or 0
-        env = runtime.container_env(c.env, hostname=self.pod["metadata"]["name"])
-        return probes.check_exec(action, ns_pid=pid, env=env, timeout=timeout)
-
     # ---- termination ------------------------------------------------------------------
-    def _grace(self) -> float:
-        meta, spec = self.pod["metadata"], self.pod["spec"]
-        grace = meta.get("deletionGracePeriodSeconds")
-        if grace is None:
-            grace = spec.get("terminationGracePeriodSeconds", 30)
-        return float(grace)
-
     def _terminate(self, now: float) -> None:
         if self.term_deadline is None:
             self.term_deadline = now + self._grace()
             log.info("%s: terminating, grace %.0fs", self.name, self._grace())
             self.node.event(self.pod, "Killing", f"Stopping pod (grace {self._grace():.0f}s)")
-            for c in self.containers:
+            for c in self.all_containers:
                 self._begin_stop(c, now)
-        for c in self.containers:
+        for c in self.all_containers:
             if c.popen is None:
                 continue
             hook = c.pending.get("preStop")
@@ -346,21 +274,14 @@ class PodWorker:
         if c.kill_deadline is not None and now >= c.kill_deadline:
             self._signal(c, signal.SIGKILL)
 
-    @staticmethod
-    def _signal(c: Container, sig: signal.Signals) -> None:
-        if c.popen is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(c.popen.pid, sig)
-
     def signal_all(self, sig: signal.Signals) -> None:
         """Signal every running container (lets a kubelet stop all pods concurrently)."""
-        for c in self.containers:
+        for c in self.all_containers:
             self._signal(c, sig)
 
     def kill_now(self, grace: float = 2.0) -> None:
         """Stop every process immediately (kubelet shutdown, or pod force-deleted)."""
-        for c in self.containers:
+        for c in self.all_containers:
             if c.popen is not None:
                 procs.kill_group(c.popen.pid, grace=grace, waiter=c.popen.wait)
                 runtime.forget_pid(self.node.run_dir / "pids", c.popen.pid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 JsonDict = dict[str, Any]
@@ -149,10 +149,20 @@ def _gates_ok(pod: JsonDict, old: dict[str, JsonDict]) -> bool:
     return all(old.get(g["conditionType"], {}).get("status") == "True" for g in gates)
 
 
+def init_progress(policy: str, inits: Sequence[ContainerState]) -> tuple[bool, bool]:
+    """(initialized, failed): all init containers succeeded / one failed for good (Never)."""
+    initialized = all(c.terminated is not None and c.terminated.exit_code == 0 for c in inits)
+    failed = policy == "Never" and any(
+        c.terminated is not None and c.terminated.exit_code != 0 for c in inits
+    )
+    return initialized, failed
+
+
 def pod_status(
     pod: JsonDict,
     containers: Sequence[ContainerState],
     *,
+    init_containers: Sequence[ContainerState] = (),
     pod_ip: str,
     host_ip: str,
     start_time: float,
@@ -160,7 +170,19 @@ def pod_status(
 ) -> JsonDict:
     """The full `status` for a strategic-merge patch of pods/<name>/status."""
     policy = pod.get("spec", {}).get("restartPolicy", "Always")
+    initialized, init_failed = init_progress(policy, init_containers)
+    if not initialized:
+        containers = [
+            replace(c, waiting_reason="PodInitializing")
+            if c.running_since is None and c.terminated is None and c.last_terminated is None
+            else c
+            for c in containers
+        ]
     phase = pod_phase(policy, containers)
+    if init_failed:
+        phase = "Failed"
+    elif not initialized:
+        phase = "Pending"
     old = {c["type"]: c for c in pod.get("status", {}).get("conditions", [])}
     ts = rfc3339(now)
     terminal = phase in ("Succeeded", "Failed")
@@ -168,7 +190,7 @@ def pod_status(
     not_ready_reason = "PodCompleted" if terminal else "ContainersNotReady"
     conditions = [
         _condition("PodReadyToStartContainers", True, "", old, ts),
-        _condition("Initialized", True, "", old, ts),
+        _condition("Initialized", initialized, "ContainersNotInitialized", old, ts),
         _condition("ContainersReady", all_ready, not_ready_reason, old, ts),
         _condition("Ready", all_ready and _gates_ok(pod, old), not_ready_reason, old, ts),
     ]
@@ -180,6 +202,10 @@ def pod_status(
         "podIP": pod_ip,
         "podIPs": [{"ip": pod_ip}],
         "startTime": rfc3339(start_time),
-        "qosClass": "BestEffort",
         "containerStatuses": [c.to_api() for c in containers],
+        **(
+            {"initContainerStatuses": [c.to_api() for c in init_containers]}
+            if init_containers
+            else {}
+        ),
     }
