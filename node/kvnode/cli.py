@@ -1,0 +1,350 @@
+"""``ringkv``: the command line over ``kvnode.client.SyncClient`` and ``kvnode.local``.
+
+Every result is one JSON document on stdout; every error is one JSON document
+(``{"code", "message", ...}``) on stderr, with an exit code scripts can branch on:
+
+====  ==========================================================================
+0     success
+1     general failure (unavailable, unknown outcome, internal, local cluster)
+2     usage: bad arguments or bad input (invalid_argument, too_large)
+3     not found (``get`` of a missing key)
+4     precondition failed (``cas``, conditional ``put``/``delete``/``batch``)
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import IO, Any, NoReturn
+
+import click
+
+from kvnode.client import BatchOp, BatchResult, SyncClient
+from kvnode.core import errors
+
+EXIT_OK, EXIT_GENERAL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PRECONDITION = 0, 1, 2, 3, 4
+EXIT_BY_CODE = {
+    errors.InvalidArgument.code: EXIT_USAGE,
+    errors.TooLarge.code: EXIT_USAGE,
+    errors.NotFound.code: EXIT_NOT_FOUND,
+    errors.PreconditionFailed.code: EXIT_PRECONDITION,
+}
+DEFAULT_ENDPOINTS = "http://127.0.0.1:7000"
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class LocalClusterError(errors.KvError):
+    """``ringkv local`` could not do what was asked (no cluster there, timeout, ...)."""
+
+    code = "local_failed"
+
+
+def make_client(endpoints: list[str], *, timeout: float, direct: bool) -> SyncClient:
+    """The client the commands use (tests replace this factory)."""
+    return SyncClient(endpoints, timeout=timeout, direct=direct)
+
+
+def exit_code(err: errors.KvError) -> int:
+    return EXIT_BY_CODE.get(err.code, EXIT_GENERAL)
+
+
+def emit(doc: Any) -> None:
+    click.echo(json.dumps(doc, ensure_ascii=False))
+
+
+def emit_error(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, ensure_ascii=False), err=True)
+
+
+class JsonCli(click.Group):
+    """A click group whose failures, usage errors included, are JSON on stderr."""
+
+    def main(self, *args: Any, **kwargs: Any) -> NoReturn:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except errors.KvError as exc:
+            emit_error(exc.to_dict())
+            sys.exit(exit_code(exc))
+        except _NO_ARGS_IS_HELP as exc:
+            click.echo(exc.format_message(), err=True)
+            sys.exit(EXIT_USAGE)
+        except click.UsageError as exc:
+            usage = exc.ctx.get_usage() if exc.ctx is not None else None
+            emit_error({"code": "usage", "message": exc.format_message(), "usage": usage})
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            emit_error({"code": "error", "message": exc.format_message()})
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            emit_error({"code": "aborted", "message": "aborted"})
+            sys.exit(EXIT_GENERAL)
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
+def _endpoints(ctx: click.Context, param: click.Parameter, raw: str) -> list[str]:
+    urls = [u.strip() for u in raw.split(",") if u.strip()]
+    if not urls:
+        raise click.BadParameter("at least one endpoint URL is required")
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise click.BadParameter(f"not an http(s) URL: {', '.join(bad)}")
+    return urls
+
+
+@click.group(cls=JsonCli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--endpoints",
+    envvar="RINGKV_ENDPOINTS",
+    default=DEFAULT_ENDPOINTS,
+    show_default=True,
+    callback=_endpoints,
+    help="Comma-separated node URLs (env RINGKV_ENDPOINTS).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=60),
+    default=5.0,
+    show_default=True,
+    help="Deadline of each operation in seconds, retries included.",
+)
+@click.option(
+    "--direct/--no-direct",
+    default=True,
+    show_default=True,
+    help="Go straight to partition leaders (or let the first node forward).",
+)
+@click.pass_context
+def cli(ctx: click.Context, endpoints: list[str], timeout: float, direct: bool) -> None:
+    """ringkv: a partitioned, Raft-replicated key-value store."""
+    ctx.obj = {"endpoints": endpoints, "timeout": timeout, "direct": direct}
+
+
+def _client(ctx: click.Context) -> SyncClient:
+    root = ctx.find_root().obj
+    return make_client(root["endpoints"], timeout=root["timeout"], direct=root["direct"])
+
+
+CONSISTENCY = click.Choice(["strong", "eventual"])
+
+
+@cli.command()
+@click.argument("key")
+@click.option("--consistency", type=CONSISTENCY, default="strong", show_default=True)
+@click.pass_context
+def get(ctx: click.Context, key: str, consistency: str) -> None:
+    """Read KEY (exit 3 if absent)."""
+    with _client(ctx) as client:
+        entry = client.get(key, consistency=consistency)
+    if entry is None:
+        raise errors.NotFound(f"key {key!r} not found", key=key)
+    emit(entry.to_json())
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("value")
+@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), help="Seconds to live.")
+@click.option("--if-version", type=click.IntRange(min=0), help="Only if at this version.")
+@click.option("--if-value", help="Only if the current value is this.")
+@click.pass_context
+def put(
+    ctx: click.Context,
+    key: str,
+    value: str,
+    ttl: float | None,
+    if_version: int | None,
+    if_value: str | None,
+) -> None:
+    """Write KEY = VALUE."""
+    with _client(ctx) as client:
+        version = client.put(key, value, ttl=ttl, if_version=if_version, if_value=if_value)
+    emit({"key": key, "version": version})
+
+
+@cli.command()
+@click.argument("key")
+@click.option("--if-version", type=click.IntRange(min=0), help="Only if at this version.")
+@click.option("--if-value", help="Only if the current value is this.")
+@click.pass_context
+def delete(ctx: click.Context, key: str, if_version: int | None, if_value: str | None) -> None:
+    """Delete KEY; prints whether it existed."""
+    with _client(ctx) as client:
+        deleted = client.delete(key, if_version=if_version, if_value=if_value)
+    emit({"key": key, "deleted": deleted})
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("value")
+@click.option("--if-version", type=click.IntRange(min=0), help="0 = only if absent.")
+@click.option("--if-value", help="Only if the current value is this.")
+@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), help="Seconds to live.")
+@click.pass_context
+def cas(
+    ctx: click.Context,
+    key: str,
+    value: str,
+    if_version: int | None,
+    if_value: str | None,
+    ttl: float | None,
+) -> None:
+    """Compare-and-set KEY to VALUE (exit 4 if the condition does not hold)."""
+    if (if_version is None) == (if_value is None):
+        raise click.UsageError("cas needs exactly one of --if-version or --if-value")
+    with _client(ctx) as client:
+        version = client.cas(key, value, if_version=if_version, if_value=if_value, ttl=ttl)
+    emit({"key": key, "version": version})
+
+
+@cli.command()
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.pass_context
+def batch(ctx: click.Context, file: IO[str]) -> int:
+    """Apply a batch from FILE ('-' for stdin): a JSON body as for POST /v1/batch."""
+    ops, atomic = read_batch(file)
+    with _client(ctx) as client:
+        result = client.batch(ops, atomic=atomic)
+    emit(result.to_json())
+    return batch_exit_code(result)
+
+
+def read_batch(file: IO[str]) -> tuple[list[BatchOp], bool]:
+    """``{"ops": [...], "atomic": bool}`` from a file; shape errors are usage errors."""
+    try:
+        body = json.load(file)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"batch file is not valid JSON: {exc}", field="file") from None
+    if not isinstance(body, dict) or not isinstance(body.get("ops"), list):
+        raise errors.InvalidArgument('batch file must be {"ops": [...], "atomic": bool}')
+    unknown = sorted(set(body) - {"ops", "atomic"})
+    if unknown:
+        raise errors.InvalidArgument(f"unknown field(s) in batch file: {unknown}")
+    atomic = body.get("atomic", False)
+    if not isinstance(atomic, bool):
+        raise errors.InvalidArgument("atomic must be true or false", field="atomic")
+    ops = []
+    for i, raw in enumerate(body["ops"]):
+        if not isinstance(raw, dict):
+            raise errors.InvalidArgument(f"ops[{i}] must be an object", field=f"ops[{i}]")
+        ops.append(BatchOp.from_json(raw))
+    return ops, atomic
+
+
+def batch_exit_code(result: BatchResult) -> int:
+    """0 when every op applied, else the exit code of the first op's error."""
+    for item in result.results:
+        if item.error is not None:
+            return exit_code(item.error)
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--cursor", help="next_cursor of a previous page.")
+@click.option("--all", "follow", is_flag=True, help="Follow cursors to the end.")
+@click.option("--consistency", type=CONSISTENCY, default="strong", show_default=True)
+@click.pass_context
+def keys(
+    ctx: click.Context,
+    prefix: str,
+    limit: int,
+    cursor: str | None,
+    follow: bool,
+    consistency: str,
+) -> None:
+    """List keys by prefix, one page (or --all pages)."""
+    found: list[str] = []
+    with _client(ctx) as client:
+        while True:
+            page = client.keys(prefix, limit=limit, cursor=cursor, consistency=consistency)
+            found.extend(page.keys)
+            cursor = page.next_cursor
+            if not follow or cursor is None:
+                break
+    emit({"keys": found, "next_cursor": cursor})
+
+
+@cli.command()
+@click.pass_context
+def cluster(ctx: click.Context) -> None:
+    """Show a node's view: epoch, partition map, leaders, nodes."""
+    with _client(ctx) as client:
+        emit(client.cluster())
+
+
+@cli.group()
+def local() -> None:
+    """Run a local cluster of node processes on this machine."""
+
+
+LOCAL_DIR = click.option(
+    "--dir", "base_dir", default=".ringkv-local", show_default=True, help="State directory."
+)
+
+
+@local.command("up")
+@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--partitions", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--replication", type=click.IntRange(min=1), default=3, show_default=True)
+@LOCAL_DIR
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--base-port", type=click.IntRange(1, 65535), default=7000, show_default=True)
+def local_up(
+    nodes: int, partitions: int, replication: int, base_dir: str, host: str, base_port: int
+) -> None:
+    """Start (or restart, keeping data) the local cluster and wait until it serves."""
+    if replication > nodes:
+        raise click.UsageError(f"--replication {replication} needs at least that many --nodes")
+    from kvnode import local as local_cluster  # lazy: the node stack is not needed otherwise
+
+    result = _local_call(
+        lambda: asyncio.run(
+            local_cluster.up(
+                nodes=nodes,
+                partitions=partitions,
+                replication=replication,
+                base_dir=base_dir,
+                host=host,
+                base_port=base_port,
+            )
+        )
+    )
+    emit(result)
+
+
+@local.command("status")
+@LOCAL_DIR
+def local_status(base_dir: str) -> None:
+    """Show the local cluster's nodes and whether they run."""
+    from kvnode import local as local_cluster
+
+    emit(_local_call(lambda: local_cluster.status(base_dir)))
+
+
+@local.command("down")
+@LOCAL_DIR
+def local_down(base_dir: str) -> None:
+    """Stop the local cluster's nodes (data is kept for the next ``up``)."""
+    from kvnode import local as local_cluster
+
+    _local_call(lambda: local_cluster.down(base_dir))
+    emit({"dir": base_dir, "stopped": True})
+
+
+def _local_call(fn: Any) -> Any:
+    """Run a ``kvnode.local`` entry point; its plain failures become JSON errors (exit 1)."""
+    try:
+        return fn()
+    except errors.KvError:
+        raise
+    except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
+        raise LocalClusterError(f"local cluster: {exc}", error=type(exc).__name__) from exc
+
+
+def main() -> None:
+    """Console entry point (``ringkv``)."""
+    cli.main(prog_name="ringkv")

@@ -1,0 +1,176 @@
+"""``NodeHttp``: one pooled HTTP connection manager for talking to ringkv nodes.
+
+Used by the node to forward requests to partition leaders and by ``Client``. It does no retries
+(the client is the one layer that retries); its job is to turn every outcome into either a
+decoded JSON body or the right domain error, and above all to tell apart failures where the
+request was certainly not sent (``Unavailable``, safe to retry) from failures after it may have
+been sent (``UnknownOutcome`` for writes: the write may have applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from kvnode.core import errors
+
+log = logging.getLogger(__name__)
+
+POOL_LIMIT = 256
+POOL_LIMIT_PER_HOST = 64
+CONNECT_TIMEOUT_S = 1.0
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Headers = CIMultiDictProxy[str]
+
+# Failures where the connection was never established, so nothing was sent. aiohttp >= 3.10
+# tells a connect timeout apart from a read timeout; older versions do not (then a connect
+# timeout counts as "may have been sent", the safe side).
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    *((aiohttp.ConnectionTimeoutError,) if hasattr(aiohttp, "ConnectionTimeoutError") else ()),
+)
+
+
+class NodeHttp:
+    """Calls one node's HTTP API over a shared keep-alive connection pool.
+
+    Pass a ``session`` to share one; otherwise one is created on first use (inside the running
+    loop) and closed by ``close()``. ``path`` must already be percent-encoded (``/v1/kv/a%2Fb``).
+    """
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        self._session = session
+        self._owns_session = session is None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=POOL_LIMIT, limit_per_host=POOL_LIMIT_PER_HOST, ttl_dns_cache=10
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._owns_session = True
+        _no_silent_resend(self._session)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session and not self._session.closed:
+            await self._session.close()
+
+    async def call(
+        self,
+        base_url: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float,
+    ) -> tuple[int, dict[str, Any], Headers]:
+        """Send one request; return ``(status, body, headers)`` for a 2xx, raise otherwise.
+
+        Raises the node's domain error for a non-2xx answer; ``Unavailable(reason="connect")``
+        when the connection could not be made (nothing was sent); ``UnknownOutcome`` when a
+        non-idempotent request failed after it may have been sent, ``Unavailable`` for an
+        idempotent one (a read can be retried).
+        """
+        method = method.upper()
+        url = URL(base_url.rstrip("/") + path, encoded=True)
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S)
+        )
+        try:
+            async with self._get_session().request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                headers=headers,
+                timeout=client_timeout,
+            ) as resp:
+                raw = await resp.read()
+                status, resp_headers = resp.status, resp.headers
+        except _NOT_SENT as exc:
+            raise errors.Unavailable(
+                f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
+            ) from exc
+        except aiohttp.InvalidURL as exc:
+            raise errors.InvalidArgument(f"invalid node URL {base_url!r}: {exc}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _after_send_failure(exc, method=method, base_url=base_url, path=path) from exc
+        body = _decode(raw)
+        if 200 <= status < 300:
+            return status, body if isinstance(body, dict) else {"value": body}, resp_headers
+        raise _error_for(status, body, headers=resp_headers, method=method, base_url=base_url)
+
+
+def _no_silent_resend(session: aiohttp.ClientSession) -> None:
+    """Stop aiohttp from silently re-sending a PUT/DELETE whose keep-alive connection dropped.
+
+    aiohttp (>= 3.10) retries "idempotent" methods, PUT and DELETE included, once when a reused
+    connection closes before the answer. For ringkv a conditional PUT is not idempotent and the
+    first send may have applied: the caller must see ``UnknownOutcome`` instead. There is no
+    public switch, so the private flag is cleared (a unit test pins the behaviour).
+    """
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+
+
+def _after_send_failure(
+    exc: BaseException, *, method: str, base_url: str, path: str
+) -> errors.KvError:
+    what = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"failed ({exc!r})"
+    message = f"{method} {base_url}{path} {what} after the request may have been sent"
+    if method in IDEMPOTENT_METHODS:
+        return errors.Unavailable(message, reason="timeout", node=base_url)
+    return errors.UnknownOutcome(message, node=base_url)
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"text": raw.decode("utf-8", errors="replace")[:2000]}
+
+
+def _error_for(
+    status: int, body: Any, *, headers: Headers, method: str, base_url: str
+) -> errors.KvError:
+    """The domain error for a non-2xx answer: from its JSON ``code`` when it has one (a ringkv
+    node), else from the status (a proxy, or a probe such as ``/readyz`` that answers 503)."""
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        return errors.error_from_dict(body)
+    details = dict(body) if isinstance(body, dict) else {"body": body}
+    details.update(status=status, node=base_url)
+    message = f"HTTP {status} from {base_url}"
+    if status in (502, 503):
+        retry_after = _retry_after(headers)
+        return errors.Unavailable(message, **({"retry_after": retry_after} | details))
+    if status == 429:
+        return errors.Overloaded(message, **({"retry_after": _retry_after(headers)} | details))
+    if status == 504:
+        if method in IDEMPOTENT_METHODS:
+            return errors.Unavailable(message, **details)
+        return errors.UnknownOutcome(message, **details)
+    if status == 413:
+        return errors.TooLarge(message, **details)
+    if 400 <= status < 500:
+        return errors.InvalidArgument(message, **details)
+    return errors.Internal(message, **details)
+
+
+def _retry_after(headers: Headers) -> float:
+    try:
+        return max(0.0, float(headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0

@@ -1,0 +1,156 @@
+"""Values the client returns and accepts: entries, pages, batch operations and results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kvnode.core import errors
+
+PUT_FIELDS = frozenset({"op", "key", "value", "ttl", "if_version", "if_value"})
+DELETE_FIELDS = frozenset({"op", "key", "if_version", "if_value"})
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A live key as read: value, version (for ``if_version``) and absolute expiry in ms."""
+
+    key: str
+    value: str
+    version: int
+    expires_at_ms: int | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Entry:
+        exp = body.get("expires_at_ms")
+        return cls(
+            key=str(body["key"]),
+            value=str(body["value"]),
+            version=int(body["version"]),
+            expires_at_ms=None if exp is None else int(exp),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "value": self.value,
+            "version": self.version,
+            "expires_at_ms": self.expires_at_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; pass ``next_cursor`` back to get the next (None on the last)."""
+
+    items: tuple[Entry, ...]
+    next_cursor: str | None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(e.key for e in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOp:
+    """One write of a batch; build with ``BatchOp.put(...)`` / ``BatchOp.delete(...)``."""
+
+    op: Literal["put", "delete"]
+    key: str
+    value: str | None = None
+    ttl: float | None = None
+    if_version: int | None = None
+    if_value: str | None = None
+
+    @classmethod
+    def put(
+        cls,
+        key: str,
+        value: str,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_value: str | None = None,
+    ) -> BatchOp:
+        return cls("put", key, value, ttl, if_version, if_value)
+
+    @classmethod
+    def delete(
+        cls, key: str, *, if_version: int | None = None, if_value: str | None = None
+    ) -> BatchOp:
+        return cls("delete", key, None, None, if_version, if_value)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"op": self.op, "key": self.key}
+        optional = {
+            "value": self.value,
+            "ttl": self.ttl,
+            "if_version": self.if_version,
+            "if_value": self.if_value,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> BatchOp:
+        """Parse one op of a ``POST /v1/batch`` body (the server validates it fully)."""
+        kind = body.get("op")
+        if kind not in ("put", "delete"):
+            raise errors.InvalidArgument(f"op must be 'put' or 'delete', got {kind!r}", field="op")
+        unknown = sorted(set(body) - (PUT_FIELDS if kind == "put" else DELETE_FIELDS))
+        if unknown:
+            raise errors.InvalidArgument(f"unknown field(s) {unknown} in a {kind} op")
+        if "key" not in body:
+            raise errors.InvalidArgument("op has no key", field="key")
+        return cls(
+            op=kind,
+            key=body["key"],
+            value=body.get("value"),
+            ttl=body.get("ttl"),
+            if_version=body.get("if_version"),
+            if_value=body.get("if_value"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """The outcome of one op: ``ok`` with version/existed, or the error of its partition."""
+
+    key: str
+    ok: bool
+    version: int | None = None
+    existed: bool | None = None
+    error: errors.KvError | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> BatchItem:
+        if body.get("ok", True):
+            return cls(str(body["key"]), True, int(body["version"]), bool(body["existed"]))
+        err = body.get("error")
+        error = errors.error_from_dict(err if isinstance(err, dict) else {})
+        return cls(str(body["key"]), False, error=error)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.ok:
+            return {"key": self.key, "ok": True, "version": self.version, "existed": self.existed}
+        assert self.error is not None
+        return {"key": self.key, "ok": False, "error": self.error.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Per-op outcomes in request order. Each partition's share applied all or nothing;
+    ``applied`` is true only when every op did."""
+
+    applied: bool
+    results: tuple[BatchItem, ...]
+
+    def raise_for_error(self) -> None:
+        """Raise the first op's error, if any (after inspecting what did apply)."""
+        for item in self.results:
+            if item.error is not None:
+                raise item.error
+
+    def to_json(self) -> dict[str, Any]:
+        return {"applied": self.applied, "results": [i.to_json() for i in self.results]}

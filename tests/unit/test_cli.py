@@ -1,0 +1,347 @@
+"""The ``ringkv`` command line: argument parsing, JSON output and exit codes (fake client)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from kvnode import cli
+from kvnode.client import BatchItem, BatchOp, BatchResult, Entry, Page
+from kvnode.core import errors
+
+
+@dataclass
+class FakeClient:
+    """Stands in for SyncClient: records calls, answers from ``answers`` or raises ``fail``."""
+
+    answers: dict[str, Any] = field(default_factory=dict)
+    fail: errors.KvError | None = None
+    calls: list[tuple[str, tuple, dict]] = field(default_factory=list)
+    made_with: dict[str, Any] = field(default_factory=dict)
+    closed: bool = False
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closed = True
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((name, args, kwargs))
+        if self.fail is not None:
+            raise self.fail
+        answer = self.answers.get(name)
+        return answer(*args, **kwargs) if callable(answer) else answer
+
+    def get(self, *a: Any, **k: Any) -> Any:
+        return self._call("get", *a, **k)
+
+    def put(self, *a: Any, **k: Any) -> Any:
+        return self._call("put", *a, **k)
+
+    def delete(self, *a: Any, **k: Any) -> Any:
+        return self._call("delete", *a, **k)
+
+    def cas(self, *a: Any, **k: Any) -> Any:
+        return self._call("cas", *a, **k)
+
+    def batch(self, *a: Any, **k: Any) -> Any:
+        return self._call("batch", *a, **k)
+
+    def keys(self, *a: Any, **k: Any) -> Any:
+        return self._call("keys", *a, **k)
+
+    def cluster(self, *a: Any, **k: Any) -> Any:
+        return self._call("cluster", *a, **k)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
+    client = FakeClient()
+
+    def factory(endpoints: list[str], *, timeout: float, direct: bool) -> FakeClient:
+        client.made_with = {"endpoints": endpoints, "timeout": timeout, "direct": direct}
+        return client
+
+    monkeypatch.setattr(cli, "make_client", factory)
+    monkeypatch.delenv("RINGKV_ENDPOINTS", raising=False)
+    return client
+
+
+def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli.cli, list(args), input=input, env=env)
+
+
+def out(result: Result) -> Any:
+    return json.loads(result.stdout)
+
+
+def err(result: Result) -> Any:
+    return json.loads(result.stderr)
+
+
+def test_get_prints_the_entry(fake: FakeClient) -> None:
+    fake.answers["get"] = Entry("k", "v", 3, None)
+    result = run("get", "k", "--consistency", "eventual")
+    assert result.exit_code == 0
+    assert out(result) == {"key": "k", "value": "v", "version": 3, "expires_at_ms": None}
+    assert fake.calls == [("get", ("k",), {"consistency": "eventual"})]
+    assert fake.closed
+    assert fake.made_with == {
+        "endpoints": ["http://127.0.0.1:7000"],
+        "timeout": 5.0,
+        "direct": True,
+    }
+
+
+def test_get_missing_exits_3_with_json_error(fake: FakeClient) -> None:
+    fake.answers["get"] = None
+    result = run("get", "nope")
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert err(result)["code"] == "not_found"
+
+
+def test_global_options_and_env(fake: FakeClient) -> None:
+    fake.answers["put"] = 5
+    result = run(
+        "--timeout", "2.5", "--no-direct", "put", "k", "v",
+        env={"RINGKV_ENDPOINTS": "http://a:1, http://b:2"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert fake.made_with == {
+        "endpoints": ["http://a:1", "http://b:2"],
+        "timeout": 2.5,
+        "direct": False,
+    }
+    result = run("--endpoints", "http://c:3", "put", "k", "v")
+    assert fake.made_with["endpoints"] == ["http://c:3"]
+
+
+def test_put_with_ttl_and_conditions(fake: FakeClient) -> None:
+    fake.answers["put"] = 12
+    result = run("put", "k", "v", "--ttl", "1.5", "--if-version", "0")
+    assert result.exit_code == 0
+    assert out(result) == {"key": "k", "version": 12}
+    assert fake.calls[0] == (
+        "put", ("k", "v"), {"ttl": 1.5, "if_version": 0, "if_value": None}
+    )  # fmt: skip
+
+
+def test_delete(fake: FakeClient) -> None:
+    fake.answers["delete"] = False
+    result = run("delete", "k", "--if-value", "old")
+    assert result.exit_code == 0
+    assert out(result) == {"key": "k", "deleted": False}
+    assert fake.calls[0][2] == {"if_version": None, "if_value": "old"}
+
+
+def test_cas_success_and_precondition_failed(fake: FakeClient) -> None:
+    fake.answers["cas"] = 9
+    result = run("cas", "k", "v", "--if-version", "8")
+    assert result.exit_code == 0
+    assert out(result) == {"key": "k", "version": 9}
+    fake.fail = errors.PreconditionFailed("moved", key="k", current_version=10)
+    result = run("cas", "k", "v", "--if-value", "x")
+    assert result.exit_code == 4
+    assert err(result) == {
+        "code": "precondition_failed",
+        "message": "moved",
+        "key": "k",
+        "current_version": 10,
+    }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cas", "k", "v"],
+        ["cas", "k", "v", "--if-version", "1", "--if-value", "x"],
+        ["put", "k"],
+        ["put", "k", "v", "--ttl", "0"],
+        ["put", "k", "v", "--ttl", "abc"],
+        ["delete", "k", "--if-version", "-1"],
+        ["get", "k", "--consistency", "linear"],
+        ["keys", "--limit", "0"],
+        ["--timeout", "0", "get", "k"],
+        ["--endpoints", "ftp://x", "get", "k"],
+        ["--endpoints", ",", "get", "k"],
+        ["frobnicate"],
+        ["local", "up", "--nodes", "1", "--replication", "3"],
+    ],
+)
+def test_usage_errors_exit_2_with_json(fake: FakeClient, args: list[str]) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert err(result)["code"] == "usage"
+    assert fake.calls == []
+
+
+def test_no_arguments_prints_help_and_exits_2(fake: FakeClient) -> None:
+    result = run()
+    assert result.exit_code in (0, 2)
+    assert "Usage" in result.output
+
+
+def test_help(fake: FakeClient) -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    assert "get" in result.stdout
+    assert "local" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (errors.Unavailable("no leader", retry_after=1), 1),
+        (errors.UnknownOutcome("maybe"), 1),
+        (errors.Internal("bug"), 1),
+        (errors.InvalidArgument("bad key", field="key"), 2),
+        (errors.TooLarge("big", field="value"), 2),
+        (errors.NotFound("gone"), 3),
+        (errors.PreconditionFailed("no", current_version=1), 4),
+    ],
+)
+def test_domain_errors_map_to_exit_codes(fake: FakeClient, exc: errors.KvError, code: int) -> None:
+    fake.fail = exc
+    result = run("put", "k", "v")
+    assert result.exit_code == code
+    assert err(result) == exc.to_dict()
+    assert result.stdout == ""
+
+
+def test_batch_from_stdin(fake: FakeClient) -> None:
+    fake.answers["batch"] = BatchResult(True, (BatchItem("a", True, 4, False),))
+    body = {"ops": [{"op": "put", "key": "a", "value": "1", "ttl": 3}], "atomic": True}
+    result = run("batch", "-", input=json.dumps(body))
+    assert result.exit_code == 0, result.output
+    assert out(result) == {
+        "applied": True,
+        "results": [{"key": "a", "ok": True, "version": 4, "existed": False}],
+    }
+    (_, (ops,), kwargs) = fake.calls[0]
+    assert ops == [BatchOp.put("a", "1", ttl=3)]
+    assert kwargs == {"atomic": True}
+
+
+def test_batch_from_file_with_failed_partition(fake: FakeClient, tmp_path: Any) -> None:
+    failed = errors.PreconditionFailed("no", current_version=2)
+    fake.answers["batch"] = BatchResult(
+        False, (BatchItem("a", True, 4, True), BatchItem("b", False, error=failed))
+    )
+    path = tmp_path / "ops.json"
+    ops = [{"op": "delete", "key": "a"}, {"op": "put", "key": "b", "value": "x", "if_version": 1}]
+    path.write_text(json.dumps({"ops": ops}))
+    result = run("batch", str(path))
+    assert result.exit_code == 4
+    doc = out(result)
+    assert doc["applied"] is False
+    assert doc["results"][1]["error"]["code"] == "precondition_failed"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[]",
+        '{"ops": "x"}',
+        '{"ops": [], "extra": 1}',
+        '{"ops": [], "atomic": "yes"}',
+        '{"ops": [5]}',
+        '{"ops": [{"op": "upsert", "key": "a"}]}',
+        '{"ops": [{"op": "put", "key": "a", "value": "1", "zz": 2}]}',
+        '{"ops": [{"op": "delete"}]}',
+    ],
+)
+def test_bad_batch_file_is_a_usage_error(fake: FakeClient, text: str) -> None:
+    result = run("batch", "-", input=text)
+    assert result.exit_code == 2, result.output
+    assert err(result)["code"] == "invalid_argument"
+    assert fake.calls == []
+
+
+def test_missing_batch_file_is_a_usage_error(fake: FakeClient) -> None:
+    result = run("batch", "/no/such/file.json")
+    assert result.exit_code == 2
+    assert err(result)["code"] == "usage"
+
+
+def test_keys_one_page_and_all(fake: FakeClient) -> None:
+    pages = {
+        None: Page((Entry("a", "1", 1), Entry("b", "2", 1)), "b"),
+        "b": Page((Entry("c", "3", 1),), None),
+    }
+    fake.answers["keys"] = lambda prefix, *, limit, cursor, consistency: pages[cursor]
+    result = run("keys", "--prefix", "p", "--limit", "2")
+    assert result.exit_code == 0
+    assert out(result) == {"keys": ["a", "b"], "next_cursor": "b"}
+    assert fake.calls[0] == (
+        "keys", ("p",), {"limit": 2, "cursor": None, "consistency": "strong"}
+    )  # fmt: skip
+    result = run("keys", "--all")
+    assert out(result) == {"keys": ["a", "b", "c"], "next_cursor": None}
+
+
+def test_cluster(fake: FakeClient) -> None:
+    fake.answers["cluster"] = {"epoch": 3, "leaders": {"0": "n1"}}
+    result = run("cluster")
+    assert result.exit_code == 0
+    assert out(result) == {"epoch": 3, "leaders": {"0": "n1"}}
+
+
+@pytest.fixture
+def fake_local(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A stand-in ``kvnode.local`` module (the real one starts processes)."""
+    seen: dict[str, Any] = {}
+
+    async def up(**kwargs: Any) -> dict[str, Any]:
+        seen["up"] = kwargs
+        return {"endpoints": ["http://127.0.0.1:7000"]}
+
+    def status(base_dir: str) -> dict[str, Any]:
+        if base_dir == "missing":
+            raise FileNotFoundError(base_dir)
+        seen["status"] = base_dir
+        return {"dir": base_dir, "nodes": {}}
+
+    def down(base_dir: str) -> None:
+        seen["down"] = base_dir
+
+    module = types.ModuleType("kvnode.local")
+    module.up, module.status, module.down = up, status, down  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "kvnode.local", module)
+    import kvnode
+
+    monkeypatch.setattr(kvnode, "local", module, raising=False)
+    return seen
+
+
+def test_local_up_status_down(fake_local: dict[str, Any]) -> None:
+    result = run("local", "up", "--nodes", "5", "--partitions", "8", "--base-port", "7100")
+    assert result.exit_code == 0, result.output
+    assert out(result) == {"endpoints": ["http://127.0.0.1:7000"]}
+    assert fake_local["up"] == {
+        "nodes": 5,
+        "partitions": 8,
+        "replication": 3,
+        "base_dir": ".ringkv-local",
+        "host": "127.0.0.1",
+        "base_port": 7100,
+    }
+    result = run("local", "status", "--dir", "d1")
+    assert out(result) == {"dir": "d1", "nodes": {}}
+    result = run("local", "down", "--dir", "d1")
+    assert result.exit_code == 0
+    assert out(result) == {"dir": "d1", "stopped": True}
+    assert fake_local["down"] == "d1"
+
+
+def test_local_failure_is_json_exit_1(fake_local: dict[str, Any]) -> None:
+    result = run("local", "status", "--dir", "missing")
+    assert result.exit_code == 1
+    assert err(result)["code"] == "local_failed"
