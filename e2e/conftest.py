@@ -60,3 +60,4 @@ def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
     if rep is None or rep.failed:
         cluster.dump_logs()
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    cluster.assert_healthy()

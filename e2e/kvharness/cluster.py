@@ -69,10 +69,18 @@ class LocalCluster:
     def _node_ready(self) -> bool:
         for child in self.plane.children:
             if not child.alive():
-                raise RuntimeError(f"{child.name} exited: {procs.tail(child.log_path, 5)}")
+                raise procs.Fatal(f"{child.name} exited: {procs.tail(child.log_path, 5)}")
         node = self.kubectl_json("get", "node", NODE_NAME, check=False)
         conds = (node or {}).get("status", {}).get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    def assert_healthy(self) -> None:
+        """Fail (with the dead component's log tail) if any cluster process has exited."""
+        dead = [c for c in self.plane.children if not c.alive()]
+        if dead:
+            self.dump_logs()
+            names = ", ".join(c.name for c in dead)
+            raise AssertionError(f"cluster process(es) died: {names}; logs in {self.run_dir}")
 
     def stop(self) -> None:
         """Stop kubelet (which stops its pods), KCM, apiserver, etcd; reap any leftover pods."""
@@ -103,6 +111,7 @@ class LocalCluster:
 
     def dump_logs(self, lines: int = 80) -> None:
         """Log the tails of control-plane, kubelet and pod logs (called when something fails)."""
+        log.error("cluster run directory (logs, volumes): %s", self.run_dir)
         self.plane.dump_logs(lines)
         for path in sorted((self.run_dir / "logs" / "pods").glob("*.log")):
             log.error("==== pod log %s ====\n%s", path.name, procs.tail(path, 30))

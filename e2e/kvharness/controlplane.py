@@ -156,7 +156,7 @@ class ControlPlane:
         ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
         for child in self.children:
             if not child.alive():
-                raise RuntimeError(f"{child.name} exited: {procs.tail(child.log_path, 5)}")
+                raise procs.Fatal(f"{child.name} exited: {procs.tail(child.log_path, 5)}")
         url = f"https://127.0.0.1:{self.state.api_port}/readyz"
         with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
             return bool(resp.status == 200)

@@ -27,6 +27,10 @@ class WaitTimeout(AssertionError):
     """A bounded wait ran out; the message says what was awaited and the last observation."""
 
 
+class Fatal(RuntimeError):
+    """Raised by a wait probe when waiting longer cannot help (e.g. the awaited process died)."""
+
+
 def wait_until(
     probe: Callable[[], T | None],
     *,
@@ -38,7 +42,8 @@ def wait_until(
     """Poll `probe` until it returns a non-None, non-False value, or fail after `timeout` s.
 
     `on_timeout` runs before raising (typically a log dump) so the failure explains itself.
-    Exceptions from `probe` count as "not yet" but the last one is reported.
+    Exceptions from `probe` count as "not yet" but the last one is reported; `Fatal` ends the
+    wait at once.
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -47,6 +52,10 @@ def wait_until(
             value = probe()
             if value is not None and value is not False:
                 return value
+        except Fatal:
+            if on_timeout is not None:
+                on_timeout()
+            raise
         except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:
@@ -119,6 +128,10 @@ def kill_group(pgid: int, *, grace: float, waiter: Callable[[float], object] | N
     if group_alive(pgid, waiter):
         log.warning("process group %d ignored SIGTERM for %.1fs: SIGKILL", pgid, grace)
         _signal_group(pgid, signal.SIGKILL)
+        # Orphaned members are reaped by init, not us: give that a moment before returning.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and group_alive(pgid, waiter):
+            time.sleep(0.05)
     _reap(waiter)
 
 

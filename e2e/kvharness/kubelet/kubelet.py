@@ -126,7 +126,11 @@ class ProcessKubelet:
         for pod in pods:
             uid = pod["metadata"]["uid"]
             seen.add(uid)
-            self._sync_pod(pod, now)
+            try:
+                self._sync_pod(pod, now)
+            except Exception as exc:  # one broken pod must not stop the node
+                log.exception("sync of pod %s failed", pod["metadata"]["name"])
+                self.event(pod, "FailedSync", f"process kubelet: {exc!r}", warning=True)
         for uid in set(self.workers) - seen:
             log.info("pod %s is gone from the API: stopping its processes", self.workers[uid].name)
             self.workers.pop(uid).kill_now()
