@@ -204,88 +204,88 @@ def _zone_counts(
     rank: _Rank,
 ) -> list[dict[Zone, int]]:
     """Replicas per (partition, zone): spread rule per partition, ``zone_totals`` per zone."""
-    sizes = Counter({z: len(ids) for z, ids in groups.items()})
-    bounds = _zone_bounds(sizes, replication)
-    target = zone_totals(
-        [NodeSlot(n, z) for z, ids in groups.items() for n in ids],
-        partitions=len(kept),
-        replication=replication,
-    )
-    zones = sorted(groups, key=_zone_key)
-    counts = [{z: 0 for z in zones} for _ in kept]
-    for p, members in enumerate(kept):
-        for n in members:
-            z = zone_of[n]
-            counts[p][z] = min(counts[p][z] + 1, bounds[z][1])
-    base = [dict(c) for c in counts]
-    total = {z: sum(c[z] for c in counts) for z in zones}
-    for p, c in enumerate(counts):
-        _fill_zone_row(c, total, target, bounds, replication=replication, partition=p, rank=rank)
-    while any(total[z] > target[z] for z in zones):
-        path = _cheapest_path(
-            [z for z in zones if total[z] > target[z]],
-            lambda u: _zone_edges(u, counts, base, bounds, zones),
-            lambda v: total[v] < target[v],
-        )
+    zs = _Zones(groups, kept, zone_of, replication=replication)
+    for p, row in enumerate(zs.counts):
+        for z in zs.zones:  # the spread rule first: these units are forced
+            zs.add(p, z, max(0, zs.bounds[z][0] - row[z]))
+        while sum(row.values()) > replication:  # replication shrank: trim the fullest zones
+            spare = [y for y in zs.zones if row[y] > zs.bounds[y][0]]
+            zs.add(p, max(spare, key=lambda y: zs.total[y] - zs.target[y]), -1)
+        while sum(row.values()) < replication:  # missing units go where totals lag most
+            room = [z for z in zs.zones if row[z] < zs.bounds[z][1]]
+            zs.add(p, max(room, key=lambda z: (zs.target[z] - zs.total[z], rank(p, f"z:{z}"))), 1)
+    while any(zs.total[z] > zs.target[z] for z in zs.zones):
+        over = [z for z in zs.zones if zs.total[z] > zs.target[z]]
+        path = _cheapest_path(over, zs.edges, zs.under)
         if path is None:  # pragma: no cover - impossible: target totals are always feasible
             raise AssertionError("zone totals are infeasible")
+        zs.shift(path)
+    return zs.counts
+
+
+class _Zones:
+    """Working state of per-(partition, zone) replica counts inside one ``place`` call.
+
+    Units are moved along cheapest paths between zones (``_cheapest_path``): a hop u -> v in row p
+    takes a unit of zone u from partition p and gives one to zone v. It is free when p's unit in u
+    was added in this call, else it costs one move (a kept replica leaves).
+    """
+
+    def __init__(
+        self,
+        groups: dict[Zone, list[str]],
+        kept: list[list[str]],
+        zone_of: dict[str, Zone],
+        *,
+        replication: int,
+    ) -> None:
+        self.zones = sorted(groups, key=_zone_key)
+        self.bounds = _zone_bounds(Counter({z: len(i) for z, i in groups.items()}), replication)
+        slots = [NodeSlot(n, z) for z, ids in groups.items() for n in ids]
+        self.target = zone_totals(slots, partitions=len(kept), replication=replication)
+        self.counts: list[dict[Zone, int]] = []
+        for members in kept:
+            c = Counter(zone_of[n] for n in members)
+            self.counts.append({z: min(c[z], self.bounds[z][1]) for z in self.zones})
+        self.base = [dict(c) for c in self.counts]
+        self.total = {z: sum(c[z] for c in self.counts) for z in self.zones}
+        # Which kept member leaves when a zone gives up a kept unit: the busiest, as in
+        # _balance_group, so zone changes do not unbalance the nodes inside a zone.
+        self.held = Counter(n for k in kept for n in k)
+        self.staying = [{z: [n for n in k if zone_of[n] == z] for z in self.zones} for k in kept]
+
+    def under(self, z: Zone) -> bool:
+        return self.total[z] < self.target[z]
+
+    def add(self, p: int, z: Zone, units: int) -> None:
+        self.counts[p][z] += units
+        self.total[z] += units
+
+    def shift(self, path: list[_Hop[Zone]]) -> None:
         for u, v, p in path:
-            counts[p][u] -= 1
-            counts[p][v] += 1
-        total[path[0][0]] -= 1
-        total[path[-1][1]] += 1
-    return counts
+            members = self.staying[p][u]
+            if self.counts[p][u] <= self.base[p][u] and members:
+                leaving = max((self.held[n], n) for n in members)[1]
+                members.remove(leaving)
+                self.held[leaving] -= 1
+            self.add(p, u, -1)
+            self.add(p, v, 1)
 
-
-def _fill_zone_row(
-    row: dict[Zone, int],
-    total: dict[Zone, int],
-    target: dict[Zone, int],
-    bounds: dict[Zone, tuple[int, int]],
-    *,
-    replication: int,
-    partition: int,
-    rank: _Rank,
-) -> None:
-    """Make one partition's zone counts obey the spread rule and sum to ``replication``, taking
-    surplus from the zones furthest above their total and filling the zones furthest below."""
-
-    def best(zones: Iterable[Zone], score: Callable[[Zone], int]) -> Zone:
-        return max((score(z), rank(partition, f"zone:{z}"), _zone_key(z), z) for z in zones)[3]
-
-    for z in row:
-        total[z] += max(0, bounds[z][0] - row[z])
-        row[z] = max(row[z], bounds[z][0])
-    while sum(row.values()) > replication:
-        z = best((y for y in row if row[y] > bounds[y][0]), lambda y: total[y] - target[y])
-        row[z] -= 1
-        total[z] -= 1
-    while sum(row.values()) < replication:
-        z = best((y for y in row if row[y] < bounds[y][1]), lambda y: target[y] - total[y])
-        row[z] += 1
-        total[z] += 1
-
-
-def _zone_edges(
-    u: Zone,
-    counts: list[dict[Zone, int]],
-    base: list[dict[Zone, int]],
-    bounds: dict[Zone, tuple[int, int]],
-    zones: list[Zone],
-) -> Iterable[tuple[Zone, int, int]]:
-    """Cheapest partition to shift one replica from zone u to each zone v: free when the unit was
-    added in this call, else one not yet given a unit of v, then the most lopsided row."""
-    best: dict[Zone, tuple[int, int, int, int]] = {}
-    for p, c in enumerate(counts):
-        if c[u] <= bounds[u][0]:
-            continue
-        cost = 0 if c[u] > base[p][u] else 1
-        for v in zones:
-            if v != u and c[v] < bounds[v][1]:
-                key = (cost, c[v] - base[p][v], c[v] - c[u], p)
-                if v not in best or key < best[v]:
-                    best[v] = key
-    return [(v, p, cost) for v, (cost, _, _, p) in best.items()]
+    def edges(self, u: Zone) -> Iterable[tuple[Zone, int, int]]:
+        """Per zone v, the cheapest row to move a unit u -> v: free first; then one not yet given
+        a unit of v, whose leaving member is busiest; then the most lopsided row."""
+        best: dict[Zone, tuple[int, int, int, int, int]] = {}
+        for p, c in enumerate(self.counts):
+            if c[u] <= self.bounds[u][0]:
+                continue
+            cost = 0 if c[u] > self.base[p][u] else 1
+            leaving = max((self.held[n] for n in self.staying[p][u]), default=0) * cost
+            for v in self.zones:
+                if v != u and c[v] < self.bounds[v][1]:
+                    key = (cost, c[v] - self.base[p][v], -leaving, c[v] - c[u], p)
+                    if v not in best or key < best[v]:
+                        best[v] = key
+        return [(v, key[-1], key[0]) for v, key in best.items()]
 
 
 class _Group:

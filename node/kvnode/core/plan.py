@@ -170,12 +170,13 @@ class PlanProgress:
     """Steps completed per partition: ``done`` holds sorted (partition, count) pairs, count > 0."""
 
     done: tuple[tuple[int, int], ...] = ()
+    _index: dict[int, int] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", dict(self.done))
 
     def steps_done(self, partition: int) -> int:
-        for p, n in self.done:
-            if p == partition:
-                return n
-        return 0
+        return self._index.get(partition, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"done": {str(p): n for p, n in self.done}}
