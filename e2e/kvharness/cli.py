@@ -35,6 +35,9 @@ def up(run_dir: Path) -> int:
     if state is not None and any(alive(state).values()):
         print(f"already running (see `e2e/cluster status`)\nexport KUBECONFIG={state.kubeconfig}")
         return 0
+    if state is not None:  # a stale cluster (crashed or killed): start from scratch
+        reap_leftovers(run_dir)
+        _clean(run_dir)
     if not (controlplane.k8s_bin_dir() / "kube-apiserver").exists():
         print("Kubernetes binaries missing: run e2e/setup.sh first", file=sys.stderr)
         return 1
@@ -53,11 +56,16 @@ def down(run_dir: Path) -> int:
         return 0
     controlplane.stop_pids(state.pids)
     reap_leftovers(run_dir)
+    _clean(run_dir)
+    print(f"cluster stopped; logs kept in {run_dir / 'logs'}")
+    return 0
+
+
+def _clean(run_dir: Path) -> None:
+    """Delete a stopped cluster's data (etcd, pki, volumes) but keep its logs."""
     for child in run_dir.iterdir():
         if child.name != "logs":
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-    print(f"cluster stopped; logs kept in {run_dir / 'logs'}")
-    return 0
 
 
 def status(run_dir: Path) -> int:

@@ -181,8 +181,20 @@ class PodWorker(ContainerRunner):
             mount_point_record=self.node.run_dir / "mount-points",
         )
         runtime.record_pid(self.node.run_dir / "pids", c.popen.pid)
+        c.env = env
+        self._mark_running(c, specs, now)
+        self.node.event(self.pod, "Started", f"Started container {c.spec['name']}")
+        log.info(
+            "%s: started container %s pid=%d: %.150s",
+            self.name, c.spec["name"], c.popen.pid, shlex.join(argv),
+        )  # fmt: skip
+
+    @staticmethod
+    def _mark_running(c: Container, specs: dict[str, probes.ProbeSpec | None], now: float) -> None:
+        """Record a fresh run: restart count, lastState, probe state reset, initial verdicts."""
+        assert c.popen is not None
         restarted = c.state.terminated is not None or c.state.last_terminated is not None
-        c.env, c.restart_at, c.kill_deadline, c.kill_reason = env, None, None, ""
+        c.restart_at, c.kill_deadline, c.kill_reason = None, None, ""
         c.probe_specs = {p: s for p, s in specs.items() if s is not None}
         c.probe_states = {p: probes.initial_state(p) for p in c.probe_specs}
         c.pending.clear()
@@ -198,11 +210,6 @@ class PodWorker(ContainerRunner):
             started="startup" not in c.probe_specs,
             ready="readiness" not in c.probe_specs and "startup" not in c.probe_specs,
         )
-        self.node.event(self.pod, "Started", f"Started container {c.spec['name']}")
-        log.info(
-            "%s: started container %s pid=%d: %.150s",
-            self.name, c.spec["name"], c.popen.pid, shlex.join(argv),
-        )  # fmt: skip
 
     def _exited(self, c: Container, code: int, now: float) -> None:
         assert c.popen is not None
