@@ -169,7 +169,7 @@ class PodWorker(ContainerRunner):
             self.node.event(self.pod, "Failed", f"Error: {exc}", warning=True)
             c.restart_at = now + 1.0
             return
-        hostname = self.pod["spec"].get("hostname") or pod_name
+        hostname = (self.pod["spec"].get("hostname") or pod_name)[:63]  # kubelet truncates too
         c.popen = runtime.launch(
             argv,
             env=env,
