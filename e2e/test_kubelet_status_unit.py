@@ -290,3 +290,10 @@ def test_init_containers_gate_the_pod() -> None:
         start_time=0, now=3,
     )  # fmt: skip
     assert st["phase"] == "Failed"
+
+
+def test_cluster_hosts_lists_every_record() -> None:
+    records = [("127.0.1.1", "web-0.web.ns.svc.cluster.local", "web-0")]
+    text = volumes.cluster_hosts(records)
+    assert text.splitlines()[-1] == "127.0.1.1\tweb-0.web.ns.svc.cluster.local\tweb-0"
+    assert text.startswith("127.0.0.1\tlocalhost")

@@ -9,6 +9,7 @@ The container is a tiny Python HTTP server that keeps an identity file on its vo
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 import urllib.request
 from typing import Any
@@ -167,11 +168,20 @@ def check_pods(cluster: LocalCluster, ns: str, current: dict[str, Any]) -> None:
     }
 
 
+def check_host_dns(cluster: LocalCluster, ns: str) -> None:
+    """A host process (like the operator) resolves pod names through with_cluster_dns."""
+    ip = pods(cluster, ns)["web-2"]["status"]["podIP"]
+    argv = cluster.with_cluster_dns(["getent", "hosts", f"web-2.web.{ns}.svc.cluster.local"])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+    assert done.stdout.split()[0] == ip
+
+
 @pytest.mark.timeout(600)
 def test_statefulset_lifecycle(cluster: LocalCluster, namespace: str) -> None:
     ns = namespace
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=manifest(3))
     check_pods(cluster, ns, rollout(cluster, ns, 3))
+    check_host_dns(cluster, ns)
 
     cluster.kubectl("scale", "sts/web", "-n", ns, "--replicas=5")
     check_pods(cluster, ns, rollout(cluster, ns, 5))

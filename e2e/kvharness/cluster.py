@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,19 @@ class LocalCluster:
         pids = state.pids if state else self.plane.state.pids
         controlplane.stop_pids(pids)
         reap_leftovers(self.run_dir)
+
+    def with_cluster_dns(self, argv: Sequence[str]) -> list[str]:
+        """Wrap `argv` so it runs in a private mount namespace whose /etc/hosts resolves the
+        headless-Service names of pods, e.g. to run the operator under test as a process.
+
+        The hosts file is maintained by the kubelet (rewritten in place, so the bind mount
+        follows it); start the result with `procs.start` or `subprocess.run`.
+        """
+        hosts = self.run_dir / "cluster-hosts"
+        procs.wait_until(hosts.exists, timeout=30, what=f"{hosts} written by the kubelet")
+        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", script, str(hosts), *argv]  # fmt: skip
 
     # ---- kubectl ----------------------------------------------------------------------
     def kubectl(

@@ -186,6 +186,9 @@ class ProcessKubelet:
         records = volumes.dns_records(((w.pod, w.ip, w.ready()) for w in live), services.get)
         for w in self.workers.values():
             volumes.write_in_place(w.hosts_file, volumes.hosts_content(w.pod, w.ip, records))
+        # The same records for processes outside pods (e.g. the operator under test), see
+        # LocalCluster.with_cluster_dns.
+        volumes.write_in_place(self.run_dir / "cluster-hosts", volumes.cluster_hosts(records))
 
     def shutdown(self) -> None:
         """Stop all pod processes (and any recorded leftovers of a crashed earlier run)."""

@@ -132,6 +132,13 @@ def hosts_content(pod: JsonDict, pod_ip: str, peers: Iterable[tuple[str, str, st
     return "\n".join(lines) + "\n"
 
 
+def cluster_hosts(records: Iterable[tuple[str, str, str]]) -> str:
+    """/etc/hosts for host processes that must resolve pod names like pods do (pure)."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{ip}\t{fqdn}\t{short}" for ip, fqdn, short in records]
+    return "\n".join(lines) + "\n"
+
+
 def dns_records(
     pods: Iterable[tuple[JsonDict, str, bool]], services: Lookup
 ) -> list[tuple[str, str, str]]:
