@@ -124,7 +124,7 @@ def test_restart_policies_and_phases(cluster: LocalCluster, namespace: str) -> N
     def crash_looping() -> bool:
         status = container_status(cluster, ns, "flaky")
         waiting = status["state"].get("waiting", {})
-        return status["restartCount"] >= 2 and waiting.get("reason") == "CrashLoopBackOff"
+        return bool(status["restartCount"] >= 2 and waiting.get("reason") == "CrashLoopBackOff")
 
     wait_until(crash_looping, timeout=30, what="CrashLoopBackOff", on_timeout=cluster.dump_logs)
     assert get_pod(cluster, ns, "flaky")["status"]["phase"] == "Running"

@@ -81,10 +81,8 @@ class LogServer:
     """HTTPS server on 127.0.0.1:<port> in a daemon thread."""
 
     def __init__(self, logs_dir: Path, *, cert: Path, key: Path, port: int = 0) -> None:
-        handler = type(
-            "Handler", (_Handler,), {"logs_dir": logs_dir, "stopping": threading.Event()}
-        )
-        self._stopping: threading.Event = handler.stopping
+        self._stopping = threading.Event()
+        handler = type("Handler", (_Handler,), {"logs_dir": logs_dir, "stopping": self._stopping})
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
