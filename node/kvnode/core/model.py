@@ -79,7 +79,9 @@ class PartitionMap:
         if self.partitions <= 0 or self.replication <= 0:
             raise ValueError("partitions and replication must be positive")
         if len(self.replicas) != self.partitions:
-            raise ValueError(f"map has {len(self.replicas)} entries for {self.partitions} partitions")
+            raise ValueError(
+                f"map has {len(self.replicas)} entries for {self.partitions} partitions"
+            )
         if len(self._by_id) != len(self.nodes):
             raise ValueError("duplicate node ids in map")
         for p, members in enumerate(self.replicas):

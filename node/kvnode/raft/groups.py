@@ -206,6 +206,7 @@ class GroupManager:
             autoTick=False,
             appendEntriesUseBatch=False,
             appendEntriesPeriod=t.heartbeat_s,
+            appendEntriesBatchSizeBytes=1 << 20,
             raftMinTimeout=t.election_min_s,
             raftMaxTimeout=t.election_max_s,
             connectionTimeout=max(3.5, t.election_max_s),
@@ -217,7 +218,8 @@ class GroupManager:
             dynamicMembershipChange=True,
             logCompactionMinEntries=t.compaction_min_entries,
             logCompactionMinTime=t.compaction_min_time_s,
-            logCompactionSplit=True,
+            logCompactionSplit=False,  # True confines compaction to a per-node slot of the
+            # logCompactionMinTime period, postponing count-triggered compaction by up to that long
             dnsCacheTime=10.0,
             dnsFailCacheTime=2.0,
             bindAddress=f"{t.bind_host}:{port}",

@@ -19,8 +19,9 @@ import pickle
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import pickle as pso_pickle
 
-from kvnode.raft import commands
+from kvnode.raft import appendfix, commands
 from kvnode.raft.processor import CommandProcessor
 from kvnode.storage import snapshot
 from kvnode.storage.engine import PartitionStore
@@ -49,6 +50,7 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
         self._processor = processor
         conf.serializer = self._serialize
         conf.deserializer = self._deserialize
+        self._ack_limit: int | None = None
         super().__init__(self_addr, peers, conf)
 
     @property
@@ -78,6 +80,69 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
             )
             logging.shutdown()
             os._exit(70)
+
+    # -- Raft §5.3 append-entries rule (see kvnode.raft.appendfix) ----------------------------
+    # PySyncObj calls these name-mangled methods through ``self``, so overriding them here
+    # changes its behaviour without copying its handler.
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if (
+            message.get("type") == "append_entries"
+            and message.get("term", -1) >= self.raftCurrentTerm
+        ):
+            message = self._reconcile_append(message)
+        try:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+        finally:
+            self._ack_limit = None
+
+    def _SyncObj__sendNextNodeIdx(
+        self,
+        node: Any,
+        reset: bool = False,
+        nextNodeIdx: int | None = None,
+        success: bool = False,
+    ) -> None:
+        limit = self._ack_limit
+        if limit is not None and success and not reset and nextNodeIdx is not None:
+            nextNodeIdx = min(nextNodeIdx, limit)
+        SyncObj._SyncObj__sendNextNodeIdx(
+            self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success
+        )
+
+    def _reconcile_append(self, message: dict[str, Any]) -> dict[str, Any]:
+        if "prevLogIdx" not in message:
+            return message
+        if message.get("transmission") == "finish":
+            # A single large entry sent in chunks: assemble it here so it goes through the same
+            # rule as any other entry.
+            raw = getattr(self, "_SyncObj__recvTransmission") + message["data"]  # noqa: B009
+            self._SyncObj__recvTransmission = ""
+            message = {k: v for k, v in message.items() if k not in ("transmission", "data")}
+            message["entries"] = [pso_pickle.loads(raw)]
+        elif "transmission" in message:
+            return message
+        fixed = appendfix.reconcile(
+            prev_idx=message["prevLogIdx"],
+            prev_term=message["prevLogTerm"],
+            entries=message.get("entries", []),
+            commit_index=message["commit_index"],
+            last_idx=self._SyncObj__getCurrentLogIndex(),
+            term_at=self._term_at,
+        )
+        if fixed is None:
+            return message
+        self._ack_limit = fixed.ack_limit
+        return {
+            **message,
+            "prevLogIdx": fixed.prev_idx,
+            "prevLogTerm": fixed.prev_term,
+            "entries": list(fixed.entries),
+            "commit_index": fixed.commit_index,
+        }
+
+    def _term_at(self, idx: int) -> int | None:
+        found = self._SyncObj__getEntries(idx, 1)
+        return int(found[0][2]) if found else None
 
     # -- snapshots (called by PySyncObj in the ticker thread) ----------------------------------
     def _serialize(self, fname: str, raft_data: Any) -> None:
