@@ -107,7 +107,7 @@ async def assert_replicas_converge(handle, node_id: str, load: WriteLoad) -> Non
     )
 
 
-async def _kill_all_and_restart(handle) -> None:  # noqa: ANN001
+async def _kill_all_and_restart(handle) -> None:
     async with handle.client(timeout=15.0) as c:
         load = WriteLoad(c, prefix="all9")
         runner = asyncio.create_task(load.run(max_ops=2000))
@@ -122,11 +122,11 @@ async def _kill_all_and_restart(handle) -> None:  # noqa: ANN001
     await verify(handle, load)
 
 
-async def test_kill_all_nodes_and_restart_keeps_every_acknowledged_write(cluster) -> None:  # noqa: ANN001
+async def test_kill_all_nodes_and_restart_keeps_every_acknowledged_write(cluster) -> None:
     await _kill_all_and_restart(cluster)
 
 
-async def test_kill_all_nodes_with_fsync_durability(make_cluster) -> None:  # noqa: ANN001
+async def test_kill_all_nodes_with_fsync_durability(make_cluster) -> None:
     handle = make_cluster(env={"KVNODE_DURABILITY": "fsync"})
     await handle.wait_ready(timeout=60)
     await _kill_all_and_restart(handle)

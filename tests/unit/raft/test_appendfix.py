@@ -9,7 +9,7 @@ def log_of(*terms: int, first: int = 1) -> dict[int, int]:
     return {first + i: t for i, t in enumerate(terms)}
 
 
-def run(local: dict[int, int], prev: int, entries: list[tuple[int, int]], commit: int = 0):  # noqa: ANN201
+def run(local: dict[int, int], prev: int, entries: list[tuple[int, int]], commit: int = 0):
     return reconcile(
         prev_idx=prev,
         prev_term=local.get(prev, -1) if prev in local else 99,
