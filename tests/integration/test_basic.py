@@ -73,3 +73,29 @@ async def test_stale_epoch_is_answered_with_the_current_map(cluster) -> None:
         assert exc.value.details["map"]["epoch"] == info["epoch"]
     finally:
         await http.close()
+
+
+async def test_nodes_without_a_replica_forward_reads_writes_and_listing(make_cluster) -> None:
+    handle = make_cluster(nodes=4, partitions=8, replication=3)
+    info = await handle.wait_ready(timeout=60)
+    pmap = handle.cluster.pmap
+    assert any(len(pmap.partitions_of(n)) < pmap.partitions for n in handle.cluster.node_ids)
+    expected = {}
+    for i, ep in enumerate(handle.endpoints):
+        async with Client([ep], direct=False) as c:
+            for j in range(16):
+                key = f"fwd/{i}/{j}"
+                await c.put(key, f"{i}-{j}")
+                expected[key] = f"{i}-{j}"
+    for ep in handle.endpoints:
+        async with Client([ep], direct=False) as c:
+            for key, value in expected.items():
+                assert (await c.get(key)).value == value
+                assert (await c.get(key, consistency="eventual")).value == value
+            listed = [e.key async for e in c.scan("fwd/")]
+            assert listed == sorted(expected)
+    # a smart client asking a non-replica not to forward learns who owns the partition
+    async with Client(handle.endpoints) as smart:
+        for key, value in expected.items():
+            assert (await smart.get(key)).value == value
+    assert info["epoch"] == 1
