@@ -22,25 +22,11 @@ from kvnode.storage.leveldb import LevelDBStore
 log = logging.getLogger("kvnode")
 
 
-def _tuning(s: NodeSettings) -> RaftTuning:
-    return RaftTuning(
-        bind_host=s.bind_host,
-        heartbeat_s=s.heartbeat_s,
-        election_min_s=s.election_min_s,
-        election_max_s=s.election_max_s,
-        leader_fallback_s=s.leader_fallback_s,
-        connection_retry_s=s.connection_retry_s,
-        compaction_min_entries=s.compaction_min_entries,
-        compaction_min_time_s=s.compaction_min_time_s,
-        fsync=s.durability == "fsync",
-    )
-
-
 async def serve(settings: NodeSettings) -> None:
     sync = settings.durability == "fsync"
     groups = GroupManager(
         data_dir=settings.data_dir,
-        tuning=_tuning(settings),
+        tuning=RaftTuning.from_settings(settings),
         open_store=lambda path: LevelDBStore.open(path, sync=sync),
     )
     groups.start()

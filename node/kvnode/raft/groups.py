@@ -30,6 +30,7 @@ from kvnode.raft.journal import SyncedJournalPath
 from kvnode.raft.processor import CommandProcessor
 from kvnode.raft.replica import PartitionReplica
 from kvnode.raft.ticker import SharedTicker
+from kvnode.settings import NodeSettings
 from kvnode.storage.engine import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,20 @@ class RaftTuning:
     compaction_min_entries: int = 20000
     compaction_min_time_s: float = 600.0
     fsync: bool = False
+
+    @classmethod
+    def from_settings(cls, s: NodeSettings) -> RaftTuning:
+        return cls(
+            bind_host=s.bind_host,
+            heartbeat_s=s.heartbeat_s,
+            election_min_s=s.election_min_s,
+            election_max_s=s.election_max_s,
+            leader_fallback_s=s.leader_fallback_s,
+            connection_retry_s=s.connection_retry_s,
+            compaction_min_entries=s.compaction_min_entries,
+            compaction_min_time_s=s.compaction_min_time_s,
+            fsync=s.durability == "fsync",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +255,7 @@ class GroupManager:
         return self._status.get(partition)
 
     def all_status(self) -> list[ReplicaStatus]:
-        return [s for p in sorted(self._status) if (s := self._status[p]) is not None]
+        return [self._status[p] for p in sorted(self._status)]
 
     def is_leader(self, partition: int) -> bool:
         replica = self._replicas.get(partition)

@@ -141,9 +141,3 @@ class Forwarder:
             node.http_url, "GET", "/v1/admin/partitions", timeout=timeout
         )
         return list(body["partitions"])
-
-
-def single_write_result(op: Write, results: list[WriteResult]) -> WriteResult:
-    if len(results) != 1:
-        raise errors.Internal(f"expected one result for {op.key!r}, got {len(results)}")
-    return results[0]

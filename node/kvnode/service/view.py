@@ -46,13 +46,6 @@ class ClusterView:
             addr = self._remote.get(partition, (0, None))[1]
         return None if addr is None else self._map.node_for_raft_addr(partition, addr)
 
-    def learn_leader(self, partition: int, node_id: str | None) -> None:
-        """Remember a leader hint returned by another node."""
-        if self._map is None or node_id is None or not self._map.has_node(node_id):
-            return
-        term = self._remote.get(partition, (0, None))[0]
-        self._remote[partition] = (term, self._map.node(node_id).raft_addr(partition))
-
     async def snapshot(self) -> dict[str, Any]:
         """Leaders of every partition and node reachability, for ``GET /v1/cluster``."""
         await self._refresh()
