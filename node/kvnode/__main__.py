@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from kvnode.client import NodeHttp
 from kvnode.http.app import make_app
 from kvnode.raft.groups import GroupManager, RaftTuning
+from kvnode.service.admin import PartitionAdmin
 from kvnode.service.forward import Forwarder
 from kvnode.service.metrics import RaftCollector
 from kvnode.service.node import NodeService
@@ -35,7 +36,9 @@ async def serve(settings: NodeSettings) -> None:
     registry = CollectorRegistry()
     registry.register(RaftCollector(groups, settings.node_id))
     await service.start()
-    runner = web.AppRunner(make_app(service, registry=registry), access_log=None)
+    admin = PartitionAdmin(service=service, groups=groups, http=http)
+    app = make_app(service, registry=registry, admin=admin)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
     await site.start()

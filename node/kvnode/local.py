@@ -47,19 +47,24 @@ def initial_map(
         raise ValueError(f"partitions must be in [1, {MAX_PARTITIONS}]")
     if replication > nodes:
         raise ValueError(f"replication {replication} needs at least as many nodes, got {nodes}")
-    infos = [
-        NodeInfo(
-            node_id=f"node-{i}",
-            host=host,
-            http_port=base_port + i,
-            raft_port_base=base_port + 10000 + 1000 * i,
-        )
-        for i in range(nodes)
-    ]
+    infos = [node_info(i, host=host, base_port=base_port) for i in range(nodes)]
     replicas = place(
         [NodeSlot(n.node_id, n.zone) for n in infos], partitions=partitions, replication=replication
     )
     return PartitionMap.build(epoch=1, nodes=infos, replicas=replicas, replication=replication)
+
+
+def node_info(i: int, *, host: str, base_port: int) -> NodeInfo:
+    """Node ``node-i`` of a local cluster: HTTP ``base_port + i``, Raft from
+    ``base_port + 10000 + 1000 i``."""
+    if not 0 <= i < 10:
+        raise ValueError(f"a local cluster has at most 10 nodes (node index {i})")
+    return NodeInfo(
+        node_id=f"node-{i}",
+        host=host,
+        http_port=base_port + i,
+        raft_port_base=base_port + 10000 + 1000 * i,
+    )
 
 
 class LocalCluster:
@@ -104,6 +109,24 @@ class LocalCluster:
             state = json.load(f)
         cluster = cls(base_dir, PartitionMap.from_dict(state["map"]), env=state.get("env"))
         return cluster
+
+    @property
+    def base_port(self) -> int:
+        first = self.pmap.nodes[0]
+        return first.http_port - int(first.node_id.rsplit("-", 1)[1])
+
+    @property
+    def host(self) -> str:
+        return self.pmap.nodes[0].host
+
+    def new_node(self, i: int) -> NodeInfo:
+        return node_info(i, host=self.host, base_port=self.base_port)
+
+    def set_map(self, pmap: PartitionMap) -> None:
+        """Record ``pmap`` as the cluster's map (what nodes read at start, and who exists)."""
+        self.pmap = pmap
+        self._write_json("map.json", pmap.to_dict())
+        self._save_state()
 
     def _write_json(self, name: str, body: Any) -> None:
         tmp = os.path.join(self.base_dir, name + ".tmp")

@@ -79,9 +79,14 @@ def make_cluster(tmp_path, request) -> Iterator:
     made: list[LocalCluster] = []
 
     def make(
-        *, nodes: int = 3, partitions: int = 8, replication: int = 3, env: dict | None = None
+        *,
+        nodes: int = 3,
+        partitions: int = 8,
+        replication: int = 3,
+        env: dict | None = None,
+        reserve_nodes: int = 0,
     ) -> ClusterHandle:
-        base = free_base_port(nodes, partitions)
+        base = free_base_port(max(nodes, reserve_nodes), partitions)
         cluster = LocalCluster.create(
             str(tmp_path / f"cluster{len(made)}"),
             nodes=nodes,

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -110,6 +110,46 @@ class NodeHttp:
         if 200 <= status < 300:
             return status, body if isinstance(body, dict) else {"value": body}, resp_headers
         raise _error_for(status, body, headers=resp_headers, method=method, base_url=base_url)
+
+    async def download(
+        self, base_url: str, path: str, dest: BinaryIO, *, timeout: float, idle_timeout: float
+    ) -> int:
+        """GET ``path`` and write the body to ``dest`` as it arrives; returns the byte count.
+
+        ``timeout`` bounds the whole transfer, ``idle_timeout`` each wait for more bytes. A
+        non-2xx answer raises the node's domain error (nothing is written); a failure midway
+        raises ``Unavailable`` (the caller discards the partial file).
+        """
+        url = URL(base_url.rstrip("/") + path, encoded=True)
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S), sock_read=idle_timeout
+        )
+        written = 0
+        try:
+            async with self._get_session().get(url, timeout=client_timeout) as resp:
+                if not 200 <= resp.status < 300:
+                    raw = await resp.read()
+                    raise _error_for(
+                        resp.status,
+                        _decode(raw),
+                        headers=resp.headers,
+                        method="GET",
+                        base_url=base_url,
+                    )
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    dest.write(chunk)
+                    written += len(chunk)
+        except _NOT_SENT as exc:
+            raise errors.Unavailable(
+                f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
+            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise errors.Unavailable(
+                f"download {base_url}{path} failed after {written} bytes: {exc!r}",
+                reason="transfer",
+                node=base_url,
+            ) from exc
+        return written
 
 
 def _no_silent_resend(session: aiohttp.ClientSession) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from kvnode.core.model import PartitionMap, Record
@@ -98,3 +98,28 @@ class PartitionScanApi(Protocol):
     ) -> tuple[list[tuple[str, Record]], bool]:
         """Live records of partition ``p`` in key order, and whether more may follow."""
         ...
+
+
+class AdminApi(Protocol):
+    """Partition admin operations for rebalancing (``kvnode.service.admin.PartitionAdmin``),
+    served under ``/v1/admin/partitions/{p}``. Node ids name nodes; see that module."""
+
+    def replica_state(self, partition: int) -> dict[str, Any]: ...
+
+    async def seed_stream(self, partition: int) -> tuple[dict[str, Any], AsyncIterator[bytes]]: ...
+
+    async def join(self, partition: int, *, source: str) -> dict[str, Any]: ...
+
+    async def change_member(
+        self, partition: int, *, add: str | None, remove: str | None, timeout: float
+    ) -> dict[str, Any]: ...
+
+    async def transfer_leader(
+        self, partition: int, *, to: str, timeout: float
+    ) -> dict[str, Any]: ...
+
+    async def start_digest(self, partition: int, *, timeout: float) -> dict[str, Any]: ...
+
+    def digest(self, partition: int, index: int) -> dict[str, Any]: ...
+
+    async def drop(self, partition: int) -> dict[str, Any]: ...

@@ -28,7 +28,10 @@ CLIENT_CLOSED_STATUS = 499  # metrics label for requests whose client went away
 
 
 def make_app(
-    service: api.ServiceApi, *, registry: prometheus_client.CollectorRegistry
+    service: api.ServiceApi,
+    *,
+    registry: prometheus_client.CollectorRegistry,
+    admin: api.AdminApi | None = None,
 ) -> web.Application:
     """The HTTP API of one node over ``service``; metrics are registered on ``registry``."""
     metrics = HttpMetrics(registry)
@@ -40,7 +43,7 @@ def make_app(
         handler_args={"max_line_size": 3 * (limits.max_key_bytes + limits.max_value_bytes) + 4096},
         middlewares=[_metrics_middleware(metrics), _error_middleware(service)],
     )
-    routes.add_routes(app, routes.Handlers(service, registry=registry))
+    routes.add_routes(app, routes.Handlers(service, registry=registry, admin=admin))
 
     async def stamp_node(request: web.Request, response: web.StreamResponse) -> None:
         response.headers[NODE_HEADER] = service.node_id

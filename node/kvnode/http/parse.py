@@ -195,6 +195,43 @@ def parse_partition(query: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def partition_from_path(raw: str) -> int:
+    """The ``{p}`` of ``/v1/admin/partitions/{p}``."""
+    if not _DIGITS.fullmatch(raw):
+        raise _bad("partition", f"must be an integer >= 0, got {raw[:40]!r}")
+    return int(raw)
+
+
+def required_index(query: Mapping[str, str], name: str) -> int:
+    raw = query.get(name)
+    if raw is None:
+        raise _bad(name, "is required")
+    if not _DIGITS.fullmatch(raw):
+        raise _bad(name, f"must be an integer >= 0, got {raw[:40]!r}")
+    return int(raw)
+
+
+def admin_node_field(body: Mapping[str, Any], name: str, *, allowed: frozenset[str]) -> str:
+    """A required non-empty node id field of an admin request body."""
+    _refuse_unknown(body, allowed)
+    value = _require_str(body, name)
+    if not value:
+        raise _bad(name, "must not be empty")
+    return value
+
+
+def parse_member_change(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``{"add": node_id}`` or ``{"remove": node_id}``: exactly one of them."""
+    _refuse_unknown(body, frozenset({"add", "remove"}))
+    if ("add" in body) == ("remove" in body):
+        raise _bad("add", 'give exactly one of "add" or "remove"')
+    name = "add" if "add" in body else "remove"
+    value = _require_str(body, name)
+    if not value:
+        raise _bad(name, "must not be empty")
+    return (value, None) if name == "add" else (None, value)
+
+
 def _query_bool(query: Mapping[str, str], name: str) -> bool:
     raw = query.get(name)
     if raw is None or raw in ("false", "0", ""):

@@ -43,10 +43,15 @@ class Handlers:
     """Request handlers bound to one service (``api.ServiceApi``) and its limits."""
 
     def __init__(
-        self, service: api.ServiceApi, *, registry: prometheus_client.CollectorRegistry
+        self,
+        service: api.ServiceApi,
+        *,
+        registry: prometheus_client.CollectorRegistry,
+        admin: api.AdminApi | None = None,
     ) -> None:
         self.service = service
         self.registry = registry
+        self._admin = admin
         self._openapi: bytes | None = None
 
     # ------------------------------------------------------------ keys
@@ -138,6 +143,80 @@ class Handlers:
     async def partitions(self, request: web.Request) -> web.Response:
         return web.json_response({"partitions": self.service.partition_status()})
 
+    # ------------------------------------------------------------ partition admin (rebalancing)
+
+    def admin(self, request: web.Request) -> api.AdminApi:
+        if self._admin is None:
+            raise http_errors.NoRoute("this node does not serve partition admin", path=request.path)
+        return self._admin
+
+    async def replica_state(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse.partition_from_path(request.match_info["p"])
+        return web.json_response(self.admin(request).replica_state(p))
+
+    async def seed_snapshot(self, request: web.Request) -> web.StreamResponse:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse.partition_from_path(request.match_info["p"])
+        meta, body = await self.admin(request).seed_stream(p)
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Ringkv-Raft-Index": str(meta["raft_index"]),
+                "X-Ringkv-Store-Applied": str(meta["store_applied"]),
+            }
+        )
+        await resp.prepare(request)
+        async for chunk in body:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    async def join(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse.partition_from_path(request.match_info["p"])
+        body = parse.decode_json_object(await request.read())
+        source = parse.admin_node_field(body, "source", allowed=frozenset({"source"}))
+        return web.json_response(await self.admin(request).join(p, source=source))
+
+    async def members(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse.partition_from_path(request.match_info["p"])
+        ctx = parse.parse_context(request.headers)
+        body = parse.decode_json_object(await request.read())
+        add, remove = parse.parse_member_change(body)
+        result = await self.admin(request).change_member(
+            p, add=add, remove=remove, timeout=ctx.timeout_s
+        )
+        return web.json_response(result)
+
+    async def leader(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse.partition_from_path(request.match_info["p"])
+        ctx = parse.parse_context(request.headers)
+        body = parse.decode_json_object(await request.read())
+        to = parse.admin_node_field(body, "node_id", allowed=frozenset({"node_id"}))
+        return web.json_response(
+            await self.admin(request).transfer_leader(p, to=to, timeout=ctx.timeout_s)
+        )
+
+    async def start_digest(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse.partition_from_path(request.match_info["p"])
+        ctx = parse.parse_context(request.headers)
+        return web.json_response(await self.admin(request).start_digest(p, timeout=ctx.timeout_s))
+
+    async def digest(self, request: web.Request) -> web.Response:
+        query = parse.parse_query(request.raw_path, allowed=frozenset({"index"}))
+        p = parse.partition_from_path(request.match_info["p"])
+        index = parse.required_index(query, "index")
+        return web.json_response(self.admin(request).digest(p, index))
+
+    async def drop(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse.partition_from_path(request.match_info["p"])
+        return web.json_response(await self.admin(request).drop(p))
+
     # ------------------------------------------------------------ probes and docs
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -201,6 +280,14 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", "/v1/cluster", "cluster", "cluster"),
     ("PUT", "/v1/admin/map", "install_map", "admin"),
     ("GET", "/v1/admin/partitions", "partitions", "admin"),
+    ("GET", "/v1/admin/partitions/{p}", "replica_state", "admin"),
+    ("DELETE", "/v1/admin/partitions/{p}", "drop", "admin"),
+    ("GET", "/v1/admin/partitions/{p}/snapshot", "seed_snapshot", "admin"),
+    ("POST", "/v1/admin/partitions/{p}/join", "join", "admin"),
+    ("POST", "/v1/admin/partitions/{p}/members", "members", "admin"),
+    ("POST", "/v1/admin/partitions/{p}/leader", "leader", "admin"),
+    ("POST", "/v1/admin/partitions/{p}/digest", "start_digest", "admin"),
+    ("GET", "/v1/admin/partitions/{p}/digest", "digest", "admin"),
     ("GET", "/healthz", "healthz", "other"),
     ("GET", "/readyz", "readyz", "other"),
     ("GET", "/metrics", "metrics", "other"),

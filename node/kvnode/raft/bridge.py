@@ -26,6 +26,12 @@ def fail_reason_error(reason: int, *, what: str, partition: int) -> errors.KvErr
         return errors.Unavailable(f"{where}: no leader", partition=partition, retry_after=1)
     if reason == FAIL_REASON.NOT_LEADER:
         return errors.NotLeader(f"{where}: not the leader", partition=partition, leader=None)
+    if reason == FAIL_REASON.REQUEST_DENIED:
+        # Refused before anything was appended (a membership change already in flight, the
+        # leader's no-op not applied yet, a transfer target not caught up): safe to retry.
+        return errors.Unavailable(
+            f"{where}: {what} denied by raft for now", partition=partition, retry_after=0.5
+        )
     if reason == FAIL_REASON.DISCARDED:
         # The entry at our index was overwritten by another term: ours was certainly not applied.
         return errors.Unavailable(

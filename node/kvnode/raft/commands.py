@@ -12,6 +12,7 @@ Format 1 (JSON arrays, ``null`` for absent optional fields)::
                                     ["d", key, if_version, if_value], ...]}
     {"t": "e", "now": <ms>, "limit": <n>}
     {"t": "b"}
+    {"t": "d"}
 """
 
 from __future__ import annotations
@@ -64,7 +65,13 @@ class BarrierCmd:
     (the linearizable-read barrier)."""
 
 
-Command = WriteCmd | ExpireCmd | BarrierCmd
+@dataclass(frozen=True, slots=True)
+class DigestCmd:
+    """A no-op entry at which every replica digests its data in the background: replicas that
+    applied the same log prefix must report the same digest (rebalance VERIFY)."""
+
+
+Command = WriteCmd | ExpireCmd | BarrierCmd | DigestCmd
 
 
 def encode(cmd: Command) -> bytes:
@@ -75,6 +82,8 @@ def encode(cmd: Command) -> bytes:
         body = {"t": "e", "now": cmd.now_ms, "limit": cmd.limit}
     elif isinstance(cmd, BarrierCmd):
         body = {"t": "b"}
+    elif isinstance(cmd, DigestCmd):
+        body = {"t": "d"}
     else:
         raise TypeError(f"not a command: {cmd!r}")
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
@@ -106,6 +115,8 @@ def _from_json(body: Any) -> Command:
         return ExpireCmd(now_ms=body["now"], limit=body["limit"])
     if kind == "b" and body.keys() == {"t"}:
         return BarrierCmd()
+    if kind == "d" and body.keys() == {"t"}:
+        return DigestCmd()
     raise ValueError(f"unknown command shape {sorted(body)}")
 
 

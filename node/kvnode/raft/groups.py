@@ -15,8 +15,10 @@ however many reads).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +30,16 @@ from kvnode.core import errors
 from kvnode.raft import bridge, commands
 from kvnode.raft.journal import SyncedJournalPath
 from kvnode.raft.processor import CommandProcessor
-from kvnode.raft.replica import PartitionReplica
+from kvnode.raft.replica import PartitionReplica, SeedCapture
 from kvnode.raft.ticker import SharedTicker
 from kvnode.settings import NodeSettings
+from kvnode.storage import snapshot
 from kvnode.storage.engine import PartitionStore
 
 log = logging.getLogger(__name__)
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+REPLICA_FILE = "replica.json"  # in a partition dir: this node hosts that replica (see registered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,7 @@ class GroupManager:
             return
         pdir = self.partition_dir(partition)
         os.makedirs(pdir, exist_ok=True)
+        _write_registration(pdir, partition, self_addr, peers)
         store = self._open_store(os.path.join(pdir, "data"))
         conf = self._conf(pdir, self_addr)
         with self.ticker.constructing() as facade:
@@ -212,6 +217,71 @@ class GroupManager:
         replica.store.close()
         self._status.pop(partition, None)
         log.info("partition %d: replica closed", partition)
+
+    # -- registry, seeding and dropping -----------------------------------------------------
+    def registered(self) -> dict[int, tuple[str, list[str]]]:
+        """Replicas this node hosted when it last ran: ``{partition: (self_addr, peers)}``.
+
+        A replica is registered when first opened and unregistered only by ``drop_replica``,
+        so a node restarts every replica it holds, including joining ones the map does not list
+        yet (and removed ones not dropped yet, which then idle: their group refuses them).
+        """
+        out: dict[int, tuple[str, list[str]]] = {}
+        if not os.path.isdir(self._data_dir):
+            return out
+        for name in sorted(os.listdir(self._data_dir)):
+            path = os.path.join(self._data_dir, name, REPLICA_FILE)
+            if not (name.startswith("p") and name[1:].isdigit() and os.path.isfile(path)):
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    reg = json.load(f)
+                out[int(reg["partition"])] = (str(reg["self_addr"]), [str(x) for x in reg["peers"]])
+            except (OSError, ValueError, KeyError, TypeError):
+                log.error("ignoring unreadable replica registration %s", path, exc_info=True)
+        return out
+
+    def seed_path(self, partition: int) -> str:
+        """Where a joining replica's incoming seed stream is written before it is verified."""
+        return os.path.join(self.partition_dir(partition), "raft.snapshot.seed")
+
+    def install_seed(self, partition: int) -> bytes:
+        """Load the verified seed at ``seed_path`` into the (not yet hosted) replica's store and
+        make it the replica's Raft snapshot; returns its header. Blocking: call in a worker."""
+        if partition in self._replicas:
+            raise errors.PreconditionFailed(f"partition {partition} is already hosted here")
+        pdir = self.partition_dir(partition)
+        seed = self.seed_path(partition)
+        for name in os.listdir(pdir):  # leftovers of an earlier replica or an interrupted join
+            if name.startswith("raft.") and name != os.path.basename(seed):
+                os.remove(os.path.join(pdir, name))
+        store = self._open_store(os.path.join(pdir, "data"))
+        try:
+            header = store.load_snapshot(seed)
+        finally:
+            store.close()
+        os.replace(seed, os.path.join(pdir, "raft.snapshot"))
+        snapshot.fsync_dir(pdir)
+        return header
+
+    def capture_seed(self, partition: int) -> SeedCapture:
+        replica = self._replica(partition)
+        return self.ticker.call(replica.capture_seed)
+
+    def drop_replica(self, partition: int) -> bool:
+        """Close the replica (if open) and delete its directory. Blocking. False: none here."""
+        pdir = self.partition_dir(partition)
+        hosted = partition in self._replicas
+        self.close_replica(partition)
+        if not os.path.isdir(pdir):
+            return hosted
+        trash = pdir + ".dropping"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(pdir, trash)  # atomic: a crash leaves either the replica or garbage
+        snapshot.fsync_dir(self._data_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("partition %d: replica data dropped", partition)
+        return True
 
     def _conf(self, pdir: str, self_addr: str) -> SyncObjConf:
         t = self._tuning
@@ -267,6 +337,67 @@ class GroupManager:
             return None
         leader = replica._getLeader()
         return None if leader is None else str(leader.id)
+
+    def members(self, partition: int) -> tuple[str, ...]:
+        """Raft addresses of the voters as the local replica sees them (itself included)."""
+        replica = self._replica(partition)
+        return self.ticker.call(replica.member_addrs)
+
+    async def change_member(
+        self, partition: int, *, add: str | None = None, remove: str | None = None, timeout: float
+    ) -> bool:
+        """On the leader: add or remove one voter and wait until the change is applied here.
+        Returns False when there was nothing to do (already a member / not a member)."""
+        replica = self._replica(partition)
+        if not replica._isLeader():
+            raise errors.NotLeader(
+                f"partition {partition}: membership changes go to the leader",
+                partition=partition,
+                leader=self.leader_addr(partition),
+            )
+        members = await asyncio.to_thread(self.members, partition)
+        if add is not None:
+            if add in members:
+                return False
+            propose = lambda cb: replica.addNodeToCluster(add, callback=cb)  # noqa: E731
+        elif remove is not None:
+            if remove not in members:
+                return False
+            if remove == str(replica.selfNode.id):
+                raise errors.InvalidArgument(
+                    f"partition {partition}: the leader cannot remove itself; transfer first",
+                    partition=partition,
+                )
+            propose = lambda cb: replica.removeNodeFromCluster(remove, callback=cb)  # noqa: E731
+        else:
+            raise ValueError("change_member needs add or remove")
+        await bridge.submit(
+            propose,
+            timeout=timeout,
+            what="membership change",
+            partition=partition,
+            ambiguous_on_timeout=True,
+        )
+        log.info(
+            "partition %d: membership change committed (add=%s remove=%s)", partition, add, remove
+        )
+        return True
+
+    def digest_at(self, partition: int, index: int) -> tuple[bool, str | None]:
+        return self._replica(partition).digests.lookup(index)
+
+    async def propose_digest(self, partition: int, *, timeout: float) -> int:
+        """Replicate a ``DigestCmd``; returns its log index once applied here."""
+        replica = self._replica(partition)
+        payload = commands.encode(commands.DigestCmd())
+        result = await bridge.submit(
+            lambda cb: replica.apply_command(payload, callback=cb),
+            timeout=timeout,
+            what="digest marker",
+            partition=partition,
+            ambiguous_on_timeout=False,
+        )
+        return int(result.index)
 
     def transfer_leadership(self, partition: int, target_addr: str) -> None:
         """Ask the local leader of ``partition`` to hand over to ``target_addr`` (best effort)."""
@@ -365,3 +496,16 @@ def _status_of(replica: PartitionReplica, now: float) -> ReplicaStatus:
         log_len=int(st["log_len"]),
         updated_monotonic=now,
     )
+
+
+def _write_registration(pdir: str, partition: int, self_addr: str, peers: list[str]) -> None:
+    path = os.path.join(pdir, REPLICA_FILE)
+    if os.path.exists(path):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"partition": partition, "self_addr": self_addr, "peers": peers}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    snapshot.fsync_dir(pdir)

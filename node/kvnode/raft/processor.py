@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvnode.core import errors, model, ops
-from kvnode.raft.commands import BarrierCmd, Command, ExpireCmd, WriteCmd
+from kvnode.raft.commands import BarrierCmd, Command, DigestCmd, ExpireCmd, WriteCmd
 from kvnode.storage import engine
 
 
@@ -69,7 +69,7 @@ class CommandProcessor:
             return self._write(store, cmd, index)
         if isinstance(cmd, ExpireCmd):
             return self._expire(store, cmd, index)
-        if isinstance(cmd, BarrierCmd):
+        if isinstance(cmd, BarrierCmd | DigestCmd):
             store.apply(index, puts={}, deletes=())
             return ApplyResult(index=index)
         raise TypeError(f"not a command: {cmd!r}")

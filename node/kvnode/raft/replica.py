@@ -16,19 +16,83 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as pso_pickle
 
+from kvnode.core import errors
 from kvnode.raft import appendfix, commands
 from kvnode.raft.processor import CommandProcessor
-from kvnode.storage import snapshot
+from kvnode.storage import engine, snapshot
 from kvnode.storage.engine import PartitionStore
 
 log = logging.getLogger(__name__)
 
 _HEADER_VERSION = 1
+_DIGESTS_KEPT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SeedCapture:
+    """A consistent copy-to-be of this replica for a joining member: the snapshot header (the
+    same format PySyncObj snapshots use, so the joiner installs it as its ``fullDumpFile``) and the
+    store's items as of ``raft_index`` (a LevelDB snapshot, iterated later on any thread)."""
+
+    header: bytes
+    items: Iterator[tuple[bytes, bytes]]
+    raft_index: int
+    store_applied: int
+    members: tuple[str, ...]
+
+
+class DigestBook:
+    """Digests computed in the background at the log index of each ``DigestCmd`` (thread-safe).
+
+    A value of None means "still computing"; an index that is absent was never digested here.
+    """
+
+    def __init__(self, partition: int) -> None:
+        self._partition = partition
+        self._lock = threading.Lock()
+        self._done: dict[int, str | None] = {}
+        self._failed: set[int] = set()
+
+    def start(self, index: int, items: Iterator[tuple[bytes, bytes]]) -> None:
+        with self._lock:
+            self._done[index] = None
+            for old in sorted(self._done)[:-_DIGESTS_KEPT]:
+                self._done.pop(old, None)
+        threading.Thread(
+            target=self._compute,
+            args=(index, items),
+            name=f"digest-p{self._partition}",
+            daemon=True,
+        ).start()
+
+    def _compute(self, index: int, items: Iterator[tuple[bytes, bytes]]) -> None:
+        try:
+            value, count = engine.dump_digest(items)
+        except Exception:
+            log.exception("partition %d: digest at index %d failed", self._partition, index)
+            with self._lock:
+                self._done.pop(index, None)
+                self._failed.add(index)
+            return
+        with self._lock:
+            if index in self._done:
+                self._done[index] = value
+        log.info("partition %d: digest at index %d over %d records", self._partition, index, count)
+
+    def lookup(self, index: int) -> tuple[bool, str | None]:
+        """(known, digest): known=False when this replica has no digest for ``index``."""
+        with self._lock:
+            if index in self._done:
+                return True, self._done[index]
+            return False, None
 
 
 class PartitionReplica(SyncObj):  # type: ignore[misc]
@@ -51,6 +115,7 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
         conf.serializer = self._serialize
         conf.deserializer = self._deserialize
         self._ack_limit: int | None = None
+        self.digests = DigestBook(partition)
         super().__init__(self_addr, peers, conf)
 
     @property
@@ -68,7 +133,10 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
             log.error("partition %d: undecodable command at index %d", self.partition, index)
             return None
         try:
-            return self._processor.apply(self._store, cmd, index)
+            result = self._processor.apply(self._store, cmd, index)
+            if isinstance(cmd, commands.DigestCmd) and not result.skipped:
+                self.digests.start(index, self._store.iter_dump())
+            return result
         except Exception:
             # A storage failure would make this replica diverge; fail-stop and let the restart
             # replay the journal instead of acknowledging something that was not written.
@@ -144,9 +212,37 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
         found = self._SyncObj__getEntries(idx, 1)
         return int(found[0][2]) if found else None
 
+    # -- membership (ticker thread) -----------------------------------------------------------
+    def member_addrs(self) -> tuple[str, ...]:
+        """Raft addresses of the voters as this replica sees them (itself included)."""
+        return tuple(sorted([str(self.selfNode.id), *(str(n.id) for n in self.otherNodes)]))
+
+    def capture_seed(self) -> SeedCapture:
+        """Take a seed for a joining member; ticker thread only (so the store and the Raft
+        state are captured at the same applied index). Mirrors PySyncObj's log compaction:
+        the joiner installs it as its snapshot, with the last two applied entries as its log."""
+        applied = int(self.raftLastApplied)
+        entries = self._SyncObj__getEntries(applied - 1, 2)
+        if len(entries) < 2:
+            raise errors.Unavailable(
+                f"partition {self.partition}: log too short to seed from yet",
+                partition=self.partition,
+                retry_after=1,
+            )
+        cluster = self._SyncObj__otherNodes | {self._SyncObj__selfNode}
+        raft_data = (entries[1], entries[0], cluster)  # what PySyncObj hands _serialize
+        store_applied = self._store.applied_index()
+        return SeedCapture(
+            header=self._snapshot_header(raft_data),
+            items=self._store.iter_dump(),
+            raft_index=int(entries[1][1]),
+            store_applied=store_applied,
+            members=tuple(sorted(str(n.id) for n in cluster)),
+        )
+
     # -- snapshots (called by PySyncObj in the ticker thread) ----------------------------------
-    def _serialize(self, fname: str, raft_data: Any) -> None:
-        header = pickle.dumps(
+    def _snapshot_header(self, raft_data: Any) -> bytes:
+        return pickle.dumps(
             {
                 "v": _HEADER_VERSION,
                 "partition": self.partition,
@@ -155,6 +251,9 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
             },
             protocol=pickle.HIGHEST_PROTOCOL,
         )
+
+    def _serialize(self, fname: str, raft_data: Any) -> None:
+        header = self._snapshot_header(raft_data)
         info = snapshot.write_snapshot(fname, header=header, items=self._store.iter_dump())
         log.info(
             "partition %d: snapshot written (%d items, %d bytes, applied %d)",
@@ -186,3 +285,12 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
             self._store.applied_index(),
         )
         return meta["raft"]
+
+
+def seed_header_info(header: bytes) -> tuple[int, int, list[str]]:
+    """(partition, store_applied, member raft addresses) of a seed/snapshot header."""
+    meta = pickle.loads(header)
+    if not isinstance(meta, dict) or meta.get("v") != _HEADER_VERSION:
+        raise ValueError("not a ringkv snapshot header")
+    cluster = meta["raft"][2]
+    return int(meta["partition"]), int(meta["store_applied"]), sorted(str(n.id) for n in cluster)

@@ -79,6 +79,9 @@ class NodeService:
 
     async def start(self) -> None:
         os.makedirs(self._settings.data_dir, exist_ok=True)
+        # Every replica on disk first (joining ones are not in the map yet), then the map's.
+        for p, (self_addr, peers) in self._groups.registered().items():
+            await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
         stored = mapstore.load(self._map_path)
         if stored is not None:
             await self._adopt(stored, persist=False)
@@ -182,6 +185,15 @@ class NodeService:
             raise errors.Unavailable(f"partition {p} has no leader", partition=p, retry_after=1)
         return pmap.replicas_of(p)[0]
 
+    def _serves_locally(self, pmap: PartitionMap, p: int, consistency: Consistency) -> bool:
+        """Strong reads run on the leader. Eventual reads run on any local replica the map lists:
+        a joining replica (still catching up) or a removed one (no longer updated) forwards."""
+        if not self._groups.hosts(p):
+            return False
+        if self._groups.is_leader(p):
+            return True
+        return consistency is Consistency.EVENTUAL and self.node_id in pmap.replicas[p]
+
     def _deadline(self, ctx: RequestContext) -> float:
         return time.monotonic() + ctx.timeout_s
 
@@ -193,9 +205,7 @@ class NodeService:
         pmap = self._check_epoch(ctx)
         p = hashing.partition_of(key, pmap.partitions)
         deadline = self._deadline(ctx)
-        if self._groups.hosts(p) and (
-            consistency is Consistency.EVENTUAL or self._groups.is_leader(p)
-        ):
+        if self._serves_locally(pmap, p, consistency):
             if consistency is Consistency.STRONG:
                 await self._groups.read_barrier(p, timeout=ctx.timeout_s)
             return self._live(p, key)
@@ -315,9 +325,7 @@ class NodeService:
         pmap = self._require_map()
         if not 0 <= p < pmap.partitions:
             raise errors.InvalidArgument(f"partition must be in [0, {pmap.partitions})")
-        if self._groups.hosts(p) and (
-            consistency is Consistency.EVENTUAL or self._groups.is_leader(p)
-        ):
+        if self._serves_locally(pmap, p, consistency):
             if consistency is Consistency.STRONG:
                 await self._groups.read_barrier(p, timeout=ctx.timeout_s)
             raw = self._groups.store(p).scan(prefix=prefix, start_after=cursor, limit=limit)
@@ -359,7 +367,8 @@ class NodeService:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self._map is None:
             return False, {"reason": "no partition map", "node_id": self.node_id}
-        hosted = self._groups.hosted()
+        # Only replicas the map assigns here count: a joining or removed replica has no say.
+        hosted = [p for p in self._map.partitions_of(self.node_id) if self._groups.hosts(p)]
         statuses = {s.partition: s for s in self._groups.all_status()}
         leaderless = [p for p in hosted if (s := statuses.get(p)) is None or s.leader_addr is None]
         ready = not leaderless and self.health()["status"] == "ok"

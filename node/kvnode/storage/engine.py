@@ -218,6 +218,19 @@ class RecordDigest:
         return self._h.hexdigest()
 
 
+def dump_digest(items: Iterable[tuple[bytes, bytes]]) -> tuple[str, int]:
+    """(digest, record count) of a dump (``iter_dump``): the same value ``digest()`` gives for
+    the store the dump was taken from."""
+    d = RecordDigest()
+    skip = len(DATA_PREFIX)
+    count = 0
+    for key, value in items:
+        if key.startswith(DATA_PREFIX):
+            d.add(key[skip:], value)
+            count += 1
+    return d.hexdigest(), count
+
+
 @dataclass(frozen=True, slots=True)
 class DumpItem:
     """One dump item, classified: a user ``record`` (``key`` = UTF-8 key bytes), the ``applied``

@@ -28,7 +28,12 @@ write_cmds = st.builds(
     ops=st.lists(puts | deletes, min_size=1, max_size=6, unique_by=lambda op: op.key).map(tuple),
     now_ms=ints,
 )
-any_cmd = write_cmds | st.builds(ExpireCmd, now_ms=ints, limit=ints) | st.just(BarrierCmd())
+any_cmd = (
+    write_cmds
+    | st.builds(ExpireCmd, now_ms=ints, limit=ints)
+    | st.just(BarrierCmd())
+    | st.just(commands.DigestCmd())
+)
 
 
 @given(any_cmd)

@@ -126,6 +126,16 @@ def test_digest_ignores_applied_index_but_not_records(store: engine.PartitionSto
     assert store.digest() != d1
 
 
+def test_dump_digest_is_the_digest_at_dump_time(store: engine.PartitionStore) -> None:
+    store.apply(1, puts={"a": rec("1", 1), "b": rec("2", 1)}, deletes=())
+    before = store.digest()
+    dump = store.iter_dump()  # the snapshot is taken here
+    store.apply(2, puts={"c": rec("3", 2)}, deletes=("a",))
+    assert engine.dump_digest(dump) == (before, 2)
+    assert engine.dump_digest(store.iter_dump()) == (store.digest(), 2)
+    assert store.digest() != before
+
+
 @pytest.mark.parametrize("target", ["memory", "leveldb"])
 def test_dump_load_round_trip_across_engines(
     store: engine.PartitionStore, target: str, tmp_path: Path
