@@ -3,6 +3,8 @@
     ./dev bench latency    [--ops 2000]                 sequential put/get p50/p99
     ./dev bench throughput [--clients 64 --seconds 10]  concurrent puts and gets
     ./dev bench restart    [--keys 1000000]             restart time of a node holding N keys
+    ./dev bench move       [--mb 100]                   move one replica of a big partition
+    ./dev bench rebalance  [--seconds 10]               client load before/during 3->5->3
     ./dev bench all
 
 Each scenario starts its own 3-node cluster (16 partitions, RF 3) in a temporary directory on
@@ -16,6 +18,7 @@ import asyncio
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +26,9 @@ from contextlib import asynccontextmanager
 
 from kvnode.client import BatchOp, Client, NodeHttp
 from kvnode.local import LocalCluster
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import rebalance as rebalance_bench  # needs the repository root on sys.path
 
 BASE_PORT = 27000
 
@@ -202,7 +208,10 @@ def _dir_size(path: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("scenario", choices=["latency", "throughput", "restart", "all"])
+    ap.add_argument(
+        "scenario", choices=["latency", "throughput", "restart", "move", "rebalance", "all"]
+    )
+    ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--ops", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -214,6 +223,10 @@ def main() -> None:
         asyncio.run(throughput(args.clients, args.seconds))
     if args.scenario in ("restart", "all"):
         asyncio.run(restart(args.keys))
+    if args.scenario in ("move", "all"):
+        asyncio.run(rebalance_bench.move(args.mb, table))
+    if args.scenario in ("rebalance", "all"):
+        asyncio.run(rebalance_bench.rebalance(args.seconds, table))
 
 
 if __name__ == "__main__":

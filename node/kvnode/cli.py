@@ -335,12 +335,84 @@ def local_down(base_dir: str) -> None:
     emit({"dir": base_dir, "stopped": True})
 
 
+@local.command("scale")
+@click.argument("nodes", type=click.IntRange(min=1, max=10), required=False)
+@LOCAL_DIR
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Partitions moving at once.",
+)
+@click.option("--abort", is_flag=True, help="Stop an unfinished rebalance, leaving it healthy.")
+@click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
+def local_scale(
+    nodes: int | None, base_dir: str, max_concurrent: int, abort: bool, quiet: bool
+) -> None:
+    """Scale the local cluster to NODES nodes, moving data live.
+
+    New nodes are started first; partitions then move one membership change at a time (seed,
+    add, catch up, verify digests, remove, drop); drained nodes are stopped last. An
+    interrupted scale resumes where it stopped when run again (NODES may be omitted).
+    """
+    from kvnode import local as local_cluster
+
+    bar = None if quiet else ProgressBar()
+    try:
+        result = _local_call(
+            lambda: asyncio.run(
+                local_cluster.scale(
+                    nodes,
+                    base_dir=base_dir,
+                    max_concurrent=max_concurrent,
+                    on_progress=None if bar is None else bar.update,
+                    abort=abort,
+                )
+            )
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    emit(result)
+
+
+class ProgressBar:
+    """One self-rewriting stderr line: a bar over steps, partitions moved, bytes, ETA."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self._shown = False
+
+    def update(self, p: Any) -> None:
+        total = max(1, p.steps_total)
+        filled = int(self.WIDTH * p.steps_done / total)
+        eta = "?" if p.eta_s is None else f"{p.eta_s:.0f}s"
+        line = (
+            f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+            f"{p.partitions_done}/{p.partitions_total} partitions, "
+            f"{p.steps_done}/{p.steps_total} steps, {p.bytes_moved / 1e6:.1f} MB moved, "
+            f"{p.elapsed_s:.0f}s elapsed, ETA {eta} ({p.status})"
+        )
+        click.echo(f"\r{line}", nl=False, err=True)
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            click.echo("", err=True)
+
+
 def _local_call(fn: Any) -> Any:
     """Run a ``kvnode.local`` entry point; its plain failures become JSON errors (exit 1)."""
+    from kvnode.rebalance.executor import RebalanceFailed, UnfinishedRebalance
+
     try:
         return fn()
     except errors.KvError:
         raise
+    except (RebalanceFailed, UnfinishedRebalance) as exc:
+        raise LocalClusterError(f"local cluster: {exc}", error=type(exc).__name__) from exc
     except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
         raise LocalClusterError(f"local cluster: {exc}", error=type(exc).__name__) from exc
 

@@ -25,10 +25,14 @@ from kvnode.client import NodeHttp
 from kvnode.core import errors
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
+from kvnode.rebalance import executor as rebalance
+from kvnode.rebalance import state as rebalance_state
+from kvnode.rebalance.http_admin import HttpNodeAdmin
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "cluster.json"
+REBALANCE_FILE = "rebalance.json"
 MAX_PARTITIONS = 1000
 
 
@@ -303,6 +307,153 @@ class LocalCluster:
         if missing:
             return {"ready": False, "why": f"partitions without leader: {missing}"}
         return {"ready": True, "cluster": cluster}
+
+
+async def live_map(cluster: LocalCluster) -> PartitionMap:
+    """The newest map any running node has installed (``cluster.json`` may lag behind a
+    rebalance that was interrupted); ``cluster.pmap`` when no node answers."""
+    best = cluster.pmap
+    http = NodeHttp()
+    try:
+        for node_id in cluster.node_ids:
+            if not cluster.is_running(node_id):
+                continue
+            try:
+                _, info, _ = await http.call(
+                    cluster.pmap.node(node_id).http_url, "GET", "/v1/cluster", timeout=3.0
+                )
+            except (errors.KvError, OSError):
+                continue
+            found = PartitionMap.from_dict(info["map"])
+            if found.epoch > best.epoch:
+                best = found
+    finally:
+        await http.close()
+    return best
+
+
+def target_map(current: PartitionMap, cluster: LocalCluster, nodes: int) -> PartitionMap:
+    """The balanced map over ``node-0 .. node-(nodes-1)`` that moves the fewest replicas."""
+    if nodes < current.replication:
+        raise ValueError(
+            f"cannot scale to {nodes} nodes with replication factor {current.replication}"
+        )
+    infos = [
+        current.node(f"node-{i}") if current.has_node(f"node-{i}") else cluster.new_node(i)
+        for i in range(nodes)
+    ]
+    replicas = place(
+        [NodeSlot(n.node_id, n.zone) for n in infos],
+        partitions=current.partitions,
+        replication=current.replication,
+        previous=current.replicas,
+    )
+    return PartitionMap.build(
+        epoch=current.epoch, nodes=infos, replicas=replicas, replication=current.replication
+    )
+
+
+async def scale_cluster(
+    cluster: LocalCluster,
+    nodes: int | None,
+    *,
+    options: rebalance.Options | None = None,
+    on_progress: rebalance.ProgressCallback | None = None,
+    abort: bool = False,
+    ready_timeout: float = 90.0,
+) -> dict[str, Any]:
+    """Scale the local cluster to ``nodes`` nodes: start the new ones, rebalance (resuming an
+    interrupted rebalance), stop the drained ones. ``nodes=None`` resumes; ``abort`` stops an
+    unfinished rebalance, leaving every partition healthy at its old or new replicas."""
+    path = os.path.join(cluster.base_dir, REBALANCE_FILE)
+    previous = rebalance_state.load(path)
+    unfinished = previous is not None and not previous.status.finished
+    admin = HttpNodeAdmin(timeout_s=15.0)
+    try:
+        if abort:
+            if not unfinished:
+                raise ValueError("there is no unfinished rebalance to abort")
+            rb = rebalance.Rebalancer.load(path, admin=admin, options=options)
+            final = await rb.abort("aborted by the user")
+            return _finish_local(cluster, rb, final)
+        if unfinished:
+            assert previous is not None
+            want = len(previous.target.nodes)
+            if nodes is not None and nodes != want:
+                raise ValueError(
+                    f"a rebalance to {want} nodes is unfinished: run `scale {want}` to resume it "
+                    "or `scale --abort` to stop it"
+                )
+            rb = rebalance.Rebalancer.load(
+                path, admin=admin, options=options, on_progress=on_progress
+            )
+            current, target = previous.base, previous.target
+        else:
+            if nodes is None:
+                raise ValueError("give the number of nodes to scale to")
+            current = await live_map(cluster)
+            target = target_map(current, cluster, nodes)
+            if target.replicas == current.replicas and target.nodes == current.nodes:
+                return {"nodes": nodes, "epoch": current.epoch, "moved_partitions": 0}
+            rb = rebalance.Rebalancer.create(
+                path, current, target, admin=admin, options=options, on_progress=on_progress
+            )
+        union = {n.node_id: n for n in current.nodes} | {n.node_id: n for n in target.nodes}
+        cluster.set_map(
+            PartitionMap.build(
+                epoch=current.epoch,
+                nodes=list(union.values()),
+                replicas=current.replicas,
+                replication=current.replication,
+            )
+        )
+        joining = [n for n in target.nodes if not current.has_node(n.node_id)]
+        for n in joining:
+            cluster.start_node(n.node_id)
+        if joining:
+            await cluster.wait_ready(timeout=ready_timeout, nodes=[n.node_id for n in joining])
+        final = await rb.run()
+        return _finish_local(cluster, rb, final)
+    finally:
+        await admin.close()
+
+
+def _finish_local(
+    cluster: LocalCluster, rb: rebalance.Rebalancer, final: PartitionMap
+) -> dict[str, Any]:
+    """Stop the nodes the final map no longer has (drained: they hold no partition) and record
+    the final map as the cluster's."""
+    drained = [nid for nid in cluster.node_ids if not final.has_node(nid)]
+    for node_id in drained:
+        cluster.stop_node(node_id)
+    cluster.set_map(final)
+    progress = rb.progress
+    return {
+        "status": progress.status,
+        "nodes": len(final.nodes),
+        "epoch": final.epoch,
+        "partitions_moved": progress.partitions_done,
+        "steps": progress.steps_done,
+        "bytes_moved": progress.bytes_moved,
+        "seconds": round(progress.elapsed_s, 2),
+        "stopped": drained,
+    }
+
+
+async def scale(
+    nodes: int | None,
+    *,
+    base_dir: str = ".ringkv-local",
+    max_concurrent: int = 2,
+    on_progress: rebalance.ProgressCallback | None = None,
+    abort: bool = False,
+) -> dict[str, Any]:
+    """``ringkv local scale``: see ``scale_cluster``."""
+    cluster = LocalCluster.load(base_dir)
+    options = rebalance.Options(max_concurrent=max_concurrent)
+    return await scale_cluster(
+        cluster, nodes, options=options, on_progress=on_progress, abort=abort
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -21,6 +21,7 @@ from kvnode.core.plan import Step, StepKind
 from kvnode.rebalance import admin as admin_api
 
 log = logging.getLogger(__name__)
+DIGEST_ROUND_S = 20.0  # one digest round; a slower one is retried with a fresh marker
 _T = TypeVar("_T")
 
 
@@ -126,7 +127,7 @@ class StepRunner:
                         if not retriable(e):
                             raise StepFailed(what, f"{type(e).__name__}: {e}") from e
                         last = e
-                        log.debug("%s: retrying after %r", what, e)
+                        log.info("%s: retrying after %s", what, e)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._opt.backoff_max_s)
         except TimeoutError as e:
@@ -208,9 +209,15 @@ class StepRunner:
             return len(found) == 2
 
         try:
-            await self._poll(computed)
+            async with asyncio.timeout(DIGEST_ROUND_S):
+                await self._poll(computed)
         except errors.NotFound as e:  # a replica moved past the index undigested: start over
             raise errors.Unavailable(f"digest at {index} is gone, starting a new one") from e
+        except TimeoutError as e:  # e.g. leadership moved and a replica stalled: start over
+            missing = sorted({leader.node_id, node.node_id} - set(found))
+            raise errors.Unavailable(
+                f"digest at {index} not computed on {missing} within {DIGEST_ROUND_S:g}s"
+            ) from e
         if found[leader.node_id] != found[node.node_id]:
             raise StepFailed(
                 describe(step),
