@@ -345,3 +345,36 @@ def test_local_failure_is_json_exit_1(fake_local: dict[str, Any]) -> None:
     result = run("local", "status", "--dir", "missing")
     assert result.exit_code == 1
     assert err(result)["code"] == "local_failed"
+
+
+def test_local_scale_without_a_cluster_is_json_exit_1(tmp_path: Any) -> None:
+    result = run("local", "scale", "4", "--dir", str(tmp_path / "none"), "--quiet")
+    assert result.exit_code == 1
+    assert err(result)["code"] == "local_failed"
+
+
+def test_local_scale_refusals(tmp_path: Any) -> None:
+    from kvnode.local import LocalCluster
+
+    base = str(tmp_path / "c")
+    LocalCluster.create(base, nodes=3, partitions=4, replication=3)  # not started
+    below_rf = run("local", "scale", "2", "--dir", base, "--quiet")
+    assert below_rf.exit_code == 1
+    assert "replication factor 3" in err(below_rf)["message"]
+    nothing = run("local", "scale", "--abort", "--dir", base, "--quiet")
+    assert nothing.exit_code == 1
+    assert "no unfinished rebalance" in err(nothing)["message"]
+    same = run("local", "scale", "3", "--dir", base, "--quiet")
+    assert same.exit_code == 0
+    assert out(same)["moved_partitions"] == 0
+
+
+def test_progress_bar_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from kvnode.rebalance.executor import RebalanceProgress
+
+    bar = cli.ProgressBar()
+    bar.update(RebalanceProgress("running", 3, 8, 30, 60, 5_000_000, 12.0, 11.5, ()))
+    bar.close()
+    line = capsys.readouterr().err
+    assert "[###############...............]" in line
+    assert "3/8 partitions, 30/60 steps, 5.0 MB moved, 12s elapsed, ETA 12s (running)" in line
