@@ -11,10 +11,12 @@ import asyncio
 import itertools
 import os
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 from kvnode.client import Client
+from kvnode.core import errors
 from kvnode.local import LocalCluster
 
 # Short timeouts keep failover quick; the defaults are for production.
@@ -129,3 +131,19 @@ async def gather_bounded(coros: list, limit: int) -> list:
             return await c
 
     return await asyncio.gather(*(run(c) for c in coros), return_exceptions=True)
+
+
+async def eventually(fn, *, timeout: float, what: str, interval: float = 0.1):
+    """Await ``fn()`` until it returns something truthy (KvErrors count as "not yet"); fail
+    with the last answer after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = await fn()
+            if last:
+                return last
+        except errors.KvError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s; last: {last!r}")

@@ -3,30 +3,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 
 import pytest
 from kvnode.core import errors
 from kvnode.core.model import PartitionMap
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 
+from tests.integration.conftest import eventually
+
 pytestmark = pytest.mark.integration
-
-
-async def _until(fn, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = await fn()
-            if last:
-                return last
-        except errors.KvError as exc:
-            last = exc
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s; last: {last!r}")
 
 
 async def test_move_one_replica_by_hand(make_cluster):
@@ -54,7 +40,9 @@ async def test_move_one_replica_by_hand(make_cluster):
             return True
 
         for n in announce.nodes:
-            await _until(lambda n=n: install(announce, n), timeout=30, what=f"map on {n.node_id}")
+            await eventually(
+                lambda n=n: install(announce, n), timeout=30, what=f"map on {n.node_id}"
+            )
         p = 0
         states = {n.node_id: await admin.replica_state(n, p) for n in base.nodes}
         leader_id = next(s.leader_id for s in states.values() if s.leader_id)
@@ -74,7 +62,7 @@ async def test_move_one_replica_by_hand(make_cluster):
             st = await admin.replica_state(new, p)
             return st.last_applied >= commit and st.leader_id is not None
 
-        await _until(caught_up, timeout=30, what="catch-up")
+        await eventually(caught_up, timeout=30, what="catch-up")
         index = await admin.start_digest(leader, p)
 
         async def digests():
@@ -82,7 +70,7 @@ async def test_move_one_replica_by_hand(make_cluster):
             b = await admin.digest(new, p, index)
             return (a, b) if a and b else None
 
-        a, b = await _until(digests, timeout=30, what="digests")
+        a, b = await eventually(digests, timeout=30, what="digests")
         assert a == b
         old = next(nid for nid in ("node-0", "node-1", "node-2") if nid != leader_id)
         await admin.remove_member(leader, p, old)
@@ -91,7 +79,7 @@ async def test_move_one_replica_by_hand(make_cluster):
             members = (await admin.replica_state(leader, p)).members
             return old not in members and new.node_id in members
 
-        await _until(membership, timeout=5, what="membership without the old member")
+        await eventually(membership, timeout=5, what="membership without the old member")
         with pytest.raises(errors.PreconditionFailed):
             await admin.drop(announce.node(old), p)  # the installed map still lists it
         replicas = [list(r) for r in base.replicas]
@@ -122,7 +110,7 @@ async def test_move_one_replica_by_hand(make_cluster):
         c.kill_node(new.node_id)
         c.start_node(new.node_id)
         await h.wait_ready(timeout=60)
-        st = await _until(
+        st = await eventually(
             lambda: admin.replica_state(new, p), timeout=30, what="joiner state after restart"
         )
         assert st.hosted

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 import pytest
-from kvnode.core import errors
 from kvnode.core.model import PartitionMap
 from kvnode.core.placement import leader_load, load
 from kvnode.local import REBALANCE_FILE, LocalCluster, scale_cluster
@@ -22,24 +21,25 @@ from kvnode.rebalance.executor import Options, RebalanceProgress
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 
 from bench.workload import Workload
+from tests.integration.conftest import eventually
 
 pytestmark = pytest.mark.integration
 
 FAST = Options(max_concurrent=2, step_timeout_s=90.0, poll_interval_s=0.1)
 
 
-async def _eventually(fn: Any, *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await fn()
-            if last:
-                return last
-        except errors.KvError as exc:
-            last = exc
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout}s; last: {last!r}")
+async def preload(h: Any, count: int, prefix: str) -> None:
+    async with h.client() as client:
+        for i in range(count):
+            await client.put(f"{prefix}{i}", f"v{i}")
+
+
+async def assert_preloaded(h: Any, count: int, prefix: str) -> None:
+    async with h.client() as client:
+        for i in range(count):
+            got = await client.get(f"{prefix}{i}")
+            assert got is not None, i
+            assert got.value == f"v{i}"
 
 
 def partition_dirs(base_dir: str) -> dict[str, list[int]]:
@@ -74,7 +74,7 @@ async def check_invariants(cluster: LocalCluster, pmap: PartitionMap) -> None:
                     await asyncio.sleep(0.1)
                 return None
 
-            got = await _eventually(digests, timeout=30, what=f"digests of partition {p}")
+            got = await eventually(digests, timeout=30, what=f"digests of partition {p}")
             assert len(set(got)) == 1, f"partition {p}: replicas disagree: {got}"
             for m in members:
                 state = await admin.replica_state(pmap.node(m), p)
@@ -95,9 +95,7 @@ async def test_scale_3_to_5_to_3_under_load(make_cluster) -> None:
     h = make_cluster(nodes=3, partitions=8, reserve_nodes=5)
     await h.wait_ready()
     c = h.cluster
-    async with h.client() as client:
-        for i in range(300):
-            await client.put(f"pre-{i}", f"v{i}")
+    await preload(h, 300, "pre-")
     progress: list[RebalanceProgress] = []
     async with Workload(c.endpoints, writers=3, readers=3) as wl:
         await asyncio.sleep(3)
@@ -117,10 +115,7 @@ async def test_scale_3_to_5_to_3_under_load(make_cluster) -> None:
     assert [n.node_id for n in pmap.nodes] == ["node-0", "node-1", "node-2"]
     async with h.client() as client:
         assert await wl.lost_writes(client) == []
-        for i in range(300):
-            got = await client.get(f"pre-{i}")
-            assert got is not None, i
-            assert got.value == f"v{i}"
+    await assert_preloaded(h, 300, "pre-")
     await check_invariants(c, pmap)
 
 
@@ -147,9 +142,7 @@ async def test_executor_killed_mid_plan_resumes(make_cluster) -> None:
     h = make_cluster(nodes=3, partitions=8, reserve_nodes=4)
     await h.wait_ready()
     c = h.cluster
-    async with h.client() as client:
-        for i in range(400):
-            await client.put(f"k{i}", f"v{i}")
+    await preload(h, 400, "k")
     proc = _run_scale_cli(c.base_dir, 4)
     try:
         deadline = time.monotonic() + 120
@@ -169,11 +162,7 @@ async def test_executor_killed_mid_plan_resumes(make_cluster) -> None:
         result = await scale_cluster(resumed, 4, options=FAST)
         assert result["status"] == "done"
         assert result["steps"] > killed_at
-        async with h.client() as client:
-            for i in range(400):
-                got = await client.get(f"k{i}")
-                assert got is not None, i
-                assert got.value == f"v{i}"
+        await assert_preloaded(h, 400, "k")
         await check_invariants(resumed, resumed.pmap)
     finally:
         resumed.stop_all(kill=True)
@@ -183,9 +172,7 @@ async def test_receiving_node_killed_mid_plan_recovers(make_cluster) -> None:
     h = make_cluster(nodes=3, partitions=8, reserve_nodes=4)
     await h.wait_ready()
     c = h.cluster
-    async with h.client() as client:
-        for i in range(400):
-            await client.put(f"k{i}", f"v{i}")
+    await preload(h, 400, "k")
     killed = asyncio.Event()
 
     def on_progress(p: RebalanceProgress) -> None:
@@ -208,9 +195,5 @@ async def test_receiving_node_killed_mid_plan_recovers(make_cluster) -> None:
     await restarter
     assert killed.is_set(), "node-3 was never killed"
     assert result["status"] == "done"
-    async with h.client() as client:
-        for i in range(400):
-            got = await client.get(f"k{i}")
-            assert got is not None, i
-            assert got.value == f"v{i}"
+    await assert_preloaded(h, 400, "k")
     await check_invariants(c, c.pmap)
