@@ -24,16 +24,19 @@ from kvnode.local import LocalCluster, scale_cluster
 from kvnode.rebalance.executor import Options, Rebalancer
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 
-from bench.workload import Workload
+from tests.support.addresses import claim_address
+from tests.support.workload import Workload
 
-BASE_PORT = 27100
 Table = Callable[[str, list[str], list[list[object]]], None]
 
 
 @asynccontextmanager
 async def cluster(partitions: int) -> AsyncIterator[LocalCluster]:
     base = tempfile.mkdtemp(prefix="ringkv-bench-rebalance-")
-    c = LocalCluster.create(base, nodes=3, partitions=partitions, base_port=BASE_PORT)
+    claim = claim_address(partitions=partitions)  # own loopback address, ports < 32768
+    c = LocalCluster.create(
+        base, nodes=3, partitions=partitions, host=claim.host, base_port=claim.base_port
+    )
     c.start_all()
     ok = False
     try:
@@ -41,7 +44,8 @@ async def cluster(partitions: int) -> AsyncIterator[LocalCluster]:
         yield c
         ok = True
     finally:
-        c.stop_all(kill=True)  # every node of the current map (drained ones were stopped)
+        c.kill_everything()  # every node process of the state dir, whoever started it
+        claim.release()
         if ok:
             shutil.rmtree(base, ignore_errors=True)
         else:

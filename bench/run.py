@@ -7,8 +7,9 @@
     ./dev bench rebalance  [--seconds 10]               client load before/during 3->5->3
     ./dev bench all
 
-Each scenario starts its own 3-node cluster (16 partitions, RF 3) in a temporary directory on
-127.0.0.1 and stops it afterwards. Load is bounded in count and time.
+Each scenario starts its own 3-node cluster (16 partitions, RF 3) in a temporary directory, on a
+loopback address of its own (tests.support.addresses; ports below 32768), and kills every node
+process of that directory afterwards. Load is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -29,22 +30,28 @@ from kvnode.local import LocalCluster
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import rebalance as rebalance_bench  # needs the repository root on sys.path
-
-BASE_PORT = 27000
+from tests.support.addresses import claim_address
 
 
 @asynccontextmanager
 async def local_cluster(*, partitions: int = 16) -> AsyncIterator[LocalCluster]:
     base = tempfile.mkdtemp(prefix="ringkv-bench-")
+    claim = claim_address(partitions=partitions)  # own loopback address, ports < 32768
     cluster = LocalCluster.create(
-        base, nodes=3, partitions=partitions, replication=3, base_port=BASE_PORT
+        base,
+        nodes=3,
+        partitions=partitions,
+        replication=3,
+        host=claim.host,
+        base_port=claim.base_port,
     )
     cluster.start_all()
     try:
         await cluster.wait_ready(timeout=90)
         yield cluster
     finally:
-        cluster.stop_all(kill=True)
+        cluster.kill_everything()
+        claim.release()
         shutil.rmtree(base, ignore_errors=True)
 
 

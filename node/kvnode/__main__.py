@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from kvnode.client import NodeHttp
 from kvnode.http.app import make_app
 from kvnode.raft.groups import GroupManager, RaftTuning
+from kvnode.service import mapstore
 from kvnode.service.admin import PartitionAdmin
 from kvnode.service.forward import Forwarder
 from kvnode.service.metrics import RaftCollector
@@ -21,6 +23,36 @@ from kvnode.settings import NodeSettings
 from kvnode.storage.leveldb import LevelDBStore
 
 log = logging.getLogger("kvnode")
+
+PORT_TAKEN_EXIT = 69  # sysexits EX_UNAVAILABLE: a port this node must listen on is taken
+
+
+def taken_port(settings: NodeSettings) -> str | None:
+    """Pre-flight: the first of this node's listening ports that cannot be bound, described
+    for a human (None if all are free). Checked before anything starts so a taken port ends
+    the process at once with its address, instead of PySyncObj retrying the bind and the node
+    timing out later. Raft ports: every partition of the map the node knows (it may be asked
+    to host any of them). SO_REUSEADDR as the real listeners use, so TIME-WAIT is no conflict."""
+    ports = [(settings.http_port, "HTTP port")]
+    known = [mapstore.load(os.path.join(settings.data_dir, "map.json"))]
+    if settings.map_file:
+        known.append(mapstore.load(settings.map_file))
+    partitions = max((m.partitions for m in known if m is not None), default=0)
+    ports += [
+        (settings.raft_port_base + p, f"Raft port of partition {p}") for p in range(partitions)
+    ]
+    for port, what in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((settings.bind_host, port))
+            except OSError as exc:
+                return (
+                    f"node {settings.node_id} cannot listen on {settings.bind_host}:{port} "
+                    f"({what}): {exc.strerror}; another process holds it (`ss -ltnp "
+                    f"'sport = :{port}'` shows which)"
+                )
+    return None
 
 
 async def serve(settings: NodeSettings) -> None:
@@ -68,6 +100,10 @@ def main() -> None:
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s [{settings.node_id}] %(name)s: %(message)s",
     )
+    problem = taken_port(settings)
+    if problem:
+        log.error("%s", problem)
+        raise SystemExit(PORT_TAKEN_EXIT)
     asyncio.run(serve(settings))
 
 

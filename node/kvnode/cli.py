@@ -282,7 +282,12 @@ def local() -> None:
 
 
 LOCAL_DIR = click.option(
-    "--dir", "base_dir", default=".ringkv-local", show_default=True, help="State directory."
+    "--dir",
+    "base_dir",
+    default=None,
+    help="State directory. Default: $RINGKV_LOCAL_DIR, else .ringkv-local in the ringkv checkout "
+    "this ringkv runs from (or the one containing the current directory), else "
+    "~/.cache/ringkv/local.",
 )
 
 
@@ -291,10 +296,16 @@ LOCAL_DIR = click.option(
 @click.option("--partitions", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--replication", type=click.IntRange(min=1), default=3, show_default=True)
 @LOCAL_DIR
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--base-port", type=click.IntRange(1, 65535), default=7000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address of every node.")
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 32767),
+    default=7000,
+    show_default=True,
+    help="HTTP of node i: base+i; its Raft ports: base+10000+1000i+partition (all < 32768).",
+)
 def local_up(
-    nodes: int, partitions: int, replication: int, base_dir: str, host: str, base_port: int
+    nodes: int, partitions: int, replication: int, base_dir: str | None, host: str, base_port: int
 ) -> None:
     """Start (or restart, keeping data) the local cluster and wait until it serves."""
     if replication > nodes:
@@ -318,21 +329,21 @@ def local_up(
 
 @local.command("status")
 @LOCAL_DIR
-def local_status(base_dir: str) -> None:
-    """Show the local cluster's nodes and whether they run."""
+def local_status(base_dir: str | None) -> None:
+    """Show the local cluster's nodes, whether they run, and the epoch they report now."""
     from kvnode import local as local_cluster
 
-    emit(_local_call(lambda: local_cluster.status(base_dir)))
+    emit(_local_call(lambda: asyncio.run(local_cluster.status(base_dir))))
 
 
 @local.command("down")
 @LOCAL_DIR
-def local_down(base_dir: str) -> None:
+def local_down(base_dir: str | None) -> None:
     """Stop the local cluster's nodes (data is kept for the next ``up``)."""
     from kvnode import local as local_cluster
 
-    _local_call(lambda: local_cluster.down(base_dir))
-    emit({"dir": base_dir, "stopped": True})
+    where = _local_call(lambda: local_cluster.down(base_dir))
+    emit({"dir": where, "stopped": True})
 
 
 @local.command("scale")
@@ -348,7 +359,7 @@ def local_down(base_dir: str) -> None:
 @click.option("--abort", is_flag=True, help="Stop an unfinished rebalance, leaving it healthy.")
 @click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 def local_scale(
-    nodes: int | None, base_dir: str, max_concurrent: int, abort: bool, quiet: bool
+    nodes: int | None, base_dir: str | None, max_concurrent: int, abort: bool, quiet: bool
 ) -> None:
     """Scale the local cluster to NODES nodes, moving data live.
 

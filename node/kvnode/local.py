@@ -2,15 +2,16 @@
 
 ``ringkv local up`` computes the initial placement with the same pure function the operator uses
 (``kvnode.core.placement.place``), writes the partition map, starts one ``python -m kvnode``
-process per node (own data directory, HTTP port ``base_port + i``, Raft ports from
-``base_port + 10000 + 1000 i``), and waits — bounded — until every partition has a leader.
-``LocalCluster`` is also what the integration tests use to kill, stop and restart real nodes.
+process per node (own data directory; ports from ``kvnode.localconf``, all below the ephemeral
+range), and waits — bounded — until every partition has a leader. ``LocalCluster`` is also what
+the integration tests use to kill, stop and restart real nodes. Nodes run in their own session
+and are recorded per state directory (``kvnode.localprocs``), so ``down`` and test teardown find
+and stop every node of a state directory, including nodes started by a command that was killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -21,10 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kvnode import localconf, localprocs
 from kvnode.client import NodeHttp
 from kvnode.core import errors
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
+from kvnode.localconf import MAX_PARTITIONS, node_info
 from kvnode.rebalance import executor as rebalance
 from kvnode.rebalance import state as rebalance_state
 from kvnode.rebalance.http_admin import HttpNodeAdmin
@@ -33,7 +36,12 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "cluster.json"
 REBALANCE_FILE = "rebalance.json"
-MAX_PARTITIONS = 1000
+__all__ = ["MAX_PARTITIONS", "LocalCluster", "NodeExited", "node_info"]
+
+
+class NodeExited(RuntimeError):
+    """A node process this cluster started exited on its own (e.g. its port was taken); the
+    message carries the end of its log, which says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +55,9 @@ def initial_map(
     *, nodes: int, partitions: int, replication: int, host: str, base_port: int
 ) -> PartitionMap:
     """The epoch-1 map of a fresh local cluster (deterministic)."""
-    if not 1 <= partitions <= MAX_PARTITIONS:
-        raise ValueError(f"partitions must be in [1, {MAX_PARTITIONS}]")
+    problem = localconf.layout_problem(base_port=base_port, nodes=nodes, partitions=partitions)
+    if problem:
+        raise ValueError(problem)
     if replication > nodes:
         raise ValueError(f"replication {replication} needs at least as many nodes, got {nodes}")
     infos = [node_info(i, host=host, base_port=base_port) for i in range(nodes)]
@@ -56,19 +65,6 @@ def initial_map(
         [NodeSlot(n.node_id, n.zone) for n in infos], partitions=partitions, replication=replication
     )
     return PartitionMap.build(epoch=1, nodes=infos, replicas=replicas, replication=replication)
-
-
-def node_info(i: int, *, host: str, base_port: int) -> NodeInfo:
-    """Node ``node-i`` of a local cluster: HTTP ``base_port + i``, Raft from
-    ``base_port + 10000 + 1000 i``."""
-    if not 0 <= i < 10:
-        raise ValueError(f"a local cluster has at most 10 nodes (node index {i})")
-    return NodeInfo(
-        node_id=f"node-{i}",
-        host=host,
-        http_port=base_port + i,
-        raft_port_base=base_port + 10000 + 1000 * i,
-    )
 
 
 class LocalCluster:
@@ -89,11 +85,10 @@ class LocalCluster:
         nodes: int = 3,
         partitions: int = 16,
         replication: int = 3,
-        host: str = "127.0.0.1",
-        base_port: int = 7000,
+        host: str = localconf.DEFAULT_HOST,
+        base_port: int = localconf.DEFAULT_BASE_PORT,
         env: dict[str, str] | None = None,
     ) -> LocalCluster:
-        os.makedirs(base_dir, exist_ok=True)
         pmap = initial_map(
             nodes=nodes,
             partitions=partitions,
@@ -101,6 +96,7 @@ class LocalCluster:
             host=host,
             base_port=base_port,
         )
+        os.makedirs(base_dir, exist_ok=True)
         cluster = cls(base_dir, pmap, env=env)
         cluster._write_json("map.json", pmap.to_dict())
         cluster._save_state()
@@ -109,10 +105,16 @@ class LocalCluster:
     @classmethod
     def load(cls, base_dir: str) -> LocalCluster:
         path = os.path.join(base_dir, STATE_FILE)
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-        cluster = cls(base_dir, PartitionMap.from_dict(state["map"]), env=state.get("env"))
-        return cluster
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no local cluster in {os.path.abspath(base_dir)} (no {STATE_FILE}); "
+                "start one with `ringkv local up`, or pass --dir / set "
+                f"{localconf.STATE_DIR_ENV}"
+            ) from None
+        return cls(base_dir, PartitionMap.from_dict(state["map"]), env=state.get("env"))
 
     @property
     def base_port(self) -> int:
@@ -133,32 +135,36 @@ class LocalCluster:
         self._save_state()
 
     def _write_json(self, name: str, body: Any) -> None:
-        tmp = os.path.join(self.base_dir, name + ".tmp")
+        tmp = os.path.join(self.base_dir, f"{name}.{os.getpid()}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(body, f, indent=1)
         os.replace(tmp, os.path.join(self.base_dir, name))
 
     def _save_state(self) -> None:
-        pids = {nid: p.pid for nid, p in self.procs.items() if p.poll() is None}
-        old = self._read_pids()
-        old.update(pids)
-        self._write_json(STATE_FILE, {"map": self.pmap.to_dict(), "env": self.env, "pids": old})
+        self._write_json(STATE_FILE, {"map": self.pmap.to_dict(), "env": self.env})
 
-    def _read_pids(self) -> dict[str, int]:
+    def _legacy_pids(self) -> dict[str, int]:
+        """Pids an older version kept inside ``cluster.json``."""
         try:
             with open(os.path.join(self.base_dir, STATE_FILE), encoding="utf-8") as f:
                 return {k: int(v) for k, v in json.load(f).get("pids", {}).items()}
-        except FileNotFoundError:
+        except (OSError, ValueError):
             return {}
+
+    def _recorded_pids(self) -> dict[str, int]:
+        return self._legacy_pids() | localprocs.recorded_pids(self.base_dir)
 
     # -- nodes -------------------------------------------------------------------------------
     def node(self, node_id: str) -> LocalNode:
         info = self.pmap.node(node_id)
         return LocalNode(
             info=info,
-            data_dir=os.path.join(self.base_dir, node_id),
+            data_dir=self.data_dir(node_id),
             log_path=os.path.join(self.base_dir, f"{node_id}.log"),
         )
+
+    def data_dir(self, node_id: str) -> str:
+        return os.path.join(self.base_dir, node_id)
 
     @property
     def node_ids(self) -> list[str]:
@@ -174,7 +180,7 @@ class LocalCluster:
         env.update(
             {
                 "KVNODE_NODE_ID": node_id,
-                "KVNODE_DATA_DIR": node.data_dir,
+                localprocs.DATA_DIR_ENV: node.data_dir,
                 "KVNODE_HOST": node.info.host,
                 "KVNODE_BIND_HOST": node.info.host,
                 "KVNODE_HTTP_PORT": str(node.info.http_port),
@@ -187,12 +193,14 @@ class LocalCluster:
         return env
 
     def start_node(self, node_id: str) -> None:
+        """Start ``node_id`` in its own session (it outlives this process, and a signal to our
+        process group does not reach it) and record its pid at once."""
         if self.is_running(node_id):
             return
         node = self.node(node_id)
         os.makedirs(node.data_dir, exist_ok=True)
         with open(node.log_path, "ab") as logf:
-            self.procs[node_id] = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "kvnode"],
                 env=self.node_env(node_id),
                 stdout=logf,
@@ -200,8 +208,9 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._save_state()
-        log.info("started %s (pid %d)", node_id, self.procs[node_id].pid)
+        self.procs[node_id] = proc
+        localprocs.record_pid(self.base_dir, node_id, proc.pid)
+        log.info("started %s (pid %d)", node_id, proc.pid)
 
     def start_all(self) -> None:
         for node_id in self.node_ids:
@@ -211,8 +220,10 @@ class LocalCluster:
         proc = self.procs.get(node_id)
         if proc is not None:
             return proc.pid if proc.poll() is None else None
-        pid = self._read_pids().get(node_id)
-        return pid if pid is not None and _alive(pid) else None
+        pid = self._recorded_pids().get(node_id)
+        if pid is None or not localprocs.is_node_of(pid, self.data_dir(node_id)):
+            return None
+        return pid
 
     def is_running(self, node_id: str) -> bool:
         return self.pid(node_id) is not None
@@ -236,23 +247,35 @@ class LocalCluster:
             else:
                 self.stop_node(node_id)
 
+    def stray_processes(self) -> list[localprocs.ProcInfo]:
+        """Every live node process of this state directory: recorded or not, in the current
+        map or not (e.g. a joiner started by a ``scale`` that was killed)."""
+        return localprocs.nodes_under(self.base_dir)
+
+    def kill_everything(self, *, timeout: float = 10.0) -> list[localprocs.ProcInfo]:
+        """SIGKILL every node process of this state directory and its process group (test
+        teardown: whatever the test did, and whoever started them). Returns what was killed;
+        raises RuntimeError naming any process that survived."""
+        found = self.stray_processes()
+        survivors = localprocs.kill_all(found, timeout=timeout)
+        for proc in self.procs.values():
+            proc.poll()  # reap
+        self.procs.clear()
+        if survivors:
+            raise RuntimeError(f"node processes of {self.base_dir} survived SIGKILL: {survivors}")
+        return found
+
     def _signal_and_wait(self, node_id: str, sig: int, *, timeout: float) -> None:
         pid = self.pid(node_id)
         if pid is None:
+            self.procs.pop(node_id, None)
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        proc = self.procs.get(node_id)
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                break
-            if proc is None and not _alive(pid):
-                break
-            time.sleep(0.02)
-        else:
+        localprocs.signal_group(pid, sig)
+        if localprocs.wait_gone([pid], timeout=timeout):
             raise TimeoutError(f"{node_id} (pid {pid}) still running {timeout}s after signal {sig}")
-        self.procs.pop(node_id, None)
+        proc = self.procs.pop(node_id, None)
+        if proc is not None:
+            proc.poll()
 
     def log_tail(self, node_id: str, lines: int = 40) -> str:
         try:
@@ -272,13 +295,15 @@ class LocalCluster:
         self, *, timeout: float = 60.0, nodes: list[str] | None = None
     ) -> dict[str, Any]:
         """Wait until the given (default: all running) nodes answer /readyz and every partition
-        has a leader in ``/v1/cluster``; raise TimeoutError with the nodes' logs otherwise."""
-        want = nodes or [n for n in self.node_ids if self.is_running(n)]
+        has a leader in ``/v1/cluster``; raise TimeoutError with the nodes' logs otherwise, and
+        NodeExited at once if a node this object started exited on its own."""
+        want = nodes or [n for n in self.node_ids if n in self.procs or self.is_running(n)]
         deadline = time.monotonic() + timeout
         last: Any = None
         http = NodeHttp()
         try:
             while time.monotonic() < deadline:
+                self._raise_if_exited(want)
                 last = await self._probe(http, want)
                 if last.get("ready"):
                     return dict(last["cluster"])
@@ -288,6 +313,20 @@ class LocalCluster:
         raise TimeoutError(
             f"local cluster not ready within {timeout}s; last probe: {last}\n{self.logs_report()}"
         )
+
+    def _raise_if_exited(self, node_ids: list[str]) -> None:
+        for node_id in node_ids:
+            proc = self.procs.get(node_id)
+            if proc is None or proc.poll() is None:
+                continue
+            self.procs.pop(node_id)
+            tail = self.log_tail(node_id, lines=15)
+            errors_seen = [ln for ln in tail.splitlines() if " ERROR " in ln or "CRITICAL" in ln]
+            why = errors_seen[-1] if errors_seen else "(no error line in its log)"
+            raise NodeExited(
+                f"{node_id} exited with status {proc.returncode} before it was ready: {why}\n"
+                f"--- end of {self.node(node_id).log_path} ---\n{tail}"
+            )
 
     async def _probe(self, http: NodeHttp, want: list[str]) -> dict[str, Any]:
         for node_id in want:
@@ -309,13 +348,14 @@ class LocalCluster:
         return {"ready": True, "cluster": cluster}
 
 
-async def live_map(cluster: LocalCluster) -> PartitionMap:
-    """The newest map any running node has installed (``cluster.json`` may lag behind a
-    rebalance that was interrupted); ``cluster.pmap`` when no node answers."""
-    best = cluster.pmap
+async def node_views(cluster: LocalCluster) -> dict[str, dict[str, Any] | None]:
+    """``/v1/cluster`` as each running node answers it right now (None: not running or no
+    answer within 3 s)."""
+    views: dict[str, dict[str, Any] | None] = {}
     http = NodeHttp()
     try:
         for node_id in cluster.node_ids:
+            views[node_id] = None
             if not cluster.is_running(node_id):
                 continue
             try:
@@ -324,16 +364,31 @@ async def live_map(cluster: LocalCluster) -> PartitionMap:
                 )
             except (errors.KvError, OSError):
                 continue
+            views[node_id] = dict(info)
+    finally:
+        await http.close()
+    return views
+
+
+async def live_map(cluster: LocalCluster) -> PartitionMap:
+    """The newest map any running node has installed (``cluster.json`` may lag behind a
+    rebalance that was interrupted); ``cluster.pmap`` when no node answers."""
+    best = cluster.pmap
+    for info in (await node_views(cluster)).values():
+        if info is not None:
             found = PartitionMap.from_dict(info["map"])
             if found.epoch > best.epoch:
                 best = found
-    finally:
-        await http.close()
     return best
 
 
 def target_map(current: PartitionMap, cluster: LocalCluster, nodes: int) -> PartitionMap:
     """The balanced map over ``node-0 .. node-(nodes-1)`` that moves the fewest replicas."""
+    problem = localconf.layout_problem(
+        base_port=cluster.base_port, nodes=nodes, partitions=current.partitions
+    )
+    if problem:
+        raise ValueError(problem)
     if nodes < current.replication:
         raise ValueError(
             f"cannot scale to {nodes} nodes with replication factor {current.replication}"
@@ -440,34 +495,25 @@ def _finish_local(
     }
 
 
+def state_dir(base_dir: str | None) -> str:
+    """``base_dir`` if given, else the resolved default (see ``kvnode.localconf``)."""
+    return localconf.resolve_state_dir(base_dir).path
+
+
 async def scale(
     nodes: int | None,
     *,
-    base_dir: str = ".ringkv-local",
+    base_dir: str | None = None,
     max_concurrent: int = 2,
     on_progress: rebalance.ProgressCallback | None = None,
     abort: bool = False,
 ) -> dict[str, Any]:
     """``ringkv local scale``: see ``scale_cluster``."""
-    cluster = LocalCluster.load(base_dir)
+    cluster = LocalCluster.load(state_dir(base_dir))
     options = rebalance.Options(max_concurrent=max_concurrent)
     return await scale_cluster(
         cluster, nodes, options=options, on_progress=on_progress, abort=abort
     )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 # -- CLI entry points --------------------------------------------------------------------------
@@ -476,17 +522,18 @@ async def up(
     nodes: int = 3,
     partitions: int = 16,
     replication: int = 3,
-    base_dir: str = ".ringkv-local",
-    host: str = "127.0.0.1",
-    base_port: int = 7000,
+    base_dir: str | None = None,
+    host: str = localconf.DEFAULT_HOST,
+    base_port: int = localconf.DEFAULT_BASE_PORT,
     timeout: float = 90.0,
 ) -> dict[str, Any]:
     """Start (or restart, keeping data) the local cluster and wait until it serves."""
-    if os.path.exists(os.path.join(base_dir, STATE_FILE)):  # noqa: ASYNC240 (one stat, at start)
-        cluster = LocalCluster.load(base_dir)
+    where = localconf.resolve_state_dir(base_dir)
+    if os.path.exists(os.path.join(where.path, STATE_FILE)):  # noqa: ASYNC240 (one stat)
+        cluster = LocalCluster.load(where.path)
     else:
         cluster = LocalCluster.create(
-            base_dir,
+            where.path,
             nodes=nodes,
             partitions=partitions,
             replication=replication,
@@ -497,6 +544,7 @@ async def up(
     info = await cluster.wait_ready(timeout=timeout)
     return {
         "dir": cluster.base_dir,
+        "dir_from": where.source,
         "endpoints": cluster.endpoints,
         "epoch": info["epoch"],
         "partitions": cluster.pmap.partitions,
@@ -506,23 +554,42 @@ async def up(
     }
 
 
-def status(base_dir: str = ".ringkv-local") -> dict[str, Any]:
-    cluster = LocalCluster.load(base_dir)
+async def status(base_dir: str | None = None) -> dict[str, Any]:
+    """The cluster as its running nodes see it now: ``epoch`` is the newest epoch any node
+    reports (None if none answers), not the epoch of the map written at ``up``."""
+    where = localconf.resolve_state_dir(base_dir)
+    cluster = LocalCluster.load(where.path)
+    views = await node_views(cluster)
+    epochs = [int(v["epoch"]) for v in views.values() if v is not None]
+    strays = [p.pid for p in cluster.stray_processes()]
+    known = {cluster.pid(nid) for nid in cluster.node_ids}
     return {
         "dir": cluster.base_dir,
-        "epoch": cluster.pmap.epoch,
+        "dir_from": where.source,
+        "epoch": max(epochs) if epochs else None,
         "nodes": {
             nid: {
                 "url": cluster.pmap.node(nid).http_url,
                 "pid": cluster.pid(nid),
                 "running": cluster.is_running(nid),
+                "epoch": (views[nid] or {}).get("epoch"),
                 "log": cluster.node(nid).log_path,
             }
             for nid in cluster.node_ids
         },
+        "unlisted_pids": sorted(pid for pid in strays if pid not in known),
     }
 
 
-def down(base_dir: str = ".ringkv-local") -> None:
-    """Stop every node (SIGTERM, then SIGKILL after 15 s). Data stays for the next ``up``."""
-    LocalCluster.load(base_dir).stop_all()
+def down(base_dir: str | None = None) -> str:
+    """Stop every node (SIGTERM, then SIGKILL after 15 s), then any other node process of the
+    state directory (e.g. started by a ``scale`` that was killed). Data stays for the next
+    ``up``. Returns the state directory."""
+    cluster = LocalCluster.load(state_dir(base_dir))
+    cluster.stop_all()
+    strays = cluster.stray_processes()
+    for proc in strays:
+        localprocs.signal_group(proc.pid, signal.SIGTERM)
+    if localprocs.wait_gone([p.pid for p in strays], timeout=15.0):
+        cluster.kill_everything()
+    return cluster.base_dir

@@ -10,7 +10,7 @@ from kvnode.core import errors
 from kvnode.core.model import PartitionMap
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 
-from tests.integration.conftest import eventually
+from tests.support.clusters import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ coalescing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from kvnode.raft.processor import ApplyResult, CommandProcessor
 from kvnode.storage.engine import PartitionStore
 from kvnode.storage.leveldb import LevelDBStore
 
-from tests.integration.conftest import free_base_port
+from tests.support.addresses import claim_address
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -53,17 +54,18 @@ class Trio:
     def __init__(self, root: str, partitions: int) -> None:
         self.root = root
         self.partitions = partitions
-        self.base = free_base_port(3, partitions) + 10000
+        self.claim = claim_address(nodes=3, partitions=partitions)
+        self.base = self.claim.base_port + 10000
         self.gms: list[GroupManager | None] = [None, None, None]
         self.procs: list[CountingProcessor] = [CountingProcessor() for _ in range(3)]
 
     def addr(self, i: int, p: int) -> str:
-        return f"127.0.0.1:{self.base + 1000 * i + p}"
+        return f"{self.claim.host}:{self.base + 1000 * i + p}"
 
     async def start(self, i: int) -> None:
         gm = GroupManager(
             data_dir=os.path.join(self.root, f"n{i}"),
-            tuning=TUNING,
+            tuning=dataclasses.replace(TUNING, bind_host=self.claim.host),
             open_store=lambda path: LevelDBStore.open(path),
             processor=self.procs[i],
         )
@@ -123,6 +125,7 @@ async def trio(tmp_path) -> AsyncIterator[Trio]:
     yield t
     for i in range(3):
         await t.stop(i)
+    t.claim.release()
 
 
 async def test_snapshot_compacts_journal_and_restart_does_not_replay(trio: Trio) -> None:

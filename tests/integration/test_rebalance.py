@@ -20,8 +20,8 @@ from kvnode.local import REBALANCE_FILE, LocalCluster, scale_cluster
 from kvnode.rebalance.executor import Options, RebalanceProgress
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 
-from bench.workload import Workload
-from tests.integration.conftest import eventually
+from tests.support.clusters import eventually
+from tests.support.workload import Workload
 
 pytestmark = pytest.mark.integration
 

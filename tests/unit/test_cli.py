@@ -303,14 +303,15 @@ def fake_local(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["up"] = kwargs
         return {"endpoints": ["http://127.0.0.1:7000"]}
 
-    def status(base_dir: str) -> dict[str, Any]:
+    async def status(base_dir: str | None) -> dict[str, Any]:
         if base_dir == "missing":
             raise FileNotFoundError(base_dir)
         seen["status"] = base_dir
         return {"dir": base_dir, "nodes": {}}
 
-    def down(base_dir: str) -> None:
+    def down(base_dir: str | None) -> str:
         seen["down"] = base_dir
+        return f"/abs/{base_dir}"
 
     module = types.ModuleType("kvnode.local")
     module.up, module.status, module.down = up, status, down  # type: ignore[attr-defined]
@@ -329,7 +330,7 @@ def test_local_up_status_down(fake_local: dict[str, Any]) -> None:
         "nodes": 5,
         "partitions": 8,
         "replication": 3,
-        "base_dir": ".ringkv-local",
+        "base_dir": None,  # resolved by kvnode.local (--dir, $RINGKV_LOCAL_DIR, checkout, home)
         "host": "127.0.0.1",
         "base_port": 7100,
     }
@@ -337,8 +338,17 @@ def test_local_up_status_down(fake_local: dict[str, Any]) -> None:
     assert out(result) == {"dir": "d1", "nodes": {}}
     result = run("local", "down", "--dir", "d1")
     assert result.exit_code == 0
-    assert out(result) == {"dir": "d1", "stopped": True}
+    assert out(result) == {"dir": "/abs/d1", "stopped": True}
     assert fake_local["down"] == "d1"
+
+
+@pytest.mark.parametrize("port", ["80", "32768", "40000"])
+def test_local_up_refuses_privileged_and_ephemeral_base_ports(
+    fake_local: dict[str, Any], port: str
+) -> None:
+    result = run("local", "up", "--base-port", port)
+    assert result.exit_code == 2
+    assert "up" not in fake_local
 
 
 def test_local_failure_is_json_exit_1(fake_local: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """A bounded, checking client workload: writers and readers against a live cluster.
 
-Used by the rebalance benchmark and by the integration tests that scale a cluster under load.
+Used by the benchmarks (bench/) and by the integration tests that scale a cluster under load.
 Each writer owns its keys and writes them sequentially with increasing values, so the latest
 acknowledged value of every key is known exactly. Readers do strong reads of written keys and
 check each answer is at least as new as the last write acknowledged before the read began
