@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from kvnode import localconf
+from kvnode import localconf, localprocs
 from kvnode.local import initial_map
 
 from tests.support import addresses
@@ -131,3 +133,32 @@ def test_not_a_checkout_without_the_ringkv_pyproject(tmp_path: Path) -> None:
     fake = make_checkout(tmp_path / "x")
     (fake / "pyproject.toml").write_text('[project]\nname = "other"\n')
     assert localconf.find_checkout(str(fake / "node")) is None
+
+
+# -- process bookkeeping -----------------------------------------------------------------------
+def test_under_is_a_path_prefix_not_a_string_prefix(tmp_path: Path) -> None:
+    assert localprocs.under(str(tmp_path / "a" / "node-0"), str(tmp_path / "a"))
+    assert localprocs.under(str(tmp_path / "a"), str(tmp_path / "a") + "/")
+    assert not localprocs.under(str(tmp_path / "ab" / "node-0"), str(tmp_path / "a"))
+    assert not localprocs.under(None, str(tmp_path))
+
+
+def test_pid_files_and_identity_of_a_real_process(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "node-1")
+    env = dict(os.environ, KVNODE_DATA_DIR=data_dir)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True
+    )
+    try:
+        localprocs.record_pid(str(tmp_path), "node-1", proc.pid)
+        assert localprocs.recorded_pids(str(tmp_path)) == {"node-1": proc.pid}
+        assert localprocs.is_node_of(proc.pid, data_dir)
+        assert not localprocs.is_node_of(proc.pid, str(tmp_path / "node-2"))  # a reused pid
+        assert [p.pid for p in localprocs.nodes_under(str(tmp_path))] == [proc.pid]
+        assert localprocs.kill_all(localprocs.nodes_under(str(tmp_path)), timeout=10) == []
+        assert not localprocs.alive(proc.pid)
+        localprocs.forget_pid(str(tmp_path), "node-1")
+        assert localprocs.recorded_pids(str(tmp_path)) == {}
+    finally:
+        proc.kill()
+        proc.wait()
