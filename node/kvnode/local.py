@@ -249,8 +249,19 @@ class LocalCluster:
 
     def stray_processes(self) -> list[localprocs.ProcInfo]:
         """Every live node process of this state directory: recorded or not, in the current
-        map or not (e.g. a joiner started by a ``scale`` that was killed)."""
-        return localprocs.nodes_under(self.base_dir)
+        map or not (e.g. a joiner started by a ``scale`` that was killed). Found by three
+        routes: processes this object started, the pid files, and a ``/proc`` scan."""
+        found = {p.pid: p for p in localprocs.nodes_under(self.base_dir)}
+        mine = [p.pid for p in self.procs.values() if p.poll() is None]
+        recorded = [
+            pid
+            for nid, pid in self._recorded_pids().items()
+            if localprocs.is_node_of(pid, self.data_dir(nid))
+        ]
+        for pid in [*mine, *recorded]:
+            if pid not in found and localprocs.alive(pid):
+                found[pid] = localprocs.info(pid)
+        return sorted(found.values(), key=lambda p: p.pid)
 
     def kill_everything(self, *, timeout: float = 10.0) -> list[localprocs.ProcInfo]:
         """SIGKILL every node process of this state directory and its process group (test

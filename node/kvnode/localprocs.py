@@ -145,6 +145,11 @@ def scan(match: Callable[[Mapping[str, str]], bool]) -> list[ProcInfo]:
     return sorted(found, key=lambda p: p.pid)
 
 
+def info(pid: int) -> ProcInfo:
+    env = environ_of(pid) or {}
+    return ProcInfo(pid, _pgid(pid), _cmdline(pid), env.get(DATA_DIR_ENV))
+
+
 def nodes_under(root: str) -> list[ProcInfo]:
     """Live node processes whose data directory is inside ``root``."""
     return scan(lambda env: under(env.get(DATA_DIR_ENV), root))
