@@ -26,24 +26,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from pysyncobj import poller as pso_poller
-from pysyncobj import syncobj as pso_syncobj
+
+from kvnode.raft import compat
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_construction = threading.local()
-_original_create_poller = pso_syncobj.createPoller
-
-
-def _create_poller(poller_type: str) -> Any:
-    """Replacement for PySyncObj's ``createPoller``: a facade while a ticker constructs a group."""
-    facade = getattr(_construction, "facade", None)
-    if facade is not None:
-        return facade
-    return _original_create_poller(poller_type)
-
-
-pso_syncobj.createPoller = _create_poller
 
 
 class _FacadePoller(pso_poller.Poller):  # type: ignore[misc]
@@ -116,11 +103,8 @@ class SharedTicker:
     def constructing(self) -> Iterator[_FacadePoller]:
         """Within this block (ticker thread only), new SyncObjs get a facade poller."""
         facade = _FacadePoller(self)
-        _construction.facade = facade
-        try:
+        with compat.facade_poller(facade):
             yield facade
-        finally:
-            _construction.facade = None
 
     def add_group(self, group: Any, facade: _FacadePoller) -> None:
         facade.owner = group
