@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 from pysyncobj import SyncObj
 from pysyncobj import config as pso_config
 from pysyncobj import journal as pso_journal
+from pysyncobj import monotonic as pso_monotonic
 from pysyncobj import pickle as pso_pickle
 from pysyncobj import poller as pso_poller
 from pysyncobj import serializer as pso_serializer
@@ -69,6 +69,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *_req("pysyncobj.poller", "attr", "Poller PollPoller POLL_EVENT_TYPE"),
     *_req("pysyncobj.config", "attr", "SERIALIZER_STATE"),
     *_req("pysyncobj.pickle", "attr", "loads"),
+    *_req("pysyncobj.monotonic", "attr", "monotonic"),
     *_req("FileJournal", "attr", "add setCurrentTerm deleteEntriesFrom flush"),
     *_req("Serializer", "attr", "serialize checkSerializing getTransmissionData"),
     *_req(
@@ -134,6 +135,7 @@ INSTALLED: Mapping[str, Any] = {
     "pysyncobj.poller": pso_poller,
     "pysyncobj.config": pso_config,
     "pysyncobj.pickle": pso_pickle,
+    "pysyncobj.monotonic": pso_monotonic,
     "FileJournal": getattr(pso_journal, "FileJournal", None),
     "Serializer": getattr(pso_serializer, "Serializer", None),
     "SyncObj": SyncObj,
@@ -142,6 +144,8 @@ INSTALLED: Mapping[str, Any] = {
 ensure_compatible(pso_version.VERSION, INSTALLED)
 
 _RAFT_STATE = pso_syncobj._RAFT_STATE
+# PySyncObj's clock (CLOCK_MONOTONIC_RAW, not time.monotonic): its deadlines are on this one.
+_clock = pso_monotonic.monotonic
 SERIALIZER_STATE = pso_config.SERIALIZER_STATE
 
 # -- createPoller: the shared ticker's facade ------------------------------------------------
@@ -244,7 +248,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     def _prevote_gate(self) -> None:
         """When the election timer has fired, let PySyncObj campaign only after a won pre-vote
         round; otherwise start a round and re-arm the timer (no term change)."""
-        now = time.monotonic()
+        now = _clock()
         if (
             self._SyncObj__selfNode is None
             or self._SyncObj__raftState == _RAFT_STATE.LEADER
@@ -289,7 +293,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
                 int(self._SyncObj__getCurrentLogIndex()), int(self._SyncObj__getCurrentLogTerm())
             ),
             i_am_leader=self._SyncObj__raftState == _RAFT_STATE.LEADER,
-            since_leader_contact_s=time.monotonic() - self._leader_contact_at,
+            since_leader_contact_s=_clock() - self._leader_contact_at,
             min_election_timeout_s=self.conf.raftMinTimeout,
         )
         self._SyncObj__transport.send(
@@ -324,11 +328,11 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             return
         if kind == "append_entries":
             if message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
-                self._leader_contact_at = time.monotonic()
+                self._leader_contact_at = _clock()
                 self._prevote_round = None
                 message = self._reconcile_append(message)
             else:
-                self._lower_term_leader_at = time.monotonic()
+                self._lower_term_leader_at = _clock()
         try:
             SyncObj._SyncObj__onMessageReceived(self, node, message)
         finally:
