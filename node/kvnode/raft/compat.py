@@ -144,6 +144,9 @@ INSTALLED: Mapping[str, Any] = {
 ensure_compatible(pso_version.VERSION, INSTALLED)
 
 _RAFT_STATE = pso_syncobj._RAFT_STATE
+Poller = pso_poller.Poller  # for the ticker's facade poller
+PollPoller = pso_poller.PollPoller
+POLL_EVENT_TYPE = pso_poller.POLL_EVENT_TYPE
 # PySyncObj's clock (CLOCK_MONOTONIC_RAW, not time.monotonic): its deadlines are on this one.
 _clock = pso_monotonic.monotonic
 SERIALIZER_STATE = pso_config.SERIALIZER_STATE

@@ -50,3 +50,38 @@ def test_a_missing_module_member_is_named() -> None:
     reqs = [Requirement("pysyncobj.syncobj", "createPoller"), Requirement("nowhere", "x")]
     problems = missing_names(compat.REQUIRED_VERSION, {"pysyncobj.syncobj": object()}, reqs)
     assert problems == ["pysyncobj.syncobj.createPoller is missing", "nowhere is missing"]
+
+
+def test_only_compat_touches_pysyncobj_internals() -> None:
+    """Everything else uses PySyncObj's package-level API, so the import-time check covers
+    every private name ringkv depends on (import-linter cannot forbid external submodules)."""
+    import ast
+    import pathlib
+
+    import kvnode
+
+    root = pathlib.Path(kvnode.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "raft" / "compat.py":
+            continue
+        source = path.read_text(encoding="utf-8")
+        if "_SyncObj__" in source:
+            offenders.append(f"{path.relative_to(root)}: _SyncObj__")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pysyncobj."):
+                offenders.append(f"{path.relative_to(root)}: from {node.module}")
+            if isinstance(node, ast.ImportFrom) and node.module == "pysyncobj":
+                internal = {"syncobj", "journal", "poller", "transport", "serializer", "pickle"}
+                offenders += [
+                    f"{path.relative_to(root)}: pysyncobj.{a.name}"
+                    for a in node.names
+                    if a.name in internal
+                ]
+            if isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.relative_to(root)}: import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("pysyncobj.")
+                ]
+    assert offenders == []
