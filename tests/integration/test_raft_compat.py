@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -175,3 +176,31 @@ async def test_leadership_transfer_is_honoured_despite_stickiness(trio: Trio) ->
             continue
     assert trio.leaders(P) == [target]
     assert trio.term(target, P) == term + 1
+
+
+async def test_a_one_voter_group_still_elects_itself(tmp_path) -> None:
+    from kvnode.core.ops import Put
+    from kvnode.raft import commands
+    from kvnode.raft.groups import GroupManager
+    from kvnode.storage.leveldb import LevelDBStore
+
+    from tests.integration.raft_trio import FAST, PORT_BASE, free_loopback
+
+    host = free_loopback([PORT_BASE])
+    gm = GroupManager(
+        data_dir=str(tmp_path / "solo"),
+        tuning=dataclasses.replace(FAST, bind_host=host),
+        open_store=LevelDBStore.open,
+    )
+    gm.start()
+    try:
+        addr = f"{host}:{PORT_BASE}"
+        await asyncio.to_thread(gm.open_replica, P, self_addr=addr, peers=[addr])
+        await until(lambda: gm.is_leader(P), timeout=10, what="single replica leads")
+        cmd = commands.WriteCmd(ops=(Put(key="k", value="v"),), now_ms=0)
+        await gm.propose(P, cmd, timeout=5)
+        record = gm.store(P).get("k")
+        assert record is not None
+        assert record.value == "v"
+    finally:
+        await asyncio.to_thread(gm.stop)

@@ -35,9 +35,6 @@ class BarrierCoalescer:
         self._hosts = hosts
         self._groups: dict[int, _Group] = {}
 
-    def forget(self, partition: int) -> None:
-        self._groups.pop(partition, None)
-
     async def wait(self, partition: int, *, timeout: float) -> None:
         state = self._groups.setdefault(partition, _Group())
         if state.inflight is None:

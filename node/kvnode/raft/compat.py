@@ -271,6 +271,8 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             # us and pre-votes cannot succeed under it, so a real election is the only way back.
             return
         others = list(self._SyncObj__otherNodes)
+        if not others:
+            return  # a one-voter group: its own vote is the majority
         self._prevote_round = prevote.Round.start(
             current_term=term, self_id=str(self._SyncObj__selfNode.id), voters=len(others) + 1
         )
@@ -334,7 +336,8 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
                 self._leader_contact_at = _clock()
                 self._prevote_round = None
                 message = self._reconcile_append(message)
-            else:
+            elif _clock() - self._leader_contact_at > self.conf.raftMinTimeout:
+                # not a straggler from before an election we already follow the winner of
                 self._lower_term_leader_at = _clock()
         try:
             SyncObj._SyncObj__onMessageReceived(self, node, message)

@@ -159,7 +159,6 @@ class GroupManager:
         """Close the replica (if open) and delete its directory. Blocking. False: none here."""
         hosted = partition in self._replicas
         self.close_replica(partition)
-        self._barriers.forget(partition)
         removed = registry.remove_dir(self._data_dir, self.partition_dir(partition))
         if removed:
             log.info("partition %d: replica data dropped", partition)
