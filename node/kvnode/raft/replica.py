@@ -10,7 +10,8 @@ format of ``kvnode.storage.snapshot``: a truncated or corrupt snapshot is reject
 installed. On restart, a snapshot older than the store's own applied index is not reloaded at all:
 the store already holds that state, so restart cost is bounded by the journal tail, not the data.
 Dumps are written by a worker thread (``kvnode.raft.dump``), never in the shared ticker. The
-PySyncObj patches (append-entries rule, pre-vote) come from the base class, ``compat.CompatSyncObj``.
+PySyncObj patches (append-entries rule, pre-vote) come from the base class
+``compat.CompatSyncObj``.
 """
 
 from __future__ import annotations
