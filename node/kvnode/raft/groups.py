@@ -1,124 +1,36 @@
-"""All Raft groups of one node: open/close replicas, status, proposals and read barriers.
+"""All Raft groups of one node: the facade the service layer uses.
 
 Every PySyncObj object is created, ticked and destroyed in the ``SharedTicker`` thread. The
 asyncio side sees plain snapshots (``ReplicaStatus``, refreshed on every full tick) and awaits
-proposals through ``bridge.submit``.
-
-Strong reads use a read barrier: a ``BarrierCmd`` goes through the log and, once this replica has
-applied it, everything committed before the read began is applied locally too (the barrier was
-appended after those writes were committed — Leader Completeness), so a local read is
-linearizable. Barriers are coalesced: at most one per group is in flight; reads arriving during
-it wait for the next one, which starts when the current one ends (one log entry per round trip
-however many reads).
+proposals through ``bridge.submit``. The pieces live beside it: configuration (``tuning``),
+hosting on disk and seeding (``registry``), coalesced strong-read barriers (``barriers``),
+status views (``status``), and every PySyncObj patch (``compat``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from pysyncobj import SyncObjConf
-
 from kvnode.core import errors
-from kvnode.raft import bridge, commands
-from kvnode.raft.journal import SyncedJournalPath
+from kvnode.raft import bridge, commands, registry
+from kvnode.raft.barriers import BarrierCoalescer
 from kvnode.raft.processor import CommandProcessor
 from kvnode.raft.replica import PartitionReplica, SeedCapture
+from kvnode.raft.status import ReplicaStatus, status_of
 from kvnode.raft.ticker import SharedTicker
-from kvnode.settings import NodeSettings
-from kvnode.storage import snapshot
+from kvnode.raft.tuning import RaftTuning, syncobj_conf
 from kvnode.storage.engine import PartitionStore
 
 log = logging.getLogger(__name__)
 
-_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
-REPLICA_FILE = "replica.json"  # in a partition dir: this node hosts that replica (see registered)
+REPLICA_FILE = registry.REPLICA_FILE
 
-
-@dataclass(frozen=True, slots=True)
-class RaftTuning:
-    """Timing and durability knobs shared by every group of the node (see NodeSettings)."""
-
-    bind_host: str = "127.0.0.1"
-    heartbeat_s: float = 0.15
-    election_min_s: float = 1.0
-    election_max_s: float = 2.0
-    leader_fallback_s: float = 2.0
-    connection_retry_s: float = 1.0
-    compaction_min_entries: int = 20000
-    compaction_min_time_s: float = 600.0
-    fsync: bool = False
-
-    @classmethod
-    def from_settings(cls, s: NodeSettings) -> RaftTuning:
-        return cls(
-            bind_host=s.bind_host,
-            heartbeat_s=s.heartbeat_s,
-            election_min_s=s.election_min_s,
-            election_max_s=s.election_max_s,
-            leader_fallback_s=s.leader_fallback_s,
-            connection_retry_s=s.connection_retry_s,
-            compaction_min_entries=s.compaction_min_entries,
-            compaction_min_time_s=s.compaction_min_time_s,
-            fsync=s.durability == "fsync",
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    """A point-in-time view of one local replica, safe to read from any thread."""
-
-    partition: int
-    self_addr: str
-    role: str
-    leader_addr: str | None
-    term: int
-    commit_index: int
-    last_applied: int
-    leader_commit_index: int | None
-    store_applied: int
-    members: tuple[str, ...]
-    connected: tuple[str, ...]
-    has_quorum: bool
-    log_len: int
-    updated_monotonic: float
-
-    @property
-    def lag(self) -> int:
-        """Entries committed by the leader that this replica has not applied yet."""
-        return max(0, (self.leader_commit_index or self.commit_index) - self.last_applied)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "partition": self.partition,
-            "self": self.self_addr,
-            "role": self.role,
-            "leader": self.leader_addr,
-            "term": self.term,
-            "commit_index": self.commit_index,
-            "last_applied": self.last_applied,
-            "store_applied": self.store_applied,
-            "lag": self.lag,
-            "members": list(self.members),
-            "connected": list(self.connected),
-            "has_quorum": self.has_quorum,
-            "log_len": self.log_len,
-        }
-
-
-class _Barrier:
-    """Coalesces strong-read barriers of one group (only touched on the event loop)."""
-
-    def __init__(self) -> None:
-        self.inflight: asyncio.Future[None] | None = None
-        self.next: asyncio.Future[None] | None = None
+__all__ = ["REPLICA_FILE", "GroupManager", "RaftTuning", "ReplicaStatus"]
 
 
 class GroupManager:
@@ -139,7 +51,7 @@ class GroupManager:
         self.ticker = SharedTicker()
         self._replicas: dict[int, PartitionReplica] = {}
         self._status: dict[int, ReplicaStatus] = {}
-        self._barriers: dict[int, _Barrier] = {}
+        self._barriers = BarrierCoalescer(self.propose_barrier, self.hosts)
         self._last_status_refresh = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -157,7 +69,7 @@ class GroupManager:
 
     # -- replicas ----------------------------------------------------------------------------
     def partition_dir(self, partition: int) -> str:
-        return os.path.join(self._data_dir, f"p{partition:05d}")
+        return registry.partition_dir(self._data_dir, partition)
 
     def open_replica(self, partition: int, *, self_addr: str, peers: list[str]) -> None:
         """Open (or reopen from disk) the local replica of ``partition``. Idempotent."""
@@ -191,9 +103,9 @@ class GroupManager:
             return
         pdir = self.partition_dir(partition)
         os.makedirs(pdir, exist_ok=True)
-        _write_registration(pdir, partition, self_addr, peers)
+        registry.write_registration(pdir, partition, self_addr, peers)
         store = self._open_store(os.path.join(pdir, "data"))
-        conf = self._conf(pdir, self_addr)
+        conf = syncobj_conf(self._tuning, partition_dir=pdir, self_addr=self_addr)
         with self.ticker.constructing() as facade:
             replica = PartitionReplica(
                 partition=partition,
@@ -205,7 +117,6 @@ class GroupManager:
             )
         self.ticker.add_group(replica, facade)
         self._replicas[partition] = replica
-        self._barriers[partition] = _Barrier()
         log.info("partition %d: replica %s opened with peers %s", partition, self_addr, peers)
 
     def _close_in_ticker(self, partition: int) -> None:
@@ -214,6 +125,7 @@ class GroupManager:
             return
         self.ticker.remove_group(replica)
         replica._doDestroy()
+        replica.dumps.close()  # the dump worker reads the store: stop it before closing
         replica.store.close()
         self._status.pop(partition, None)
         log.info("partition %d: replica closed", partition)
@@ -226,43 +138,18 @@ class GroupManager:
         so a node restarts every replica it holds, including joining ones the map does not list
         yet (and removed ones not dropped yet, which then idle: their group refuses them).
         """
-        out: dict[int, tuple[str, list[str]]] = {}
-        if not os.path.isdir(self._data_dir):
-            return out
-        for name in sorted(os.listdir(self._data_dir)):
-            path = os.path.join(self._data_dir, name, REPLICA_FILE)
-            if not (name.startswith("p") and name[1:].isdigit() and os.path.isfile(path)):
-                continue
-            try:
-                with open(path, encoding="utf-8") as f:
-                    reg = json.load(f)
-                out[int(reg["partition"])] = (str(reg["self_addr"]), [str(x) for x in reg["peers"]])
-            except (OSError, ValueError, KeyError, TypeError):
-                log.error("ignoring unreadable replica registration %s", path, exc_info=True)
-        return out
+        return registry.registered(self._data_dir)
 
     def seed_path(self, partition: int) -> str:
         """Where a joining replica's incoming seed stream is written before it is verified."""
-        return os.path.join(self.partition_dir(partition), "raft.snapshot.seed")
+        return os.path.join(self.partition_dir(partition), registry.SEED_FILE)
 
     def install_seed(self, partition: int) -> bytes:
         """Load the verified seed at ``seed_path`` into the (not yet hosted) replica's store and
         make it the replica's Raft snapshot; returns its header. Blocking: call in a worker."""
         if partition in self._replicas:
             raise errors.PreconditionFailed(f"partition {partition} is already hosted here")
-        pdir = self.partition_dir(partition)
-        seed = self.seed_path(partition)
-        for name in os.listdir(pdir):  # leftovers of an earlier replica or an interrupted join
-            if name.startswith("raft.") and name != os.path.basename(seed):
-                os.remove(os.path.join(pdir, name))
-        store = self._open_store(os.path.join(pdir, "data"))
-        try:
-            header = store.load_snapshot(seed)
-        finally:
-            store.close()
-        os.replace(seed, os.path.join(pdir, "raft.snapshot"))
-        snapshot.fsync_dir(pdir)
-        return header
+        return registry.install_seed(self.partition_dir(partition), self._open_store)
 
     def capture_seed(self, partition: int) -> SeedCapture:
         replica = self._replica(partition)
@@ -270,47 +157,17 @@ class GroupManager:
 
     def drop_replica(self, partition: int) -> bool:
         """Close the replica (if open) and delete its directory. Blocking. False: none here."""
-        pdir = self.partition_dir(partition)
         hosted = partition in self._replicas
         self.close_replica(partition)
-        if not os.path.isdir(pdir):
-            return hosted
-        trash = pdir + ".dropping"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(pdir, trash)  # atomic: a crash leaves either the replica or garbage
-        snapshot.fsync_dir(self._data_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-        log.info("partition %d: replica data dropped", partition)
-        return True
+        removed = registry.remove_dir(self._data_dir, self.partition_dir(partition))
+        if removed:
+            log.info("partition %d: replica data dropped", partition)
+        return removed or hosted
 
-    def _conf(self, pdir: str, self_addr: str) -> SyncObjConf:
-        t = self._tuning
-        journal = os.path.join(pdir, "raft.journal")
-        port = self_addr.rsplit(":", 1)[1]
-        return SyncObjConf(
-            autoTick=False,
-            appendEntriesUseBatch=False,
-            appendEntriesPeriod=t.heartbeat_s,
-            appendEntriesBatchSizeBytes=1 << 20,
-            raftMinTimeout=t.election_min_s,
-            raftMaxTimeout=t.election_max_s,
-            connectionTimeout=max(3.5, t.election_max_s),
-            connectionRetryTime=t.connection_retry_s,
-            leaderFallbackTimeout=t.leader_fallback_s,
-            commandsWaitLeader=False,
-            journalFile=SyncedJournalPath(journal) if t.fsync else journal,
-            fullDumpFile=os.path.join(pdir, "raft.snapshot"),
-            dynamicMembershipChange=True,
-            logCompactionMinEntries=t.compaction_min_entries,
-            logCompactionMinTime=t.compaction_min_time_s,
-            logCompactionSplit=False,  # True confines compaction to a per-node slot of the
-            # logCompactionMinTime period, postponing count-triggered compaction by up to that long
-            dnsCacheTime=10.0,
-            dnsFailCacheTime=2.0,
-            bindAddress=f"{t.bind_host}:{port}",
-            maxBindRetries=30,
-            bindRetryTime=0.5,
-        )
+    def force_compaction(self, partition: int) -> None:
+        """Snapshot the group now (it is written in the background, see ``raft.dump``)."""
+        replica = self._replica(partition)
+        self.ticker.call(replica.forceLogCompaction)
 
     # -- status ------------------------------------------------------------------------------
     def _refresh_status(self) -> None:
@@ -319,7 +176,7 @@ class GroupManager:
             return
         self._last_status_refresh = now
         for partition, replica in list(self._replicas.items()):
-            self._status[partition] = _status_of(replica, now)
+            self._status[partition] = status_of(replica, now)
 
     def status(self, partition: int) -> ReplicaStatus | None:
         return self._status.get(partition)
@@ -420,37 +277,7 @@ class GroupManager:
     async def read_barrier(self, partition: int, *, timeout: float) -> None:
         """Return once a barrier proposed after this call began has been applied locally."""
         self._replica(partition)
-        state = self._barriers[partition]
-        if state.inflight is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._launch_barrier(partition, state, waiter)
-        else:
-            # The barrier in flight may have been appended before this read arrived: wait for
-            # the next one, which starts as soon as the current one ends.
-            if state.next is None:
-                state.next = asyncio.get_running_loop().create_future()
-            waiter = state.next
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            raise errors.Unavailable(
-                f"partition {partition}: read barrier not applied within {timeout:.1f}s",
-                partition=partition,
-                retry_after=1,
-            ) from None
-
-    def _launch_barrier(self, partition: int, state: _Barrier, fut: asyncio.Future[None]) -> None:
-        state.inflight = fut
-        task = asyncio.ensure_future(self._run_barrier(partition, fut))
-        task.add_done_callback(lambda _t: self._after_barrier(partition, state))
-
-    async def _run_barrier(self, partition: int, fut: asyncio.Future[None]) -> None:
-        try:
-            await self.propose_barrier(partition)
-            fut.set_result(None)
-        except Exception as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters may have given up already
+        await self._barriers.wait(partition, timeout=timeout)
 
     async def propose_barrier(self, partition: int, *, timeout: float = 5.0) -> None:
         replica = self._replica(partition)
@@ -462,50 +289,3 @@ class GroupManager:
             partition=partition,
             ambiguous_on_timeout=False,
         )
-
-    def _after_barrier(self, partition: int, state: _Barrier) -> None:
-        state.inflight = None
-        nxt, state.next = state.next, None
-        if nxt is None:
-            return
-        if partition in self._replicas:
-            self._launch_barrier(partition, state, nxt)
-        else:
-            nxt.set_exception(errors.NotOwner(f"partition {partition} closed", partition=partition))
-            nxt.exception()
-
-
-def _status_of(replica: PartitionReplica, now: float) -> ReplicaStatus:
-    st = replica.getStatus()
-    leader = st.get("leader")
-    others = sorted(str(n.id) for n in replica.otherNodes)
-    connected = tuple(n for n in others if st.get(f"partner_node_status_server_{n}") == 2)
-    return ReplicaStatus(
-        partition=replica.partition,
-        self_addr=str(replica.selfNode.id),
-        role=_ROLES.get(int(st["state"]), "unknown"),
-        leader_addr=None if leader is None else str(leader.id),
-        term=int(st["raft_term"]),
-        commit_index=int(st["commit_idx"]),
-        last_applied=int(st["last_applied"]),
-        leader_commit_index=st.get("leader_commit_idx"),
-        store_applied=replica.store.applied_index(),
-        members=tuple(sorted([str(replica.selfNode.id), *others])),
-        connected=connected,
-        has_quorum=bool(st["has_quorum"]),
-        log_len=int(st["log_len"]),
-        updated_monotonic=now,
-    )
-
-
-def _write_registration(pdir: str, partition: int, self_addr: str, peers: list[str]) -> None:
-    path = os.path.join(pdir, REPLICA_FILE)
-    if os.path.exists(path):
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"partition": partition, "self_addr": self_addr, "peers": peers}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    snapshot.fsync_dir(pdir)

@@ -9,6 +9,9 @@ Snapshots (PySyncObj log compaction and catch-up of far-behind followers) use th
 format of ``kvnode.storage.snapshot``: a truncated or corrupt snapshot is rejected, never
 installed. On restart, a snapshot older than the store's own applied index is not reloaded at all:
 the store already holds that state, so restart cost is bounded by the journal tail, not the data.
+Dumps are written by a worker thread (``kvnode.raft.dump``), never in the shared ticker. The
+PySyncObj patches (append-entries rule, pre-vote) come from the base class
+``compat.CompatSyncObj``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pysyncobj import SyncObj, SyncObjConf, replicated
-from pysyncobj import pickle as pso_pickle
+from pysyncobj import SyncObjConf, replicated
 
 from kvnode.core import errors
-from kvnode.raft import appendfix, commands
+from kvnode.raft import commands
+from kvnode.raft.compat import CompatSyncObj
+from kvnode.raft.dump import BackgroundDump
 from kvnode.raft.processor import CommandProcessor
 from kvnode.storage import engine, snapshot
 from kvnode.storage.engine import PartitionStore
@@ -95,7 +99,7 @@ class DigestBook:
             return False, None
 
 
-class PartitionReplica(SyncObj):  # type: ignore[misc]
+class PartitionReplica(CompatSyncObj):
     """Replica of partition ``partition`` at Raft address ``self_addr``."""
 
     def __init__(
@@ -112,9 +116,10 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
         self.label = f"p{partition}@{self_addr}"
         self._store = store
         self._processor = processor
+        self.dumps = BackgroundDump(dump_path=conf.fullDumpFile, label=self.label)
         conf.serializer = self._serialize
         conf.deserializer = self._deserialize
-        self._ack_limit: int | None = None
+        conf.serializeChecker = self.dumps.check
         self.digests = DigestBook(partition)
         super().__init__(self_addr, peers, conf)
 
@@ -149,69 +154,6 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
             logging.shutdown()
             os._exit(70)
 
-    # -- Raft §5.3 append-entries rule (see kvnode.raft.appendfix) ----------------------------
-    # PySyncObj calls these name-mangled methods through ``self``, so overriding them here
-    # changes its behaviour without copying its handler.
-    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
-        if (
-            message.get("type") == "append_entries"
-            and message.get("term", -1) >= self.raftCurrentTerm
-        ):
-            message = self._reconcile_append(message)
-        try:
-            SyncObj._SyncObj__onMessageReceived(self, node, message)
-        finally:
-            self._ack_limit = None
-
-    def _SyncObj__sendNextNodeIdx(
-        self,
-        node: Any,
-        reset: bool = False,
-        nextNodeIdx: int | None = None,
-        success: bool = False,
-    ) -> None:
-        limit = self._ack_limit
-        if limit is not None and success and not reset and nextNodeIdx is not None:
-            nextNodeIdx = min(nextNodeIdx, limit)
-        SyncObj._SyncObj__sendNextNodeIdx(
-            self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success
-        )
-
-    def _reconcile_append(self, message: dict[str, Any]) -> dict[str, Any]:
-        if "prevLogIdx" not in message:
-            return message
-        if message.get("transmission") == "finish":
-            # A single large entry sent in chunks: assemble it here so it goes through the same
-            # rule as any other entry.
-            raw = getattr(self, "_SyncObj__recvTransmission") + message["data"]  # noqa: B009
-            self._SyncObj__recvTransmission = ""
-            message = {k: v for k, v in message.items() if k not in ("transmission", "data")}
-            message["entries"] = [pso_pickle.loads(raw)]
-        elif "transmission" in message:
-            return message
-        fixed = appendfix.reconcile(
-            prev_idx=message["prevLogIdx"],
-            prev_term=message["prevLogTerm"],
-            entries=message.get("entries", []),
-            commit_index=message["commit_index"],
-            last_idx=self._SyncObj__getCurrentLogIndex(),
-            term_at=self._term_at,
-        )
-        if fixed is None:
-            return message
-        self._ack_limit = fixed.ack_limit
-        return {
-            **message,
-            "prevLogIdx": fixed.prev_idx,
-            "prevLogTerm": fixed.prev_term,
-            "entries": list(fixed.entries),
-            "commit_index": fixed.commit_index,
-        }
-
-    def _term_at(self, idx: int) -> int | None:
-        found = self._SyncObj__getEntries(idx, 1)
-        return int(found[0][2]) if found else None
-
     # -- membership (ticker thread) -----------------------------------------------------------
     def member_addrs(self) -> tuple[str, ...]:
         """Raft addresses of the voters as this replica sees them (itself included)."""
@@ -222,14 +164,14 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
         state are captured at the same applied index). Mirrors PySyncObj's log compaction:
         the joiner installs it as its snapshot, with the last two applied entries as its log."""
         applied = int(self.raftLastApplied)
-        entries = self._SyncObj__getEntries(applied - 1, 2)
+        entries = self.log_entries(applied - 1, 2)
         if len(entries) < 2:
             raise errors.Unavailable(
                 f"partition {self.partition}: log too short to seed from yet",
                 partition=self.partition,
                 retry_after=1,
             )
-        cluster = self._SyncObj__otherNodes | {self._SyncObj__selfNode}
+        cluster = self.cluster_nodes()
         raft_data = (entries[1], entries[0], cluster)  # what PySyncObj hands _serialize
         store_applied = self._store.applied_index()
         return SeedCapture(
@@ -253,17 +195,12 @@ class PartitionReplica(SyncObj):  # type: ignore[misc]
         )
 
     def _serialize(self, fname: str, raft_data: Any) -> None:
-        header = self._snapshot_header(raft_data)
-        info = snapshot.write_snapshot(fname, header=header, items=self._store.iter_dump())
-        log.info(
-            "partition %d: snapshot written (%d items, %d bytes, applied %d)",
-            self.partition,
-            info.count,
-            info.size_bytes,
-            self._store.applied_index(),
-        )
+        """Capture the store (O(1) LevelDB snapshot) and the Raft position together, here in
+        the ticker thread; the dump itself is written by a worker (``kvnode.raft.dump``)."""
+        self.dumps.start(fname, self._snapshot_header(raft_data), self._store.iter_dump())
 
     def _deserialize(self, fname: str) -> Any:
+        self.dumps.cancel()  # an older dump in flight must not replace what is installed now
         meta = pickle.loads(snapshot.read_header(fname))
         if meta.get("partition") != self.partition:
             raise ValueError(

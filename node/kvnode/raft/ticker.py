@@ -25,28 +25,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from pysyncobj import poller as pso_poller
-from pysyncobj import syncobj as pso_syncobj
+from kvnode.raft import compat
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_construction = threading.local()
-_original_create_poller = pso_syncobj.createPoller
 
-
-def _create_poller(poller_type: str) -> Any:
-    """Replacement for PySyncObj's ``createPoller``: a facade while a ticker constructs a group."""
-    facade = getattr(_construction, "facade", None)
-    if facade is not None:
-        return facade
-    return _original_create_poller(poller_type)
-
-
-pso_syncobj.createPoller = _create_poller
-
-
-class _FacadePoller(pso_poller.Poller):  # type: ignore[misc]
+class _FacadePoller(compat.Poller):  # type: ignore[misc]
     """Per-group poller that forwards registrations to the shared poller and marks its group
     dirty when one of its descriptors fires."""
 
@@ -73,7 +58,7 @@ class SharedTicker:
     """The single thread that owns and ticks all PySyncObj groups of this process."""
 
     def __init__(self, *, full_tick_s: float = 0.05, name: str = "raft-ticker") -> None:
-        self.real_poller = pso_poller.PollPoller()
+        self.real_poller = compat.PollPoller()
         self._full_tick_s = full_tick_s
         self._groups: list[Any] = []
         self._dirty: set[int] = set()
@@ -82,7 +67,7 @@ class SharedTicker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._wake_r, self._wake_w = _pipe()
-        self.real_poller.subscribe(self._wake_r, self._drain_wake, pso_poller.POLL_EVENT_TYPE.READ)
+        self.real_poller.subscribe(self._wake_r, self._drain_wake, compat.POLL_EVENT_TYPE.READ)
         self.last_loop_monotonic = time.monotonic()
         self.tick_errors = 0
         self._full_tick_hooks: list[Callable[[], None]] = []
@@ -116,11 +101,8 @@ class SharedTicker:
     def constructing(self) -> Iterator[_FacadePoller]:
         """Within this block (ticker thread only), new SyncObjs get a facade poller."""
         facade = _FacadePoller(self)
-        _construction.facade = facade
-        try:
+        with compat.facade_poller(facade):
             yield facade
-        finally:
-            _construction.facade = None
 
     def add_group(self, group: Any, facade: _FacadePoller) -> None:
         facade.owner = group

@@ -1,0 +1,431 @@
+"""Every change ringkv makes to PySyncObj's private internals, in one place, checked at import.
+
+PySyncObj has no extension points for what we need, so we override name-mangled methods and
+read or write its private attributes. That is only sound against the exact code we read, so at
+import this module checks the installed version (pinned in pyproject) and the presence of every
+private name it touches, and raises ``PySyncObjIncompatible`` naming each missing one: an upgrade
+fails loudly at start instead of silently running without a fix.
+
+What lives here:
+
+* ``facade_poller``: PySyncObj's ``createPoller`` is looked up in ``pysyncobj.syncobj`` at
+  construction; the shared ticker (``kvnode.raft.ticker``) swaps in a per-group facade.
+* ``SyncedJournalPath``: ``createJournal`` is wrapped so ``durability=fsync`` gets a journal
+  that syncs each appended entry and the term/vote file before PySyncObj answers.
+* ``CompatSyncObj``: the base class of a replica. It applies Raft §5.3 to append-entries
+  (``kvnode.raft.appendfix``) and adds pre-vote with leader stickiness (``kvnode.raft.prevote``).
+* Fault injection used by the integration tests (cutting one Raft link, sending a raw message,
+  rewinding a leader's next index): it touches private transport state, so it is checked too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pysyncobj import SyncObj
+from pysyncobj import config as pso_config
+from pysyncobj import journal as pso_journal
+from pysyncobj import monotonic as pso_monotonic
+from pysyncobj import pickle as pso_pickle
+from pysyncobj import poller as pso_poller
+from pysyncobj import serializer as pso_serializer
+from pysyncobj import syncobj as pso_syncobj
+from pysyncobj import transport as pso_transport
+from pysyncobj import version as pso_version
+
+from kvnode.raft import appendfix, prevote
+
+REQUIRED_VERSION = "0.3.17"
+
+
+class PySyncObjIncompatible(ImportError):
+    """The installed PySyncObj is not the one ringkv's patches were written against."""
+
+
+# -- the import-time check ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """``name`` must exist on ``owner``: as an attribute (``attr``), or, for instance attributes
+    set in methods, among the names the owner's code uses (``code``)."""
+
+    owner: str
+    name: str
+    kind: str = "attr"
+
+
+def _req(owner: str, kind: str, names: str) -> list[Requirement]:
+    return [Requirement(owner, n, kind) for n in names.split()]
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    *_req("pysyncobj.syncobj", "attr", "createPoller createJournal _RAFT_STATE"),
+    *_req("pysyncobj.journal", "attr", "FileJournal"),
+    *_req("pysyncobj.poller", "attr", "Poller PollPoller POLL_EVENT_TYPE"),
+    *_req("pysyncobj.config", "attr", "SERIALIZER_STATE"),
+    *_req("pysyncobj.pickle", "attr", "loads"),
+    *_req("pysyncobj.monotonic", "attr", "monotonic"),
+    *_req("FileJournal", "attr", "add setCurrentTerm deleteEntriesFrom flush"),
+    *_req("Serializer", "attr", "serialize checkSerializing getTransmissionData"),
+    *_req(
+        "SyncObj",
+        "attr",
+        "_onTick doTick forceLogCompaction _SyncObj__onMessageReceived "
+        "_SyncObj__sendNextNodeIdx _SyncObj__getCurrentLogIndex _SyncObj__getCurrentLogTerm "
+        "_SyncObj__getEntries _SyncObj__connectedToAnyone _SyncObj__generateRaftTimeout",
+    ),
+    *_req(
+        "SyncObj",
+        "code",
+        "_SyncObj__recvTransmission _SyncObj__otherNodes _SyncObj__selfNode "
+        "_SyncObj__raftElectionDeadline _SyncObj__transferInProgress _SyncObj__raftState "
+        "_SyncObj__raftCurrentTerm _SyncObj__transport _SyncObj__raftNextIndex",
+    ),
+    *_req("TCPTransport", "attr", "send _shouldConnect ready"),
+    *_req("TCPTransport", "code", "_preventConnectNodes _connections"),
+)
+
+
+def _code_names(cls: type) -> set[str]:
+    """Every name the functions of ``cls`` use (including nested code objects)."""
+    names: set[str] = set()
+    stack = [v.__code__ for v in vars(cls).values() if isinstance(v, types.FunctionType)]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return names
+
+
+def missing_names(
+    version: str, owners: Mapping[str, Any], requirements: Iterable[Requirement] = REQUIREMENTS
+) -> list[str]:
+    """What is wrong with the installed PySyncObj, one line per problem (empty: compatible)."""
+    problems = []
+    if version != REQUIRED_VERSION:
+        problems.append(f"version is {version}, the patches need exactly {REQUIRED_VERSION}")
+    for r in requirements:
+        owner = owners.get(r.owner)
+        if owner is None:
+            problems.append(f"{r.owner} is missing")
+        elif r.kind == "code" and r.name not in _code_names(owner):
+            problems.append(f"{r.owner} no longer uses {r.name}")
+        elif r.kind == "attr" and not hasattr(owner, r.name):
+            problems.append(f"{r.owner}.{r.name} is missing")
+    return problems
+
+
+def ensure_compatible(version: str, owners: Mapping[str, Any]) -> None:
+    problems = missing_names(version, owners)
+    if problems:
+        raise PySyncObjIncompatible(
+            "kvnode.raft.compat: installed PySyncObj does not match the code its patches "
+            "override: " + "; ".join(problems)
+        )
+
+
+INSTALLED: Mapping[str, Any] = {
+    "pysyncobj.syncobj": pso_syncobj,
+    "pysyncobj.journal": pso_journal,
+    "pysyncobj.poller": pso_poller,
+    "pysyncobj.config": pso_config,
+    "pysyncobj.pickle": pso_pickle,
+    "pysyncobj.monotonic": pso_monotonic,
+    "FileJournal": getattr(pso_journal, "FileJournal", None),
+    "Serializer": getattr(pso_serializer, "Serializer", None),
+    "SyncObj": SyncObj,
+    "TCPTransport": getattr(pso_transport, "TCPTransport", None),
+}
+ensure_compatible(pso_version.VERSION, INSTALLED)
+
+_RAFT_STATE = pso_syncobj._RAFT_STATE
+Poller = pso_poller.Poller  # for the ticker's facade poller
+PollPoller = pso_poller.PollPoller
+POLL_EVENT_TYPE = pso_poller.POLL_EVENT_TYPE
+# PySyncObj's clock (CLOCK_MONOTONIC_RAW, not time.monotonic): its deadlines are on this one.
+_clock = pso_monotonic.monotonic
+SERIALIZER_STATE = pso_config.SERIALIZER_STATE
+
+# -- createPoller: the shared ticker's facade ------------------------------------------------
+_construction = threading.local()
+_original_create_poller = pso_syncobj.createPoller
+
+
+def _create_poller(poller_type: str) -> Any:
+    facade = getattr(_construction, "facade", None)
+    return facade if facade is not None else _original_create_poller(poller_type)
+
+
+pso_syncobj.createPoller = _create_poller
+
+
+@contextlib.contextmanager
+def facade_poller(facade: Any) -> Iterator[None]:
+    """SyncObjs constructed in this block (this thread) use ``facade`` as their poller."""
+    _construction.facade = facade
+    try:
+        yield
+    finally:
+        _construction.facade = None
+
+
+# -- createJournal: durable journal for durability=fsync -------------------------------------
+class SyncedJournalPath(str):
+    """A journal file name that asks for the synced journal."""
+
+    __slots__ = ()
+
+
+class SyncedFileJournal(pso_journal.FileJournal):  # type: ignore[misc]
+    """FileJournal whose appended entries and term/vote record are on disk before PySyncObj
+    goes on: a follower answers append-entries only after its journal is durable."""
+
+    def __init__(self, journal_file: str) -> None:
+        super().__init__(str(journal_file))
+        self._meta_path = str(journal_file) + ".meta"
+
+    def add(self, command: Any, idx: int, term: int) -> None:
+        super().add(command, idx, term)
+        self.flush()
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        super().setCurrentTerm(term, votedForNodeId)
+        _fsync_path(self._meta_path)
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        super().deleteEntriesFrom(entryFrom)
+        self.flush()
+
+
+def _fsync_path(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_original_create_journal = pso_syncobj.createJournal
+
+
+def _create_journal(journalFile: Any = None) -> Any:
+    if isinstance(journalFile, SyncedJournalPath):
+        return SyncedFileJournal(journalFile)
+    return _original_create_journal(journalFile)
+
+
+pso_syncobj.createJournal = _create_journal
+
+
+# -- the replica base class ------------------------------------------------------------------
+class CompatSyncObj(SyncObj):  # type: ignore[misc]
+    """SyncObj with Raft §5.3 append-entries and pre-vote. PySyncObj calls the name-mangled
+    methods through ``self``, so overriding them here changes its behaviour without copying its
+    handlers."""
+
+    _SyncObj__raftElectionDeadline: float  # PySyncObj's private state we assign (for mypy)
+    _SyncObj__recvTransmission: Any
+
+    def __init__(self, self_addr: str, peers: list[str], conf: Any) -> None:
+        self._ack_limit: int | None = None
+        self._leader_contact_at = float("-inf")  # last append-entries from a current leader
+        self._lower_term_leader_at = float("-inf")  # last one from a leader behind our term
+        self._prevote_round: prevote.Round | None = None
+        self._prevote_won_at_term: int | None = None
+        self.prevote_rounds = 0  # rounds started (observability and tests)
+        super().__init__(self_addr, peers, conf)
+
+    # -- ticks: pre-vote gate in front of PySyncObj's election timer ------------------------
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        self._prevote_gate()
+        SyncObj._onTick(self, timeToWait)
+
+    def _prevote_gate(self) -> None:
+        """When the election timer has fired, let PySyncObj campaign only after a won pre-vote
+        round; otherwise start a round and re-arm the timer (no term change)."""
+        now = _clock()
+        if (
+            self._SyncObj__selfNode is None
+            or self._SyncObj__raftState == _RAFT_STATE.LEADER
+            or self._SyncObj__raftElectionDeadline >= now
+            or not self._SyncObj__transport.ready
+            or not self._SyncObj__connectedToAnyone()
+        ):
+            return
+        term = int(self._SyncObj__raftCurrentTerm)
+        if self._SyncObj__transferInProgress:
+            return  # TimeoutNow from the leader: campaign now (thesis §3.10, §9.6)
+        if self._prevote_won_at_term == term:
+            self._prevote_won_at_term = None
+            return  # a majority agreed there is no leader: campaign
+        if now - self._lower_term_leader_at < self.conf.raftMaxTimeout:
+            # A live leader is behind our term (we campaigned once and lost the race): it ignores
+            # us and pre-votes cannot succeed under it, so a real election is the only way back.
+            return
+        others = list(self._SyncObj__otherNodes)
+        if not others:
+            return  # a one-voter group: its own vote is the majority
+        self._prevote_round = prevote.Round.start(
+            current_term=term, self_id=str(self._SyncObj__selfNode.id), voters=len(others) + 1
+        )
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self.prevote_rounds += 1
+        message = {
+            "type": "pre_vote",
+            "term": term + 1,
+            "last_log_index": self._SyncObj__getCurrentLogIndex(),
+            "last_log_term": self._SyncObj__getCurrentLogTerm(),
+        }
+        for node in others:
+            self._SyncObj__transport.send(node, message)
+
+    def _answer_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        granted = self._SyncObj__selfNode is not None and prevote.grant(
+            prospective_term=int(message["term"]),
+            candidate_log=prevote.LogPosition(
+                int(message["last_log_index"]), int(message["last_log_term"])
+            ),
+            my_term=int(self._SyncObj__raftCurrentTerm),
+            my_log=prevote.LogPosition(
+                int(self._SyncObj__getCurrentLogIndex()), int(self._SyncObj__getCurrentLogTerm())
+            ),
+            i_am_leader=self._SyncObj__raftState == _RAFT_STATE.LEADER,
+            since_leader_contact_s=_clock() - self._leader_contact_at,
+            min_election_timeout_s=self.conf.raftMinTimeout,
+        )
+        self._SyncObj__transport.send(
+            node, {"type": "pre_vote_response", "term": message["term"], "granted": granted}
+        )
+
+    def _count_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        current = self._prevote_round
+        if (
+            current is None
+            or not message.get("granted")
+            or message.get("term") != current.term
+            or current.term != self._SyncObj__raftCurrentTerm + 1
+            or self._SyncObj__raftState == _RAFT_STATE.LEADER
+        ):
+            return
+        current = current.with_grant(str(node.id))
+        self._prevote_round = current
+        if current.won:
+            self._prevote_round = None
+            self._prevote_won_at_term = current.term - 1
+            self._SyncObj__raftElectionDeadline = 0  # campaign on this tick
+
+    # -- messages ------------------------------------------------------------------------------
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "pre_vote":
+            self._answer_prevote(node, message)
+            return
+        if kind == "pre_vote_response":
+            self._count_prevote(node, message)
+            return
+        if kind == "append_entries":
+            if message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
+                self._leader_contact_at = _clock()
+                self._prevote_round = None
+                message = self._reconcile_append(message)
+            elif _clock() - self._leader_contact_at > self.conf.raftMinTimeout:
+                # not a straggler from before an election we already follow the winner of
+                self._lower_term_leader_at = _clock()
+        try:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+        finally:
+            self._ack_limit = None
+
+    def _SyncObj__sendNextNodeIdx(
+        self,
+        node: Any,
+        reset: bool = False,
+        nextNodeIdx: int | None = None,
+        success: bool = False,
+    ) -> None:
+        limit = self._ack_limit
+        if limit is not None and success and not reset and nextNodeIdx is not None:
+            nextNodeIdx = min(nextNodeIdx, limit)
+        SyncObj._SyncObj__sendNextNodeIdx(
+            self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success
+        )
+
+    def _reconcile_append(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite an append-entries so PySyncObj's handler follows Raft §5.3 (appendfix)."""
+        if "prevLogIdx" not in message:
+            return message
+        if message.get("transmission") == "finish":
+            # A single large entry sent in chunks: assemble it here so it goes through the same
+            # rule as any other entry.
+            raw = self._SyncObj__recvTransmission + message["data"]
+            self._SyncObj__recvTransmission = ""
+            message = {k: v for k, v in message.items() if k not in ("transmission", "data")}
+            message["entries"] = [pso_pickle.loads(raw)]
+        elif "transmission" in message:
+            return message
+        fixed = appendfix.reconcile(
+            prev_idx=message["prevLogIdx"],
+            prev_term=message["prevLogTerm"],
+            entries=message.get("entries", []),
+            commit_index=message["commit_index"],
+            last_idx=self._SyncObj__getCurrentLogIndex(),
+            term_at=self.term_at,
+        )
+        if fixed is None:
+            return message
+        self._ack_limit = fixed.ack_limit
+        return {
+            **message,
+            "prevLogIdx": fixed.prev_idx,
+            "prevLogTerm": fixed.prev_term,
+            "entries": list(fixed.entries),
+            "commit_index": fixed.commit_index,
+        }
+
+    # -- read access to private state (ticker thread) ------------------------------------------
+    def term_at(self, idx: int) -> int | None:
+        found = self._SyncObj__getEntries(idx, 1)
+        return int(found[0][2]) if found else None
+
+    def log_entries(self, from_idx: int, count: int) -> list[tuple[Any, int, int]]:
+        """Journal entries ``(command, index, term)`` from ``from_idx`` (fewer if compacted)."""
+        return list(self._SyncObj__getEntries(from_idx, count))
+
+    def last_log_index(self) -> int:
+        return int(self._SyncObj__getCurrentLogIndex())
+
+    def cluster_nodes(self) -> set[Any]:
+        """The voter Node objects, this replica included (what PySyncObj snapshots record)."""
+        return set(self._SyncObj__otherNodes) | {self._SyncObj__selfNode}
+
+    # -- fault injection (integration tests; ticker thread) ------------------------------------
+    def cut_link(self, addr: str) -> None:
+        """Close the Raft connection to ``addr`` and never reconnect it (until ``heal_link``);
+        both ends must cut it, since the end with the greater address initiates."""
+        transport = self._SyncObj__transport
+        node = self._node(addr)
+        transport._preventConnectNodes.add(node)
+        conn = transport._connections.get(node)
+        if conn is not None:
+            conn.disconnect()
+
+    def heal_link(self, addr: str) -> None:
+        self._SyncObj__transport._preventConnectNodes.discard(self._node(addr))
+
+    def send_raw(self, addr: str, message: dict[str, Any]) -> None:
+        """Send a Raft message as this replica, e.g. a delayed duplicate append-entries."""
+        self._SyncObj__transport.send(self._node(addr), message)
+
+    def _node(self, addr: str) -> Any:
+        for node in self._SyncObj__otherNodes:
+            if str(node.id) == addr:
+                return node
+        raise KeyError(f"{addr} is not a peer of {self._SyncObj__selfNode.id}")

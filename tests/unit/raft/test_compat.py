@@ -1,0 +1,87 @@
+"""The PySyncObj compatibility check fails loudly, naming what is missing."""
+
+from __future__ import annotations
+
+import pytest
+from kvnode.raft import compat
+from kvnode.raft.compat import PySyncObjIncompatible, Requirement, ensure_compatible, missing_names
+
+
+def test_installed_pysyncobj_passes_the_check() -> None:
+    assert missing_names(compat.REQUIRED_VERSION, compat.INSTALLED) == []
+
+
+def test_a_missing_private_method_is_named() -> None:
+    class SyncObj:  # a PySyncObj whose handler was renamed upstream
+        def _SyncObj__sendNextNodeIdx(self) -> None: ...
+
+    owners = {**compat.INSTALLED, "SyncObj": SyncObj}
+    with pytest.raises(PySyncObjIncompatible) as exc:
+        ensure_compatible(compat.REQUIRED_VERSION, owners)
+    text = str(exc.value)
+    assert "SyncObj._SyncObj__onMessageReceived is missing" in text
+    assert "SyncObj._SyncObj__sendNextNodeIdx is missing" not in text
+    assert isinstance(exc.value, ImportError)
+
+
+def test_a_private_attribute_no_longer_used_is_named() -> None:
+    class TCPTransport:
+        def __init__(self) -> None:
+            self._connections: dict[str, str] = {}  # but no _preventConnectNodes any more
+
+        def send(self) -> None: ...
+
+        def _shouldConnect(self) -> None: ...
+
+        ready = True
+
+    problems = missing_names(
+        compat.REQUIRED_VERSION, {**compat.INSTALLED, "TCPTransport": TCPTransport}
+    )
+    assert problems == ["TCPTransport no longer uses _preventConnectNodes"]
+
+
+def test_another_version_is_refused_even_with_every_name() -> None:
+    with pytest.raises(PySyncObjIncompatible, match=r"version is 0\.3\.18, .* exactly 0\.3\.17"):
+        ensure_compatible("0.3.18", compat.INSTALLED)
+
+
+def test_a_missing_module_member_is_named() -> None:
+    reqs = [Requirement("pysyncobj.syncobj", "createPoller"), Requirement("nowhere", "x")]
+    problems = missing_names(compat.REQUIRED_VERSION, {"pysyncobj.syncobj": object()}, reqs)
+    assert problems == ["pysyncobj.syncobj.createPoller is missing", "nowhere is missing"]
+
+
+def test_only_compat_touches_pysyncobj_internals() -> None:
+    """Everything else uses PySyncObj's package-level API, so the import-time check covers
+    every private name ringkv depends on (import-linter cannot forbid external submodules)."""
+    import ast
+    import pathlib
+
+    import kvnode
+
+    root = pathlib.Path(kvnode.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "raft" / "compat.py":
+            continue
+        source = path.read_text(encoding="utf-8")
+        if "_SyncObj__" in source:
+            offenders.append(f"{path.relative_to(root)}: _SyncObj__")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pysyncobj."):
+                offenders.append(f"{path.relative_to(root)}: from {node.module}")
+            if isinstance(node, ast.ImportFrom) and node.module == "pysyncobj":
+                internal = {"syncobj", "journal", "poller", "transport", "serializer", "pickle"}
+                offenders += [
+                    f"{path.relative_to(root)}: pysyncobj.{a.name}"
+                    for a in node.names
+                    if a.name in internal
+                ]
+            if isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.relative_to(root)}: import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("pysyncobj.")
+                ]
+    assert offenders == []

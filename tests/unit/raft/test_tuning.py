@@ -1,0 +1,34 @@
+"""One set of Raft defaults: NodeSettings; RaftTuning reads them, never restates them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kvnode.raft.tuning import RaftTuning
+from kvnode.settings import NodeSettings
+
+
+def test_tuning_defaults_are_the_settings_defaults() -> None:
+    settings = NodeSettings(node_id="n", data_dir="/tmp/x")
+    assert RaftTuning() == RaftTuning.from_settings(settings)
+
+
+def test_from_settings_copies_every_field() -> None:
+    settings = NodeSettings(
+        node_id="n",
+        data_dir="/tmp/x",
+        bind_host="127.9.0.1",
+        heartbeat_s=0.2,
+        election_min_s=1.5,
+        election_max_s=2.5,
+        leader_fallback_s=3.0,
+        connection_retry_s=0.5,
+        compaction_min_entries=7,
+        compaction_min_time_s=8.0,
+        durability="fsync",
+    )
+    tuning = RaftTuning.from_settings(settings)
+    for f in dataclasses.fields(RaftTuning):
+        if f.name != "fsync":
+            assert getattr(tuning, f.name) == getattr(settings, f.name), f.name
+    assert tuning.fsync
