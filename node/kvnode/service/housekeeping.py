@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from kvnode.core import errors
 from kvnode.core.model import PartitionMap
 from kvnode.raft import commands
-from kvnode.raft.groups import GroupManager, ReplicaStatus
+from kvnode.raft.groups import ReplicaStatus
+from kvnode.service.groups_api import RaftGroups
 from kvnode.settings import NodeSettings
 
 if TYPE_CHECKING:
@@ -34,9 +35,7 @@ LEADER_BALANCE_INTERVAL_S = 2.0
 
 
 class Housekeeper:
-    def __init__(
-        self, *, service: NodeService, groups: GroupManager, settings: NodeSettings
-    ) -> None:
+    def __init__(self, *, service: NodeService, groups: RaftGroups, settings: NodeSettings) -> None:
         self._service = service
         self._groups = groups
         self._settings = settings

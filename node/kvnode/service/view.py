@@ -14,15 +14,15 @@ from typing import Any
 
 from kvnode.core import errors
 from kvnode.core.model import NodeInfo, PartitionMap
-from kvnode.raft.groups import GroupManager
 from kvnode.service.forward import Forwarder
+from kvnode.service.groups_api import RaftGroups
 
 log = logging.getLogger(__name__)
 
 
 class ClusterView:
     def __init__(
-        self, *, node_id: str, groups: GroupManager, forwarder: Forwarder, ttl_s: float = 1.0
+        self, *, node_id: str, groups: RaftGroups, forwarder: Forwarder, ttl_s: float = 1.0
     ) -> None:
         self._node_id = node_id
         self._groups = groups
@@ -72,9 +72,15 @@ class ClusterView:
         }
         return {"leaders": leaders, "nodes": nodes}
 
-    async def _refresh(self) -> None:
+    async def refresh(self, *, max_age: float) -> None:
+        """Ask the other nodes again unless the last answer is younger than ``max_age`` (a
+        request waiting for a leader it does not host calls this between attempts)."""
+        await self._refresh(max_age=max_age)
+
+    async def _refresh(self, *, max_age: float | None = None) -> None:
+        age = self._ttl_s if max_age is None else max_age
         async with self._refresh_lock:
-            if time.monotonic() - self._fetched_at < self._ttl_s or self._map is None:
+            if time.monotonic() - self._fetched_at < age or self._map is None:
                 return
             others = [n for n in self._map.nodes if n.node_id != self._node_id]
             answers = await asyncio.gather(
