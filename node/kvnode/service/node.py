@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kvnode.core import errors, hashing
-from kvnode.core.model import NodeInfo, PartitionMap, Record
+from kvnode.core.model import PartitionMap, Record
 from kvnode.core.ops import (
     BatchOutcome,
     Consistency,
@@ -32,9 +32,10 @@ from kvnode.core.ops import (
 from kvnode.raft import commands
 from kvnode.raft.processor import ApplyResult
 from kvnode.service import mapstore, waiting
-from kvnode.service.forward import MAX_HOPS, Forwarder
+from kvnode.service.forward import Forwarder
 from kvnode.service.groups_api import RaftGroups
 from kvnode.service.housekeeping import Housekeeper
+from kvnode.service.routing import Router
 from kvnode.service.view import ClusterView
 from kvnode.settings import NodeSettings
 
@@ -61,6 +62,9 @@ class NodeService:
         self._map_lock = asyncio.Lock()
         self._inflight = 0
         self.view = ClusterView(node_id=settings.node_id, groups=groups, forwarder=forwarder)
+        self._router = Router(
+            node_id=settings.node_id, groups=groups, view=self.view, current_map=self._require_map
+        )
         self._housekeeper = Housekeeper(service=self, groups=groups, settings=settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -160,43 +164,6 @@ class NodeService:
         finally:
             self._inflight -= 1
 
-    def _leader_target(self, p: int, ctx: RequestContext, tries: int = 1) -> NodeInfo:
-        """The node to forward a leader-only request of partition ``p`` to (or raise). Without a
-        known leader, a node that does not host ``p`` asks its replicas in turn (``tries``)."""
-        pmap = self._require_map()
-        leader = self.view.leader_node(p)
-        hosted = self._groups.hosts(p)
-        if not ctx.forward or ctx.hops >= MAX_HOPS:
-            hint = None if leader is None else leader.node_id
-            if hosted:
-                raise errors.NotLeader(
-                    f"node {self.node_id} is not the leader of partition {p}",
-                    partition=p,
-                    leader=hint,
-                    epoch=pmap.epoch,
-                )
-            raise errors.NotOwner(
-                f"node {self.node_id} holds no replica of partition {p}",
-                partition=p,
-                leader=hint,
-                replicas=list(pmap.replicas[p]),
-                epoch=pmap.epoch,
-            )
-        if leader is not None and leader.node_id != self.node_id:
-            return leader
-        if hosted:
-            raise errors.Unavailable(f"partition {p} has no leader", partition=p, retry_after=1)
-        return _in_turn(pmap.replicas_of(p), tries)
-
-    def _serves_locally(self, pmap: PartitionMap, p: int, consistency: Consistency) -> bool:
-        """Strong reads run on the leader. Eventual reads run on any local replica the map lists:
-        a joining replica (still catching up) or a removed one (no longer updated) forwards."""
-        if not self._groups.hosts(p):
-            return False
-        if self._groups.is_leader(p):
-            return True
-        return consistency is Consistency.EVENTUAL and self.node_id in pmap.replicas[p]
-
     def _deadline(self, ctx: RequestContext) -> float:
         return time.monotonic() + ctx.timeout_s
 
@@ -210,20 +177,8 @@ class NodeService:
             partition=p,
             ctx=ctx,
             deadline=self._deadline(ctx),
-            settle=lambda pause: self._settle(p, pause),
+            settle=lambda pause: self._router.settle(p, pause),
         )
-
-    async def _settle(self, p: int, pause: float) -> None:
-        """Wait up to ``pause`` for partition ``p``'s leader to appear or change: the local
-        replica's Raft state when hosted, else a fresh look at the other nodes."""
-        end = time.monotonic() + pause
-        if not self._groups.hosts(p):
-            await self.view.refresh(max_age=pause)
-        before = self._groups.leader_addr(p) if self._groups.hosts(p) else None
-        while (left := end - time.monotonic()) > 0:
-            await asyncio.sleep(min(0.02, left))
-            if self._groups.hosts(p) and self._groups.leader_addr(p) not in (None, before):
-                return
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, key: str, *, consistency: Consistency, ctx: RequestContext) -> Record:
@@ -237,7 +192,7 @@ class NodeService:
             until = waiting.attempt_deadline(time.monotonic(), deadline, idempotent=True)
             if await self._read_here(pmap, p, consistency, until):
                 return self._live(p, key)
-            target = self._read_target(p, consistency, ctx, tries)
+            target = self._router.read_target(p, consistency, ctx, tries)
             return await self._fwd.get(target, key, consistency, ctx, until)
 
         return await self._routed(p, ctx, attempt)
@@ -246,32 +201,11 @@ class NodeService:
         self, pmap: PartitionMap, p: int, consistency: Consistency, until: float
     ) -> bool:
         """Whether this replica serves the read; a strong one passes a read barrier first."""
-        if not self._serves_locally(pmap, p, consistency):
+        if not self._router.serves_locally(pmap, p, consistency):
             return False
         if consistency is Consistency.STRONG:
             await self._groups.read_barrier(p, timeout=max(0.05, until - time.monotonic()))
         return True
-
-    def _read_target(
-        self, p: int, consistency: Consistency, ctx: RequestContext, tries: int
-    ) -> NodeInfo:
-        if consistency is Consistency.EVENTUAL:
-            return self._eventual_target(p, ctx, tries)
-        return self._leader_target(p, ctx, tries)
-
-    def _eventual_target(self, p: int, ctx: RequestContext, tries: int = 1) -> NodeInfo:
-        pmap = self._require_map()
-        if not ctx.forward or ctx.hops >= MAX_HOPS:
-            raise errors.NotOwner(
-                f"node {self.node_id} holds no replica of partition {p}",
-                partition=p,
-                replicas=list(pmap.replicas[p]),
-                epoch=pmap.epoch,
-            )
-        leader = self.view.leader_node(p)
-        if leader is not None and tries == 1:
-            return leader
-        return _in_turn(pmap.replicas_of(p), tries)
 
     def _live(self, p: int, key: str) -> Record:
         rec = self._groups.store(p).get(key)
@@ -331,7 +265,7 @@ class NodeService:
                 cmd = commands.WriteCmd(ops=tuple(ops), now_ms=self.now_ms())
                 timeout = max(0.05, deadline - time.monotonic())
                 return _write_results(await self._groups.propose(p, cmd, timeout=timeout))
-            target = self._leader_target(p, ctx, tries)
+            target = self._router.leader_target(p, ctx, tries)
             return await self._fwd.batch(target, ops, ctx, deadline)
 
         return await self._routed(p, ctx, attempt)
@@ -383,7 +317,7 @@ class NodeService:
                 now = self.now_ms()
                 return [(k, r) for k, r in raw if not r.expired(now)], len(raw) == limit
             return await self._fwd.scan(
-                self._read_target(p, consistency, ctx, tries),
+                self._router.read_target(p, consistency, ctx, tries),
                 partition=p,
                 prefix=prefix,
                 cursor=cursor,
@@ -427,11 +361,6 @@ class NodeService:
             "partitions": len(hosted),
             "leaderless": leaderless,
         }
-
-
-def _in_turn(nodes: Sequence[NodeInfo], tries: int) -> NodeInfo:
-    """The replica to ask on attempt ``tries`` (1-based): the first, then each in turn."""
-    return nodes[(tries - 1) % len(nodes)]
 
 
 def _outcome(res: list[WriteResult] | BaseException, j: int) -> OpOutcome:
