@@ -96,7 +96,7 @@ class Router:
         replica's Raft state when hosted, else a fresh look at the other nodes."""
         end = time.monotonic() + pause
         if not self._groups.hosts(p):
-            await self.view.refresh(max_age=pause)
+            await self.view.refresh(max_age=pause, timeout=min(0.5, max(0.1, pause)))
         before = self._groups.leader_addr(p) if self._groups.hosts(p) else None
         while (left := end - time.monotonic()) > 0:
             await asyncio.sleep(min(0.02, left))
