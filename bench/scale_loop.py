@@ -7,7 +7,9 @@ checking client load; counts aborts (issue 8 asks for zero in twenty rounds).
 It runs the same ``kvnode.local.scale_cluster`` the CLI runs, on one local cluster of real node
 processes. An aborted scale is counted with its reason, and the loop goes on from wherever the
 abort left the cluster (an abort leaves every partition healthy at its old or new replicas).
-After the last round every acknowledged write is read back. One JSON line per scale, then a
+After the last round every acknowledged write is read back. Beside the smart client,
+``--plain-workers`` loops of a plain, never-retrying HTTP client (PUT then GET, a fresh connection
+each) count every answer they get: issue 8 wants no 503 among them. One JSON line per scale, then a
 summary line. Exit status 1 when any scale aborted, failed, or a write was lost.
 
 Ports: HTTP ``base_port + i``, Raft ``base_port + 10000 + 1000 i + p`` (``kvnode.local``); the
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import json
 import logging
 import shutil
@@ -26,6 +30,7 @@ import tempfile
 import time
 from typing import Any
 
+import aiohttp
 from kvnode.client import Client
 from kvnode.local import LocalCluster, scale_cluster
 from kvnode.rebalance.executor import Options, RebalanceFailed
@@ -59,6 +64,27 @@ async def one_scale(c: LocalCluster, nodes: int, options: Options) -> dict[str, 
     }
 
 
+async def plain_client(endpoints: list[str], w: int, counts: collections.Counter[str]) -> None:
+    """PUT then GET one new key at a time, round-robin over ``endpoints``, never retrying."""
+    conn = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        n = 0
+        while True:
+            n += 1
+            url = f"{endpoints[n % len(endpoints)]}/v1/kv/plain-{w}-{n}"
+            for method, kw in (("PUT", {"json": {"value": f"v{n}"}}), ("GET", {})):
+                try:
+                    timeout = aiohttp.ClientTimeout(total=20)
+                    async with http.request(method, url, timeout=timeout, **kw) as resp:
+                        await resp.read()
+                        counts[f"{method} {resp.status}"] += 1
+                        if resp.status != 200:
+                            break
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    counts[f"{method} {type(e).__name__}"] += 1
+                    break
+
+
 async def loop(args: argparse.Namespace) -> dict[str, Any]:
     base = tempfile.mkdtemp(prefix="ringkv-scale-loop-")
     c = LocalCluster.create(
@@ -72,6 +98,11 @@ async def loop(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await c.wait_ready(timeout=120)
         stop_at = time.monotonic() + 60 * args.max_minutes
+        plain: collections.Counter[str] = collections.Counter()
+        raw = [
+            asyncio.create_task(plain_client(c.endpoints[:3], w, plain))
+            for w in range(args.plain_workers)
+        ]
         async with Workload(c.endpoints[:3], writers=args.writers, readers=args.readers) as wl:
             for i in range(args.iterations):
                 if time.monotonic() > stop_at:
@@ -81,6 +112,10 @@ async def loop(args: argparse.Namespace) -> dict[str, Any]:
                     r = {"round": i + 1, **await one_scale(c, nodes, options)}
                     rounds.append(r)
                     print(json.dumps(r), flush=True)
+        for t in raw:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         async with Client(c.endpoints[:3], timeout=30) as client:
             lost = await wl.lost_writes(client)
         ok = True
@@ -105,6 +140,7 @@ async def loop(args: argparse.Namespace) -> dict[str, Any]:
         "client_failures": len(wl.failures),
         "acked_writes": len(wl.acked),
         "lost_writes": len(lost),
+        "plain_client": dict(sorted(plain.items())),
         "reasons": [r["reason"] for r in rounds if r["status"] != "done"],
     }
 
@@ -117,6 +153,7 @@ def main() -> None:
     p.add_argument("--max-minutes", type=float, default=60.0)
     p.add_argument("--writers", type=int, default=3)
     p.add_argument("--readers", type=int, default=3)
+    p.add_argument("--plain-workers", type=int, default=2)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     summary = asyncio.run(loop(args))
