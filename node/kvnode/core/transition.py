@@ -11,10 +11,11 @@ What must stay true (property-tested along arbitrary execution orders of generat
   any step is ``base.epoch + 1``; the final one is ``final_epoch``), and an aborted run's last map
   (``aborted_map``) gets ``aborted_epoch``, above every map a run can install;
 * ``replicas[p]`` holds exactly the voters of ``voters_after`` and element 0 (the preferred leader,
-  which node housekeeping hands leadership to) is always an up-to-date voter, preferably one that
-  stays, from a move's first step on; once a partition's steps are all done it is in the target's
-  order, and the final map's replicas are exactly the target's (partitions outside the plan keep
-  the base order until then: the plan skips follower-order-only changes);
+  which node housekeeping hands leadership to) is always a trusted voter (``trusted_voters``: an
+  original member, or a joiner whose VERIFY is done, never one only caught up), preferably one
+  that stays, from a move's first step on; once a partition's steps are all done it is in the
+  target's order, and the final map's replicas are exactly the target's (partitions outside the
+  plan keep the base order until then: the plan skips follower-order-only changes);
 * nodes are the union of both maps' nodes until the plan is done (a leaving node is still
   reachable and a joining one already is), then exactly the target's nodes.
 """
@@ -98,23 +99,39 @@ def aborted_map(
     )
 
 
+def trusted_voters(
+    current: tuple[str, ...], steps_done: tuple[planning.Step, ...]
+) -> frozenset[str]:
+    """Voters that may lead: the original members still voting, and joiners whose VERIFY is done.
+
+    A joiner that caught up but is not verified yet must not be preferred: housekeeping would
+    hand it leadership, and a copy nobody has checked would then be the one others are checked
+    against (the 3 -> 5 abort of issue 8: the joiner led its own VERIFY).
+    """
+    voters, fresh = planning.voters_after(current, steps_done)
+    verified = {s.node_id for s in steps_done if s.kind is planning.StepKind.VERIFY}
+    return frozenset(n for n in voters & fresh if n in current or n in verified)
+
+
 def _members_at(
     current: tuple[str, ...],
     target: tuple[str, ...],
     move: planning.PartitionMove | None,
     progress: planning.PlanProgress,
 ) -> tuple[str, ...]:
-    """Voters after the move's completed steps, up-to-date stayers first, in target order."""
+    """Voters after the move's completed steps: trusted ones (``trusted_voters``) first, staying
+    ones before leaving ones, each in target order."""
     if move is None:
         return current
     k = min(progress.steps_done(move.partition), len(move.steps))
     if k == 0:
         return current
-    voters, fresh = planning.voters_after(current, move.steps[:k])
+    voters, _ = planning.voters_after(current, move.steps[:k])
+    trusted = trusted_voters(current, move.steps[:k])
 
     def key(n: str) -> tuple[bool, bool, int]:
         return (
-            n not in fresh,
+            n not in trusted,
             n not in target,
             target.index(n) if n in target else current.index(n),
         )

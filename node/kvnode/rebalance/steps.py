@@ -59,8 +59,21 @@ class StepFailed(Exception):
         self.reason = reason
 
 
+_WHAT: dict[StepKind, str] = {
+    StepKind.SEED: "copy the data to {n}",
+    StepKind.ADD: "make {n} a voter",
+    StepKind.CATCH_UP: "let {n} catch up",
+    StepKind.VERIFY: "verify the copy on {n}",
+    StepKind.TRANSFER_LEADER: "move leadership off {n}",
+    StepKind.REMOVE: "remove {n} from the group",
+    StepKind.DROP: "delete the data left on {n}",
+    StepKind.PREFER_LEADER: "hand leadership to {n}",
+}
+
+
 def describe(step: Step) -> str:
-    return f"partition {step.partition} {step.kind.value} {step.node_id}"
+    """The step in words a user reads in progress lines and abort reasons."""
+    return f"partition {step.partition}: {_WHAT[step.kind].format(n=step.node_id)}"
 
 
 def retriable(exc: BaseException) -> bool:
@@ -131,7 +144,8 @@ class StepRunner:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._opt.backoff_max_s)
         except TimeoutError as e:
-            raise StepFailed(what, f"no success within {timeout:g}s (last: {last!r})") from e
+            why = "no attempt finished" if last is None else f"last problem: {last}"
+            raise StepFailed(what, f"did not succeed within {timeout:g}s; {why}") from e
 
     # -- looking at the cluster ----------------------------------------------------------------
     async def _call(self, coro: Awaitable[_T], node: NodeInfo) -> _T:
@@ -194,14 +208,21 @@ class StepRunner:
         await self._poll(applied)
 
     async def _verify(self, step: Step) -> None:
+        """The new copy's digest equals a trusted member's at one log index.
+
+        The reference is the leader, or, when the node being verified leads (an election or a
+        hand-off made it leader), the first other voter of the routing map: ``map_at`` lists
+        trusted members (original ones, verified joiners) first. Comparing a node with itself
+        would prove nothing and used to wait forever for a second digest."""
         p = step.partition
         leader, _ = await self.find_leader(p)
         node = self._nodes[step.node_id]
+        ref = leader if leader.node_id != node.node_id else self._reference(p, node.node_id)
         index = await self._admin.start_digest(leader, p)
         found: dict[str, str] = {}
 
         async def computed() -> bool:
-            for n in (leader, node):
+            for n in (ref, node):
                 if n.node_id not in found:
                     d = await self._call(self._admin.digest(n, p, index), n)
                     if d is not None:
@@ -212,18 +233,35 @@ class StepRunner:
             async with asyncio.timeout(DIGEST_ROUND_S):
                 await self._poll(computed)
         except errors.NotFound as e:  # a replica moved past the index undigested: start over
-            raise errors.Unavailable(f"digest at {index} is gone, starting a new one") from e
-        except TimeoutError as e:  # e.g. leadership moved and a replica stalled: start over
-            missing = sorted({leader.node_id, node.node_id} - set(found))
             raise errors.Unavailable(
-                f"digest at {index} not computed on {missing} within {DIGEST_ROUND_S:g}s"
+                f"a replica of partition {p} no longer has the checksum taken at log index "
+                f"{index} (it moved on or restarted); taking a new one"
             ) from e
-        if found[leader.node_id] != found[node.node_id]:
+        except TimeoutError as e:  # e.g. leadership moved and a replica stalled: start over
+            missing = [n for n in (ref.node_id, node.node_id) if n not in found]
+            raise errors.Unavailable(
+                f"could not compare the copy of partition {p} on {node.node_id} with the one on "
+                f"{ref.node_id}: {' and '.join(missing)} had not computed its checksum at log "
+                f"index {index} within {DIGEST_ROUND_S:g}s (behind, restarting or overloaded); "
+                "taking a new one"
+            ) from e
+        if found[ref.node_id] != found[node.node_id]:
             raise StepFailed(
                 describe(step),
-                f"data divergence: digest at index {index} is {found[node.node_id]} on "
-                f"{node.node_id} but {found[leader.node_id]} on leader {leader.node_id}",
+                f"data divergence: the copy of partition {p} on {node.node_id} differs from the "
+                f"one on {ref.node_id} at log index {index} (digest {found[node.node_id]} vs "
+                f"{found[ref.node_id]}); the move is stopped so no copy is deleted",
             )
+
+    def _reference(self, partition: int, node_id: str) -> NodeInfo:
+        """A voter to check ``node_id`` against when it leads: the routing map's first other."""
+        for n in self._routing().replicas[partition]:
+            if n != node_id and n in self._nodes:
+                return self._nodes[n]
+        raise StepFailed(
+            f"partition {partition}: verify the copy on {node_id}",
+            f"no other member of partition {partition} to compare {node_id}'s copy with",
+        )
 
     async def hand_off(self, partition: int, node_id: str, *, to: str | None = None) -> None:
         """Make ``node_id`` stop leading ``partition``: to ``to``, else to the map's first other

@@ -7,7 +7,8 @@ read their own clocks while applying).
 Leader balancing: the first replica in the map is the partition's preferred leader, and placement
 spreads preferred leaders evenly. A leader that is not the preferred one hands leadership over
 (Raft TimeoutNow) once the preferred replica is connected and caught up, so the write load is
-spread across nodes instead of piling on whichever node won the first elections.
+spread across nodes instead of piling on whichever node won the first elections. The rule is
+``handoff_target``: never to a replica that is not a verified, caught-up voter of the current map.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from kvnode.core import errors
+from kvnode.core.model import PartitionMap
 from kvnode.raft import commands
-from kvnode.raft.groups import GroupManager
+from kvnode.raft.groups import ReplicaStatus
+from kvnode.service.groups_api import RaftGroups
 from kvnode.settings import NodeSettings
 
 if TYPE_CHECKING:
@@ -32,9 +35,7 @@ LEADER_BALANCE_INTERVAL_S = 2.0
 
 
 class Housekeeper:
-    def __init__(
-        self, *, service: NodeService, groups: GroupManager, settings: NodeSettings
-    ) -> None:
+    def __init__(self, *, service: NodeService, groups: RaftGroups, settings: NodeSettings) -> None:
         self._service = service
         self._groups = groups
         self._settings = settings
@@ -80,14 +81,33 @@ class Housekeeper:
         pmap = self._service.pmap
         if pmap is None:
             return
-        me = self._settings.node_id
         for p in self._groups.hosted():
-            preferred = pmap.replicas[p][0] if p < pmap.partitions else me
-            st = self._groups.status(p)
-            if preferred == me or st is None or st.role != "leader" or not pmap.has_node(preferred):
+            target = handoff_target(pmap, self._settings.node_id, p, self._groups.status(p))
+            if target is None:
                 continue
-            target = pmap.node(preferred).raft_addr(p)
-            if target not in st.connected:
-                continue
-            log.info("partition %d: handing leadership to preferred replica %s", p, preferred)
-            await asyncio.to_thread(self._groups.transfer_leadership, p, target)
+            log.info("partition %d: handing leadership to preferred replica %s", p, target[0])
+            await asyncio.to_thread(self._groups.transfer_leadership, p, target[1])
+
+
+def handoff_target(
+    pmap: PartitionMap, me: str, p: int, st: ReplicaStatus | None
+) -> tuple[str, str] | None:
+    """(node id, raft address) this leader should hand partition ``p`` to, or None.
+
+    Only when this node leads, the map's preferred replica (element 0) is another node, the map
+    states exactly the Raft voters this leader sees (a map lagging a membership change is not
+    acted on), and the preferred replica is a connected voter. During a move ``map_at`` puts a
+    joiner first only once it is verified; PySyncObj itself refuses a target whose log is not
+    complete. Together: leadership never goes to an unverified or lagging replica.
+    """
+    if st is None or st.role != "leader" or p >= pmap.partitions:
+        return None
+    replicas = pmap.replicas[p]
+    preferred = replicas[0]
+    if preferred == me or not all(pmap.has_node(n) for n in replicas):
+        return None
+    addrs = {pmap.node(n).raft_addr(p) for n in replicas}
+    target = pmap.node(preferred).raft_addr(p)
+    if addrs != set(st.members) or target not in st.connected:
+        return None
+    return preferred, target

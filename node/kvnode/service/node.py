@@ -4,7 +4,9 @@ Routing rule: writes and strong reads run on the partition leader. A node that i
 forwards (when the caller allows it) to the leader it knows — from its own replica's Raft state,
 else from the cluster view — or answers ``NotLeader``/``NotOwner`` with a hint so a smart client
 can go direct. Eventual reads are served by any local replica. Requests carrying an epoch older
-than this node's map get ``StaleEpoch`` with the current map.
+than this node's map get ``StaleEpoch`` with the current map. A plain client's request whose
+partition has no leader right now, or whose forward hit a stale target, waits and is routed again
+within its deadline (``kvnode.service.waiting``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from kvnode.core import errors, hashing
-from kvnode.core.model import NodeInfo, PartitionMap, Record
+from kvnode.core.model import PartitionMap, Record
 from kvnode.core.ops import (
     BatchOutcome,
     Consistency,
@@ -28,11 +30,12 @@ from kvnode.core.ops import (
     WriteResult,
 )
 from kvnode.raft import commands
-from kvnode.raft.groups import GroupManager
 from kvnode.raft.processor import ApplyResult
-from kvnode.service import mapstore
-from kvnode.service.forward import MAX_HOPS, Forwarder
+from kvnode.service import mapstore, waiting
+from kvnode.service.forward import Forwarder
+from kvnode.service.groups_api import RaftGroups
 from kvnode.service.housekeeping import Housekeeper
+from kvnode.service.routing import Router
 from kvnode.service.view import ClusterView
 from kvnode.settings import NodeSettings
 
@@ -47,7 +50,7 @@ class NodeService:
         self,
         *,
         settings: NodeSettings,
-        groups: GroupManager,
+        groups: RaftGroups,
         forwarder: Forwarder,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,6 +62,9 @@ class NodeService:
         self._map_lock = asyncio.Lock()
         self._inflight = 0
         self.view = ClusterView(node_id=settings.node_id, groups=groups, forwarder=forwarder)
+        self._router = Router(
+            node_id=settings.node_id, groups=groups, view=self.view, current_map=self._require_map
+        )
         self._housekeeper = Housekeeper(service=self, groups=groups, settings=settings)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -158,44 +164,21 @@ class NodeService:
         finally:
             self._inflight -= 1
 
-    def _leader_target(self, p: int, ctx: RequestContext) -> NodeInfo:
-        """The node to forward a leader-only request of partition ``p`` to (or raise)."""
-        pmap = self._require_map()
-        leader = self.view.leader_node(p)
-        hosted = self._groups.hosts(p)
-        if not ctx.forward or ctx.hops >= MAX_HOPS:
-            hint = None if leader is None else leader.node_id
-            if hosted:
-                raise errors.NotLeader(
-                    f"node {self.node_id} is not the leader of partition {p}",
-                    partition=p,
-                    leader=hint,
-                    epoch=pmap.epoch,
-                )
-            raise errors.NotOwner(
-                f"node {self.node_id} holds no replica of partition {p}",
-                partition=p,
-                leader=hint,
-                replicas=list(pmap.replicas[p]),
-                epoch=pmap.epoch,
-            )
-        if leader is not None and leader.node_id != self.node_id:
-            return leader
-        if hosted:
-            raise errors.Unavailable(f"partition {p} has no leader", partition=p, retry_after=1)
-        return pmap.replicas_of(p)[0]
-
-    def _serves_locally(self, pmap: PartitionMap, p: int, consistency: Consistency) -> bool:
-        """Strong reads run on the leader. Eventual reads run on any local replica the map lists:
-        a joining replica (still catching up) or a removed one (no longer updated) forwards."""
-        if not self._groups.hosts(p):
-            return False
-        if self._groups.is_leader(p):
-            return True
-        return consistency is Consistency.EVENTUAL and self.node_id in pmap.replicas[p]
-
     def _deadline(self, ctx: RequestContext) -> float:
         return time.monotonic() + ctx.timeout_s
+
+    async def _routed(
+        self, p: int, ctx: RequestContext, attempt: Callable[[float, int], Awaitable[T]]
+    ) -> T:
+        """``attempt(deadline, tries)``, routed again while the partition has no reachable
+        leader, within the request's deadline (``waiting.within_deadline``)."""
+        return await waiting.within_deadline(
+            attempt,
+            partition=p,
+            ctx=ctx,
+            deadline=self._deadline(ctx),
+            settle=lambda pause: self._router.settle(p, pause),
+        )
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, key: str, *, consistency: Consistency, ctx: RequestContext) -> Record:
@@ -204,28 +187,25 @@ class NodeService:
     async def _get(self, key: str, consistency: Consistency, ctx: RequestContext) -> Record:
         pmap = self._check_epoch(ctx)
         p = hashing.partition_of(key, pmap.partitions)
-        deadline = self._deadline(ctx)
-        if self._serves_locally(pmap, p, consistency):
-            if consistency is Consistency.STRONG:
-                await self._groups.read_barrier(p, timeout=ctx.timeout_s)
-            return self._live(p, key)
-        if consistency is Consistency.EVENTUAL:
-            target = self._eventual_target(p, ctx)
-        else:
-            target = self._leader_target(p, ctx)
-        return await self._fwd.get(target, key, consistency, ctx, deadline)
 
-    def _eventual_target(self, p: int, ctx: RequestContext) -> NodeInfo:
-        pmap = self._require_map()
-        if not ctx.forward or ctx.hops >= MAX_HOPS:
-            raise errors.NotOwner(
-                f"node {self.node_id} holds no replica of partition {p}",
-                partition=p,
-                replicas=list(pmap.replicas[p]),
-                epoch=pmap.epoch,
-            )
-        leader = self.view.leader_node(p)
-        return leader or pmap.replicas_of(p)[0]
+        async def attempt(deadline: float, tries: int) -> Record:
+            until = waiting.attempt_deadline(time.monotonic(), deadline, idempotent=True)
+            if await self._read_here(pmap, p, consistency, until):
+                return self._live(p, key)
+            target = self._router.read_target(p, consistency, ctx, tries)
+            return await self._fwd.get(target, key, consistency, ctx, until)
+
+        return await self._routed(p, ctx, attempt)
+
+    async def _read_here(
+        self, pmap: PartitionMap, p: int, consistency: Consistency, until: float
+    ) -> bool:
+        """Whether this replica serves the read; a strong one passes a read barrier first."""
+        if not self._router.serves_locally(pmap, p, consistency):
+            return False
+        if consistency is Consistency.STRONG:
+            await self._groups.read_barrier(p, timeout=max(0.05, until - time.monotonic()))
+        return True
 
     def _live(self, p: int, key: str) -> Record:
         rec = self._groups.store(p).get(key)
@@ -260,11 +240,10 @@ class NodeService:
                 field="atomic",
                 partitions=sorted(groups),
             )
-        deadline = self._deadline(ctx)
         outcomes: list[OpOutcome] = [OpOutcome() for _ in ops]
         shares = [(p, [ops[i] for i in idx], idx) for p, idx in groups.items()]
         results = await asyncio.gather(
-            *(self._partition_batch(p, share, ctx, deadline) for p, share, _ in shares),
+            *(self._partition_batch(p, share, ctx) for p, share, _ in shares),
             return_exceptions=True,
         )
         for (_, _, idx), res in zip(shares, results, strict=True):
@@ -276,15 +255,20 @@ class NodeService:
         return BatchOutcome(outcomes=tuple(outcomes))
 
     async def _partition_batch(
-        self, p: int, ops: list[Write], ctx: RequestContext, deadline: float
+        self, p: int, ops: list[Write], ctx: RequestContext
     ) -> list[WriteResult]:
-        if self._groups.hosts(p) and self._groups.is_leader(p):
-            cmd = commands.WriteCmd(ops=tuple(ops), now_ms=self.now_ms())
-            timeout = max(0.05, deadline - time.monotonic())
-            applied = await self._groups.propose(p, cmd, timeout=timeout)
-            return _write_results(applied)
-        target = self._leader_target(p, ctx)
-        return await self._fwd.batch(target, ops, ctx, deadline)
+        """One partition's share on its leader. Retried only when it certainly did not apply
+        (``waiting``): an unconfirmed proposal or forward stays ``UnknownOutcome``."""
+
+        async def attempt(deadline: float, tries: int) -> list[WriteResult]:
+            if self._groups.hosts(p) and self._groups.is_leader(p):
+                cmd = commands.WriteCmd(ops=tuple(ops), now_ms=self.now_ms())
+                timeout = max(0.05, deadline - time.monotonic())
+                return _write_results(await self._groups.propose(p, cmd, timeout=timeout))
+            target = self._router.leader_target(p, ctx, tries)
+            return await self._fwd.batch(target, ops, ctx, deadline)
+
+        return await self._routed(p, ctx, attempt)
 
     # -- listing -----------------------------------------------------------------------------
     async def list_keys(
@@ -325,26 +309,25 @@ class NodeService:
         pmap = self._require_map()
         if not 0 <= p < pmap.partitions:
             raise errors.InvalidArgument(f"partition must be in [0, {pmap.partitions})")
-        if self._serves_locally(pmap, p, consistency):
-            if consistency is Consistency.STRONG:
-                await self._groups.read_barrier(p, timeout=ctx.timeout_s)
-            raw = self._groups.store(p).scan(prefix=prefix, start_after=cursor, limit=limit)
-            now = self.now_ms()
-            return [(k, r) for k, r in raw if not r.expired(now)], len(raw) == limit
-        if consistency is Consistency.EVENTUAL:
-            target = self._eventual_target(p, ctx)
-        else:
-            target = self._leader_target(p, ctx)
-        return await self._fwd.scan(
-            target,
-            partition=p,
-            prefix=prefix,
-            cursor=cursor,
-            limit=limit,
-            consistency=consistency,
-            ctx=ctx,
-            deadline=self._deadline(ctx),
-        )
+
+        async def attempt(deadline: float, tries: int) -> tuple[list[tuple[str, Record]], bool]:
+            until = waiting.attempt_deadline(time.monotonic(), deadline, idempotent=True)
+            if await self._read_here(pmap, p, consistency, until):
+                raw = self._groups.store(p).scan(prefix=prefix, start_after=cursor, limit=limit)
+                now = self.now_ms()
+                return [(k, r) for k, r in raw if not r.expired(now)], len(raw) == limit
+            return await self._fwd.scan(
+                self._router.read_target(p, consistency, ctx, tries),
+                partition=p,
+                prefix=prefix,
+                cursor=cursor,
+                limit=limit,
+                consistency=consistency,
+                ctx=ctx,
+                deadline=until,
+            )
+
+        return await self._routed(p, ctx, attempt)
 
     # -- cluster, status, health -------------------------------------------------------------
     async def cluster_info(self) -> dict[str, Any]:

@@ -14,15 +14,15 @@ from typing import Any
 
 from kvnode.core import errors
 from kvnode.core.model import NodeInfo, PartitionMap
-from kvnode.raft.groups import GroupManager
 from kvnode.service.forward import Forwarder
+from kvnode.service.groups_api import RaftGroups
 
 log = logging.getLogger(__name__)
 
 
 class ClusterView:
     def __init__(
-        self, *, node_id: str, groups: GroupManager, forwarder: Forwarder, ttl_s: float = 1.0
+        self, *, node_id: str, groups: RaftGroups, forwarder: Forwarder, ttl_s: float = 1.0
     ) -> None:
         self._node_id = node_id
         self._groups = groups
@@ -72,13 +72,20 @@ class ClusterView:
         }
         return {"leaders": leaders, "nodes": nodes}
 
-    async def _refresh(self) -> None:
+    async def refresh(self, *, max_age: float, timeout: float) -> None:
+        """Ask the other nodes again unless the last answer is younger than ``max_age``, each
+        within ``timeout`` (a request waiting for a leader it does not host calls this between
+        attempts, and must not overrun its own deadline)."""
+        await self._refresh(max_age=max_age, timeout=timeout)
+
+    async def _refresh(self, *, max_age: float | None = None, timeout: float = 0.5) -> None:
+        age = self._ttl_s if max_age is None else max_age
         async with self._refresh_lock:
-            if time.monotonic() - self._fetched_at < self._ttl_s or self._map is None:
+            if time.monotonic() - self._fetched_at < age or self._map is None:
                 return
             others = [n for n in self._map.nodes if n.node_id != self._node_id]
             answers = await asyncio.gather(
-                *(self._fwd.partitions(n, timeout=0.5) for n in others), return_exceptions=True
+                *(self._fwd.partitions(n, timeout=timeout) for n in others), return_exceptions=True
             )
             remote: dict[int, tuple[int, str | None]] = {}
             for node, ans in zip(others, answers, strict=True):

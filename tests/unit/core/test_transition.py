@@ -85,6 +85,13 @@ def check_walk(base: PartitionMap, target: PartitionMap, cap: int, rnd: random.R
             assert set(m.replicas[p]) == voters  # the map states the actual membership
             assert fresh & voters  # no prefix removes every up-to-date member
             assert m.replicas[p][0] in fresh  # the preferred leader is always up to date
+            verified = {s.node_id for s in done if s.kind is pm.StepKind.VERIFY}
+            first = m.replicas[p][0]
+            # ... and never a joiner that is not verified yet (housekeeping would hand it the lead)
+            assert first in base.replicas[p] or first in verified, (first, done)
+            assert tr.trusted_voters(base.replicas[p], done) == {
+                n for n in voters & fresh if n in base.replicas[p] or n in verified
+            }
         if not pm.is_done(plan, progress):
             assert {n.node_id for n in m.nodes} == {n.node_id for n in base.nodes + target.nodes}
     final = seen[-1][1]
@@ -143,12 +150,13 @@ def test_replacing_a_leader_step_by_step() -> None:
         progress = pm.advance(progress, step, plan=plan)
         m = tr.map_at(base, target, plan, progress)
         rows.append((step.kind.value, m.epoch, m.replicas[0]))
-    # From the move's first step the preferred leader is the first up-to-date voter that stays,
-    # so housekeeping moves leadership off the leaving node early; d leads once it is in place.
+    # From the move's first step the preferred leader is the first trusted voter that stays,
+    # so housekeeping moves leadership off the leaving node early; d leads once it is verified
+    # (never merely caught up: then it would lead its own VERIFY, the abort of issue 8).
     assert rows == [
         ("seed", 5, ("b", "c", "a")),
         ("add", 6, ("b", "c", "a", "d")),  # d votes but is not up to date: last
-        ("catch_up", 7, ("d", "b", "c", "a")),
+        ("catch_up", 7, ("b", "c", "a", "d")),  # up to date, not verified: still not preferred
         ("verify", 8, ("d", "b", "c", "a")),
         ("transfer_leader", 9, ("d", "b", "c", "a")),
         ("remove", 10, ("d", "b", "c")),

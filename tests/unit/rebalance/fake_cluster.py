@@ -5,7 +5,10 @@ time (a concurrent second change is ``Unavailable``); per node, the installed ma
 are refused, so the history proves monotonic installs) and each replica's data (a join copies the
 source's data; a digest hashes a replica's data). Faults: ``fail_next`` (transient Unavailable on
 a node's next calls), ``kill``/``revive`` (a node stops answering: calls hang), ``corrupt`` (a
-replica's data diverges). ``ops[p]`` logs every effective change, so tests can check that no step
+replica's data diverges). With ``housekeeping`` on, a leader that receives a map whose preferred
+replica (element 0) is another voter hands leadership over at once, as the nodes' housekeeping
+does (at its worst timing); ``handoffs`` records each with whether that replica's copy had been
+digested (verified) before. ``ops[p]`` logs every effective change, so tests can check that no step
 was skipped or repeated.
 """
 
@@ -69,6 +72,9 @@ class FakeCluster:
         self.answer_delay_s = 0.0  # after a membership change applied, before the answer
         self.on_op: Callable[[int, str, str], None] | None = None  # (partition, op, node)
         self._holds: dict[tuple[str, int], asyncio.Event] = {}
+        self.housekeeping = False
+        self.handoffs: list[tuple[int, str, bool]] = []  # (partition, to, digested before)
+        self.digested: set[tuple[int, str]] = set()
 
     # -- faults ----------------------------------------------------------------------------------
     def fail_next(self, node_id: str, count: int) -> None:
@@ -124,6 +130,18 @@ class FakeCluster:
             return
         pmap.validate()
         me.maps.append(pmap)
+        if self.housekeeping:
+            self._balance(me.info.node_id, pmap)
+
+    def _balance(self, node_id: str, pmap: PartitionMap) -> None:
+        """The node's preferred-leader housekeeping, run the moment a map arrives."""
+        for p, g in self.groups.items():
+            preferred = pmap.replicas[p][0]
+            if g.leader == node_id and preferred != node_id and preferred in g.voters:
+                g.leader = preferred
+                g.commit += 1
+                self.handoffs.append((p, preferred, (p, preferred) in self.digested))
+                self._log(p, "lead", preferred)
 
     async def replica_state(self, node: NodeInfo, partition: int) -> ReplicaState:
         me = await self._enter(node)
@@ -221,6 +239,7 @@ class FakeCluster:
         if (partition, index) not in me.digests_asked:  # computed in the background
             me.digests_asked.add((partition, index))
             return None
+        self.digested.add((partition, node.node_id))
         rows = json.dumps(sorted(me.data[partition].items())).encode()
         return hashlib.sha256(rows).hexdigest()
 
