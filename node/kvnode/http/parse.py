@@ -33,7 +33,8 @@ DEFAULT_LIST_LIMIT = 100
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DIGITS = re.compile(r"[0-9]{1,19}")
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+# A JSON-style non-negative number, exponent allowed: what any client serialises a number to.
+_DECIMAL = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 PUT_FIELDS = frozenset({"value", "ttl", "if_version", "if_value"})
 BATCH_FIELDS = frozenset({"ops", "atomic"})
@@ -160,7 +161,12 @@ def parse_delete(key: str, query: Mapping[str, str], limits: Limits) -> Delete:
 
 
 def parse_consistency(query: Mapping[str, str]) -> Consistency:
-    return Consistency.parse(query.get("consistency"))
+    """``strong`` (the default when the parameter is absent) or ``eventual``; an empty value is
+    refused like any other value outside the enum, as the OpenAPI document says."""
+    raw = query.get("consistency")
+    if raw == "":
+        raise _bad("consistency", "must be strong or eventual, got ''")
+    return Consistency.parse(raw)
 
 
 def parse_list(query: Mapping[str, str], limits: Limits) -> ListQuery:
@@ -190,14 +196,14 @@ def parse_partition(query: Mapping[str, str]) -> int:
     raw = query.get("partition")
     if raw is None:
         raise _bad("partition", "is required")
-    if not _DIGITS.fullmatch(raw):
+    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_INT64:
         raise _bad("partition", f"must be an integer >= 0, got {raw[:40]!r}")
     return int(raw)
 
 
 def partition_from_path(raw: str) -> int:
     """The ``{p}`` of ``/v1/admin/partitions/{p}``."""
-    if not _DIGITS.fullmatch(raw):
+    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_INT64:
         raise _bad("partition", f"must be an integer >= 0, got {raw[:40]!r}")
     return int(raw)
 
@@ -206,7 +212,7 @@ def required_index(query: Mapping[str, str], name: str) -> int:
     raw = query.get(name)
     if raw is None:
         raise _bad(name, "is required")
-    if not _DIGITS.fullmatch(raw):
+    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_INT64:
         raise _bad(name, f"must be an integer >= 0, got {raw[:40]!r}")
     return int(raw)
 
@@ -224,7 +230,9 @@ def parse_member_change(body: Mapping[str, Any]) -> tuple[str | None, str | None
     """``{"add": node_id}`` or ``{"remove": node_id}``: exactly one of them."""
     _refuse_unknown(body, frozenset({"add", "remove"}))
     if ("add" in body) == ("remove" in body):
-        raise _bad("add", 'give exactly one of "add" or "remove"')
+        raise errors.InvalidArgument(
+            'the body must have exactly one of the fields "add" and "remove"', field="body"
+        )
     name = "add" if "add" in body else "remove"
     value = _require_str(body, name)
     if not value:
@@ -234,9 +242,9 @@ def parse_member_change(body: Mapping[str, Any]) -> tuple[str | None, str | None
 
 def _query_bool(query: Mapping[str, str], name: str) -> bool:
     raw = query.get(name)
-    if raw is None or raw in ("false", "0", ""):
+    if raw is None or raw == "false":
         return False
-    if raw in ("true", "1"):
+    if raw == "true":
         return True
     raise _bad(name, f"must be true or false, got {raw[:40]!r}")
 
@@ -262,6 +270,18 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _bad("body", f"must be a JSON object, got {_type_name(body)}")
     return body
+
+
+def json_int(value: Any) -> int | None:
+    """``value`` as an int if JSON Schema calls it an integer (``3`` or ``3.0``; not ``true``,
+    not ``3.5``), else None. Clients and generators may serialise integers either way."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -343,11 +363,10 @@ def _prefixed(exc: errors.KvError, where: str) -> errors.KvError:
 
 
 def _condition(body: Mapping[str, Any], *, where: str) -> Condition:
-    version = body.get("if_version")
-    if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_INT64
-    ):
-        raise _bad(where + "if_version", f"must be an integer >= 0, got {_short(version)}")
+    raw = body.get("if_version")
+    version = json_int(raw)
+    if raw is not None and (version is None or not 0 <= version <= MAX_INT64):
+        raise _bad(where + "if_version", f"must be an integer >= 0, got {_short(raw)}")
     if_value = body.get("if_value")
     if if_value is not None:
         if_value = _require_str(body, "if_value", where=where)
@@ -418,24 +437,50 @@ def _short(value: Any) -> str:
 
 
 MAP_FIELDS = frozenset({"epoch", "partitions", "replication", "nodes", "replicas"})
+NODE_FIELDS = frozenset({"node_id", "host", "http_port", "raft_port_base", "zone"})
+MAX_PORT = 65535
+
+
+def _check_node(raw: Any, *, where: str) -> dict[str, Any]:
+    """One ``nodes[i]`` of a map: every field typed and named on refusal (never Python's own
+    ``int() argument must be ...`` message)."""
+    if not isinstance(raw, dict):
+        raise _bad(where, f"must be an object, got {_type_name(raw)}")
+    node: dict[str, Any] = dict(raw)
+    _refuse_unknown(node, NODE_FIELDS, where=where + ".")
+    for name in ("node_id", "host"):
+        if not _require_str(node, name, where=where + "."):
+            raise _bad(f"{where}.{name}", "must not be empty")
+    for name in ("http_port", "raft_port_base"):
+        if name not in node:
+            raise _bad(f"{where}.{name}", "is required")
+        port = json_int(node[name])
+        if port is None or not 1 <= port <= MAX_PORT:
+            raise _bad(
+                f"{where}.{name}", f"must be a port number 1..{MAX_PORT}, got {_short(node[name])}"
+            )
+        node[name] = port
+    if node.get("zone") is not None:
+        _require_str(node, "zone", where=where + ".")
+    return node
 
 
 def parse_map(body: Mapping[str, Any]) -> PartitionMap:
     """``PUT /v1/admin/map`` body as a validated ``PartitionMap``; the problem is named on 400."""
+    body = dict(body)
     _refuse_unknown(body, MAP_FIELDS)
     for name in sorted(MAP_FIELDS):
         if name not in body:
             raise _bad(name, "is required in a partition map")
     for name in ("epoch", "partitions", "replication"):
-        value = body[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _bad(name, f"must be an integer >= 0, got {_short(value)}")
+        value = json_int(body[name])
+        if value is None or not 0 <= value <= MAX_INT64:
+            raise _bad(name, f"must be an integer >= 0, got {_short(body[name])}")
+        body[name] = value
     for name in ("nodes", "replicas"):
         if not isinstance(body[name], list):
             raise _bad(name, f"must be an array, got {_type_name(body[name])}")
-    for i, node in enumerate(body["nodes"]):
-        if not isinstance(node, dict):
-            raise _bad(f"nodes[{i}]", f"must be an object, got {_type_name(node)}")
+    body["nodes"] = [_check_node(node, where=f"nodes[{i}]") for i, node in enumerate(body["nodes"])]
     for i, members in enumerate(body["replicas"]):
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise _bad(f"replicas[{i}]", "must be an array of node ids")

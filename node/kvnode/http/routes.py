@@ -119,8 +119,8 @@ class Handlers:
     # ------------------------------------------------------------ batch
 
     async def batch(self, request: web.Request) -> web.Response:
-        """All ops are validated before the service sees any; on a partition failure the answer
-        takes the first error's status and lists exactly which ops applied."""
+        """All ops are validated before the service sees any; the answer lists exactly which ops
+        applied (``batch_response`` has the one rule for the status)."""
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
         ctx = parse.parse_context(request.headers)
         body = parse.decode_json_object(await request.read())
@@ -244,22 +244,45 @@ def openapi_document() -> bytes:
 
 
 def batch_response(ops: list[Write], outcome: BatchOutcome) -> web.Response:
-    """200 with every result, or the first error's status with per-op ok/error results."""
-    pairs = list(zip(ops, outcome.outcomes, strict=True))
-    if outcome.applied:
-        results = [_result_json(op, o) for op, o in pairs]
-        return web.json_response({"applied": True, "results": results})
+    """One rule for every batch, atomic or not: an error status means nothing was applied.
+
+    - every op applied: 200 ``{"applied": true, "results": [...]}``;
+    - some applied, some not (only possible without ``atomic``): 200 ``{"applied": false,
+      "results": [...]}``, each failed op carrying its partition's error;
+    - none applied: the status of the first failed op (request order), the body that error
+      (``index`` = the failing op's position in ``ops``) plus ``applied: false`` and ``results``.
+
+    Each result is ``{"index", "key", "applied": true, "version", "existed"}`` or ``{"index",
+    "key", "applied": false, "error": Error}``. An error naming an op (a failed condition) has
+    its ``index`` rewritten from the position inside the partition's share to the position in
+    the request, so ``index`` always means the same thing.
+    """
+    position = {op.key: i for i, op in enumerate(ops)}
+    remapped: dict[int, errors.KvError] = {}
+    results: list[dict[str, Any]] = []
     first: errors.KvError | None = None
-    results = []
-    for op, o in pairs:
+    for i, (op, o) in enumerate(zip(ops, outcome.outcomes, strict=True)):
         if o.error is None and o.result is not None:
-            results.append({"ok": True, **_result_json(op, o)})
+            results.append({"index": i, "applied": True, **_result_json(op, o)})
             continue
-        err = o.error or errors.Internal("the service reported no outcome for this op")
+        raw = o.error or errors.Internal("the service reported no outcome for this op")
+        err = remapped.setdefault(id(raw), _request_positioned(raw, position))
         first = first or err
-        results.append({"key": op.key, "ok": False, "error": err.to_dict()})
-    assert first is not None  # not applied means some op has an error
+        results.append({"index": i, "key": op.key, "applied": False, "error": err.to_dict()})
+    if first is None:
+        return web.json_response({"applied": True, "results": results})
+    if any(r["applied"] for r in results):
+        return web.json_response({"applied": False, "results": results})
     return http_errors.error_response(first, extra={"applied": False, "results": results})
+
+
+def _request_positioned(err: errors.KvError, position: dict[str, int]) -> errors.KvError:
+    """``err`` with ``index`` set to the request position of the op it names (by ``key``; keys
+    are unique within a batch). Errors that name no op are returned as they are."""
+    key = err.details.get("key")
+    if "index" not in err.details or not isinstance(key, str) or key not in position:
+        return err
+    return type(err)(err.message, **dict(err.details, index=position[key]))
 
 
 def _result_json(op: Write, outcome: OpOutcome) -> dict[str, Any]:
