@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from kvnode import cli
-from kvnode.client import BatchItem, BatchOp, BatchResult, Entry, Page
+from kvnode.client import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
 from kvnode.core import errors
 
 
@@ -44,8 +44,8 @@ class FakeClient:
     def put(self, *a: Any, **k: Any) -> Any:
         return self._call("put", *a, **k)
 
-    def delete(self, *a: Any, **k: Any) -> Any:
-        return self._call("delete", *a, **k)
+    def delete_result(self, *a: Any, **k: Any) -> Any:
+        return self._call("delete_result", *a, **k)
 
     def cas(self, *a: Any, **k: Any) -> Any:
         return self._call("cas", *a, **k)
@@ -134,10 +134,10 @@ def test_put_with_ttl_and_conditions(fake: FakeClient) -> None:
 
 
 def test_delete(fake: FakeClient) -> None:
-    fake.answers["delete"] = False
+    fake.answers["delete_result"] = Deletion("k", False, 0)
     result = run("delete", "k", "--if-value", "old")
     assert result.exit_code == 0
-    assert out(result) == {"key": "k", "deleted": False}
+    assert out(result) == {"key": "k", "deleted": False, "version": 0}  # = DeleteResult
     assert fake.calls[0][2] == {"if_version": None, "if_value": "old"}
 
 
@@ -300,12 +300,13 @@ def test_keys_one_page_and_all(fake: FakeClient) -> None:
     fake.answers["keys"] = lambda prefix, *, limit, cursor, consistency: pages[cursor]
     result = run("keys", "--prefix", "p", "--limit", "2")
     assert result.exit_code == 0
-    assert out(result) == {"keys": ["a", "b"], "next_cursor": "b"}
+    # = GET /v1/kv?keys_only=true
+    assert out(result) == {"items": [{"key": "a"}, {"key": "b"}], "next_cursor": "b"}
     assert fake.calls[0] == (
         "keys", ("p",), {"limit": 2, "cursor": None, "consistency": "strong"}
     )  # fmt: skip
     result = run("keys", "--all")
-    assert out(result) == {"keys": ["a", "b", "c"], "next_cursor": None}
+    assert out(result) == {"items": [{"key": k} for k in "abc"], "next_cursor": None}
 
 
 def test_cluster(fake: FakeClient) -> None:

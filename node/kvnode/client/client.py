@@ -30,7 +30,7 @@ from typing import Any
 
 from kvnode.client.routing import Routing
 from kvnode.client.transport import NodeHttp
-from kvnode.client.types import BatchItem, BatchOp, BatchResult, Entry, Page
+from kvnode.client.types import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
 from kvnode.core import errors
 from kvnode.core.ops import Consistency
 
@@ -146,13 +146,19 @@ class Client:
         self, key: str, *, if_version: int | None = None, if_value: str | None = None
     ) -> bool:
         """Delete ``key``; whether it existed. Conditions as for ``put``."""
+        return (await self.delete_result(key, if_version=if_version, if_value=if_value)).deleted
+
+    async def delete_result(
+        self, key: str, *, if_version: int | None = None, if_value: str | None = None
+    ) -> Deletion:
+        """``delete`` with the whole answer (also the version removed)."""
         params = {}
         if if_version is not None:
             params["if_version"] = str(if_version)
         if if_value is not None:
             params["if_value"] = if_value
         call = _Call("DELETE", key_path(key), params=params or None, key=key)
-        return bool((await self._send(call))["deleted"])
+        return Deletion.from_json(await self._send(call))
 
     async def cas(
         self,

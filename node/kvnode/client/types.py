@@ -53,6 +53,23 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class Deletion:
+    """What ``DELETE /v1/kv/{key}`` answered: whether the key existed and the version removed
+    (0 when there was none)."""
+
+    key: str
+    deleted: bool
+    version: int
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Deletion:
+        return cls(str(body["key"]), bool(body["deleted"]), int(body.get("version", 0)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "deleted": self.deleted, "version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
 class BatchOp:
     """One write of a batch; build with ``BatchOp.put(...)`` / ``BatchOp.delete(...)``."""
 

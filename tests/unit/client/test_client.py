@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from kvnode.client import BatchOp, Client
+from kvnode.client import BatchOp, Client, Deletion
 from kvnode.core import errors
 from kvnode.core.hashing import partition_of
 
@@ -340,3 +340,11 @@ async def test_no_map_yet_falls_back_to_forwarding(cluster: Cluster) -> None:
 
 def test_partition_helper_agrees_with_core() -> None:
     assert partition_of(key_in_partition(3), PARTITIONS) == 3
+
+
+async def test_delete_result_is_the_whole_http_answer(cluster: Cluster) -> None:
+    key = key_in_partition(0)
+    async with Client([cluster.node("n0").url]) as c:
+        result = await c.delete_result(key, if_version=7)
+    assert result == Deletion(key, True, 7)
+    assert result.to_json() == {"key": key, "deleted": True, "version": 7}
