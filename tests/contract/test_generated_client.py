@@ -20,7 +20,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from kvnode.core.hashing import partition_of
 from kvnode.local import LocalCluster
+
+from tests.contract.conftest import PARTITIONS
 
 PACKAGE = "ringkv_generated_client"
 
@@ -185,3 +188,39 @@ def test_listing_follows_the_cursor(client: Any) -> None:
     keys_only = list_keys.sync(client=client, prefix="gen/list/", keys_only=True)
     assert all(isinstance(item, models.KeyOnly) for item in keys_only.items)
     assert [item.key for item in keys_only.items] == written
+
+
+@pytest.mark.integration
+def test_partly_applied_batch_is_200_and_names_the_failing_op_by_position(client: Any) -> None:
+    """Issue 8 on a real cluster: one partition's condition fails while the others apply, so
+    the answer is 200 with ``applied: false``, and the failure's ``index`` is the op's position
+    in the request (not in its partition's share)."""
+    batch, get_key = _mod("api.default.batch"), _mod("api.default.get_key")
+    models = _mod("models")
+    first = "gen/p:{a}:1"
+    same_as_first = "gen/p:{a}:2"
+    other = next(
+        f"gen/p:{{{i}}}:x"
+        for i in range(100)
+        if partition_of(f"gen/p:{{{i}}}:x", PARTITIONS) != partition_of(first, PARTITIONS)
+    )
+    put_op = models.BatchPutOp.PUT
+    ops = [
+        models.BatchPut(op=put_op, key=first, value="1"),
+        models.BatchPut(op=put_op, key=other, value="2", if_version=12345),  # fails
+        models.BatchPut(op=put_op, key=same_as_first, value="3"),
+    ]
+    answer = batch.sync_detailed(client=client, body=models.BatchBody(ops=ops))
+    assert answer.status_code == 200
+    assert isinstance(answer.parsed, models.BatchResponse)
+    assert answer.parsed.applied is False
+    results = answer.parsed.results
+    assert [(r.index, r.key, r.applied) for r in results] == [
+        (0, first, True),
+        (1, other, False),
+        (2, same_as_first, True),
+    ]
+    assert results[1].error.code == models.ErrorCode.PRECONDITION_FAILED
+    assert (results[1].error.index, results[1].error.key) == (1, other)
+    assert get_key.sync(same_as_first, client=client).value == "3"
+    assert get_key.sync_detailed(other, client=client).status_code == 404

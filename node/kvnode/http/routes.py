@@ -293,11 +293,13 @@ def _result_json(op: Write, outcome: OpOutcome) -> dict[str, Any]:
 
 
 # (method, path, handler name, metrics op); the OpenAPI document must list the same routes.
+# A key may contain any character, a newline too: `[\s\S]*`, not `.*` (which stops at "\n" and
+# made such keys a 404 no_route).
 ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", "/v1/kv", "list_keys", "list"),
-    ("GET", "/v1/kv/{key:.*}", "get_key", "get"),
-    ("PUT", "/v1/kv/{key:.*}", "put_key", "put"),
-    ("DELETE", "/v1/kv/{key:.*}", "delete_key", "delete"),
+    ("GET", "/v1/kv/{key:[\\s\\S]*}", "get_key", "get"),
+    ("PUT", "/v1/kv/{key:[\\s\\S]*}", "put_key", "put"),
+    ("DELETE", "/v1/kv/{key:[\\s\\S]*}", "delete_key", "delete"),
     ("GET", "/v1/internal/scan", "scan_partition", "list"),
     ("POST", "/v1/batch", "batch", "batch"),
     ("GET", "/v1/cluster", "cluster", "cluster"),

@@ -148,6 +148,10 @@ async def _raw(addr: tuple[str, int], request: bytes) -> tuple[int, dict[str, st
          "too_large"),
         (b"GET /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n", 400,
          "invalid_argument"),
+        (b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n", 400,
+         "invalid_argument"),
+        (b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"5\r\n{\"valXX\r\n", 400, "invalid_argument"),
     ],
 )  # fmt: skip
 async def test_requests_refused_by_the_http_parser_get_the_json_error(
@@ -231,3 +235,17 @@ def test_every_error_status_of_the_table_is_documented_where_it_occurs() -> None
             for method, op in item.items():
                 if method in ("get", "post", "delete"):
                     assert {"400", "503"} <= set(op["responses"]), (method, path)
+
+
+@pytest.mark.parametrize("encoded", ["a%0Ab", "%0A%1C%C2%8A", "x%0D%0Ay", "%0A"])
+async def test_keys_with_newlines_are_routed(
+    client: Client, service: FakeService, encoded: str
+) -> None:
+    """Found by schemathesis: the route pattern `.*` stopped at a newline (404 no_route)."""
+    from urllib.parse import unquote
+
+    resp = await client.put(f"/v1/kv/{encoded}", json={"value": "v"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["key"] == unquote(encoded)
+    got = await client.get(f"/v1/kv/{encoded}")
+    assert (await got.json())["value"] == "v"
