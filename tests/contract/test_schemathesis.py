@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from kvnode.http.routes import openapi_document
 from kvnode.local import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +61,12 @@ def schemathesis_command(base_url: str, report_dir: Path) -> list[str]:
         "--report-dir",
         str(report_dir),
     ]
+
+
+def operations_in_document() -> int:
+    doc = yaml.safe_load(openapi_document())
+    methods = {"get", "put", "post", "delete", "patch", "head", "options"}
+    return sum(1 for item in doc["paths"].values() for m in item if m in methods)
 
 
 def keep_reports(report_dir: Path, output: str) -> Path:
@@ -99,7 +107,9 @@ def test_every_answer_conforms_to_the_document(
     tested = re.search(r"Tested: (\d+)", output)
     cases = re.search(r"(\d+) generated, (\d+) passed", output)
     assert tested is not None, summary
-    assert int(tested.group(1)) == 20, summary  # every operation of the document
+    # every operation but GET /v1/openapi.yaml, the URL schemathesis loads the document from
+    # (it leaves that one out by itself)
+    assert int(tested.group(1)) == operations_in_document() - 1, summary
     assert cases is not None, summary
     assert cases.group(1) == cases.group(2), summary
     assert int(cases.group(1)) > 1000, summary
