@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from kvnode.core import errors
-from kvnode.core.model import PartitionMap
 from kvnode.core.ops import Condition, Consistency, Delete, Limits, Put, RequestContext, Write
 
 MAX_INT64 = 2**63 - 1
@@ -199,45 +198,6 @@ def parse_partition(query: Mapping[str, str]) -> int:
     if not _DIGITS.fullmatch(raw) or int(raw) > MAX_INT64:
         raise _bad("partition", f"must be an integer >= 0, got {raw[:40]!r}")
     return int(raw)
-
-
-def partition_from_path(raw: str) -> int:
-    """The ``{p}`` of ``/v1/admin/partitions/{p}``."""
-    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_INT64:
-        raise _bad("partition", f"must be an integer >= 0, got {raw[:40]!r}")
-    return int(raw)
-
-
-def required_index(query: Mapping[str, str], name: str) -> int:
-    raw = query.get(name)
-    if raw is None:
-        raise _bad(name, "is required")
-    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_INT64:
-        raise _bad(name, f"must be an integer >= 0, got {raw[:40]!r}")
-    return int(raw)
-
-
-def admin_node_field(body: Mapping[str, Any], name: str, *, allowed: frozenset[str]) -> str:
-    """A required non-empty node id field of an admin request body."""
-    _refuse_unknown(body, allowed)
-    value = _require_str(body, name)
-    if not value:
-        raise _bad(name, "must not be empty")
-    return value
-
-
-def parse_member_change(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """``{"add": node_id}`` or ``{"remove": node_id}``: exactly one of them."""
-    _refuse_unknown(body, frozenset({"add", "remove"}))
-    if ("add" in body) == ("remove" in body):
-        raise errors.InvalidArgument(
-            'the body must have exactly one of the fields "add" and "remove"', field="body"
-        )
-    name = "add" if "add" in body else "remove"
-    value = _require_str(body, name)
-    if not value:
-        raise _bad(name, "must not be empty")
-    return (value, None) if name == "add" else (None, value)
 
 
 def _query_bool(query: Mapping[str, str], name: str) -> bool:
@@ -434,59 +394,3 @@ def _type_name(value: Any) -> str:
 
 def _short(value: Any) -> str:
     return f"{_type_name(value)} {json.dumps(value)[:40]}" if value is not None else "null"
-
-
-MAP_FIELDS = frozenset({"epoch", "partitions", "replication", "nodes", "replicas"})
-NODE_FIELDS = frozenset({"node_id", "host", "http_port", "raft_port_base", "zone"})
-MAX_PORT = 65535
-
-
-def _check_node(raw: Any, *, where: str) -> dict[str, Any]:
-    """One ``nodes[i]`` of a map: every field typed and named on refusal (never Python's own
-    ``int() argument must be ...`` message)."""
-    if not isinstance(raw, dict):
-        raise _bad(where, f"must be an object, got {_type_name(raw)}")
-    node: dict[str, Any] = dict(raw)
-    _refuse_unknown(node, NODE_FIELDS, where=where + ".")
-    for name in ("node_id", "host"):
-        if not _require_str(node, name, where=where + "."):
-            raise _bad(f"{where}.{name}", "must not be empty")
-    for name in ("http_port", "raft_port_base"):
-        if name not in node:
-            raise _bad(f"{where}.{name}", "is required")
-        port = json_int(node[name])
-        if port is None or not 1 <= port <= MAX_PORT:
-            raise _bad(
-                f"{where}.{name}", f"must be a port number 1..{MAX_PORT}, got {_short(node[name])}"
-            )
-        node[name] = port
-    if node.get("zone") is not None:
-        _require_str(node, "zone", where=where + ".")
-    return node
-
-
-def parse_map(body: Mapping[str, Any]) -> PartitionMap:
-    """``PUT /v1/admin/map`` body as a validated ``PartitionMap``; the problem is named on 400."""
-    body = dict(body)
-    _refuse_unknown(body, MAP_FIELDS)
-    for name in sorted(MAP_FIELDS):
-        if name not in body:
-            raise _bad(name, "is required in a partition map")
-    for name in ("epoch", "partitions", "replication"):
-        value = json_int(body[name])
-        if value is None or not 0 <= value <= MAX_INT64:
-            raise _bad(name, f"must be an integer >= 0, got {_short(body[name])}")
-        body[name] = value
-    for name in ("nodes", "replicas"):
-        if not isinstance(body[name], list):
-            raise _bad(name, f"must be an array, got {_type_name(body[name])}")
-    body["nodes"] = [_check_node(node, where=f"nodes[{i}]") for i, node in enumerate(body["nodes"])]
-    for i, members in enumerate(body["replicas"]):
-        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise _bad(f"replicas[{i}]", "must be an array of node ids")
-    try:
-        return PartitionMap.from_dict(body)
-    except KeyError as exc:
-        raise _bad("map", f"is missing field {exc.args[0]!r}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise _bad("map", f"is invalid: {exc}") from None

@@ -17,7 +17,7 @@ from aiohttp import web
 from kvnode.core import errors
 from kvnode.core.model import Record
 from kvnode.core.ops import BatchOutcome, OpOutcome, Write
-from kvnode.http import api, parse
+from kvnode.http import api, parse, parse_admin
 from kvnode.http import errors as http_errors
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Handlers:
 
     async def install_map(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        pmap = parse.parse_map(parse.decode_json_object(await request.read()))
+        pmap = parse_admin.parse_map(parse.decode_json_object(await request.read()))
         log.info("installing partition map epoch=%d via admin API", pmap.epoch)
         return web.json_response(await self.service.install_map(pmap))
 
@@ -152,12 +152,12 @@ class Handlers:
 
     async def replica_state(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         return web.json_response(self.admin(request).replica_state(p))
 
     async def seed_snapshot(self, request: web.Request) -> web.StreamResponse:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         meta, body = await self.admin(request).seed_stream(p)
         resp = web.StreamResponse(
             headers={
@@ -174,17 +174,17 @@ class Handlers:
 
     async def join(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         body = parse.decode_json_object(await request.read())
-        source = parse.admin_node_field(body, "source", allowed=frozenset({"source"}))
+        source = parse_admin.admin_node_field(body, "source", allowed=frozenset({"source"}))
         return web.json_response(await self.admin(request).join(p, source=source))
 
     async def members(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         ctx = parse.parse_context(request.headers)
         body = parse.decode_json_object(await request.read())
-        add, remove = parse.parse_member_change(body)
+        add, remove = parse_admin.parse_member_change(body)
         result = await self.admin(request).change_member(
             p, add=add, remove=remove, timeout=ctx.timeout_s
         )
@@ -192,29 +192,29 @@ class Handlers:
 
     async def leader(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         ctx = parse.parse_context(request.headers)
         body = parse.decode_json_object(await request.read())
-        to = parse.admin_node_field(body, "node_id", allowed=frozenset({"node_id"}))
+        to = parse_admin.admin_node_field(body, "node_id", allowed=frozenset({"node_id"}))
         return web.json_response(
             await self.admin(request).transfer_leader(p, to=to, timeout=ctx.timeout_s)
         )
 
     async def start_digest(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         ctx = parse.parse_context(request.headers)
         return web.json_response(await self.admin(request).start_digest(p, timeout=ctx.timeout_s))
 
     async def digest(self, request: web.Request) -> web.Response:
         query = parse.parse_query(request.raw_path, allowed=frozenset({"index"}))
-        p = parse.partition_from_path(request.match_info["p"])
-        index = parse.required_index(query, "index")
+        p = parse_admin.partition_from_path(request.match_info["p"])
+        index = parse_admin.required_index(query, "index")
         return web.json_response(self.admin(request).digest(p, index))
 
     async def drop(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         return web.json_response(await self.admin(request).drop(p))
 
     # ------------------------------------------------------------ probes and docs
