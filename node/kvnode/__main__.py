@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kvnode.client import NodeHttp
-from kvnode.http.app import make_app
+from kvnode.http.app import ApiRunner, make_app
 from kvnode.raft.groups import GroupManager, RaftTuning
 from kvnode.service import mapstore
 from kvnode.service.admin import PartitionAdmin
@@ -70,7 +70,7 @@ async def serve(settings: NodeSettings) -> None:
     await service.start()
     admin = PartitionAdmin(service=service, groups=groups, http=http)
     app = make_app(service, registry=registry, admin=admin)
-    runner = web.AppRunner(app, access_log=None)
+    runner = ApiRunner(app, node_id=settings.node_id, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
     await site.start()

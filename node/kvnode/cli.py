@@ -170,10 +170,10 @@ def put(
 @click.option("--if-value", help="Only if the current value is this.")
 @click.pass_context
 def delete(ctx: click.Context, key: str, if_version: int | None, if_value: str | None) -> None:
-    """Delete KEY; prints whether it existed."""
+    """Delete KEY; prints whether it existed and the version removed (as the HTTP API)."""
     with _client(ctx) as client:
-        deleted = client.delete(key, if_version=if_version, if_value=if_value)
-    emit({"key": key, "deleted": deleted})
+        result = client.delete_result(key, if_version=if_version, if_value=if_value)
+    emit(result.to_json())
 
 
 @cli.command()
@@ -265,7 +265,8 @@ def keys(
             cursor = page.next_cursor
             if not follow or cursor is None:
                 break
-    emit({"keys": found, "next_cursor": cursor})
+    # the HTTP API's keys-only page (GET /v1/kv?keys_only=true), pages merged with --all
+    emit({"items": [{"key": k} for k in found], "next_cursor": cursor})
 
 
 @cli.command()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from kvnode import cli
-from kvnode.client import BatchItem, BatchOp, BatchResult, Entry, Page
+from kvnode.client import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
 from kvnode.core import errors
 
 
@@ -44,8 +44,8 @@ class FakeClient:
     def put(self, *a: Any, **k: Any) -> Any:
         return self._call("put", *a, **k)
 
-    def delete(self, *a: Any, **k: Any) -> Any:
-        return self._call("delete", *a, **k)
+    def delete_result(self, *a: Any, **k: Any) -> Any:
+        return self._call("delete_result", *a, **k)
 
     def cas(self, *a: Any, **k: Any) -> Any:
         return self._call("cas", *a, **k)
@@ -134,10 +134,10 @@ def test_put_with_ttl_and_conditions(fake: FakeClient) -> None:
 
 
 def test_delete(fake: FakeClient) -> None:
-    fake.answers["delete"] = False
+    fake.answers["delete_result"] = Deletion("k", False, 0)
     result = run("delete", "k", "--if-value", "old")
     assert result.exit_code == 0
-    assert out(result) == {"key": "k", "deleted": False}
+    assert out(result) == {"key": "k", "deleted": False, "version": 0}  # = DeleteResult
     assert fake.calls[0][2] == {"if_version": None, "if_value": "old"}
 
 
@@ -216,13 +216,13 @@ def test_domain_errors_map_to_exit_codes(fake: FakeClient, exc: errors.KvError, 
 
 
 def test_batch_from_stdin(fake: FakeClient) -> None:
-    fake.answers["batch"] = BatchResult(True, (BatchItem("a", True, 4, False),))
+    fake.answers["batch"] = BatchResult(True, (BatchItem(0, "a", True, 4, False),))
     body = {"ops": [{"op": "put", "key": "a", "value": "1", "ttl": 3}], "atomic": True}
     result = run("batch", "-", input=json.dumps(body))
     assert result.exit_code == 0, result.output
     assert out(result) == {
         "applied": True,
-        "results": [{"key": "a", "ok": True, "version": 4, "existed": False}],
+        "results": [{"index": 0, "key": "a", "applied": True, "version": 4, "existed": False}],
     }
     (_, (ops,), kwargs) = fake.calls[0]
     assert ops == [BatchOp.put("a", "1", ttl=3)]
@@ -230,9 +230,9 @@ def test_batch_from_stdin(fake: FakeClient) -> None:
 
 
 def test_batch_from_file_with_failed_partition(fake: FakeClient, tmp_path: Any) -> None:
-    failed = errors.PreconditionFailed("no", current_version=2)
+    failed = errors.PreconditionFailed("no", current_version=2, index=1, key="b")
     fake.answers["batch"] = BatchResult(
-        False, (BatchItem("a", True, 4, True), BatchItem("b", False, error=failed))
+        False, (BatchItem(0, "a", True, 4, True), BatchItem(1, "b", False, error=failed))
     )
     path = tmp_path / "ops.json"
     ops = [{"op": "delete", "key": "a"}, {"op": "put", "key": "b", "value": "x", "if_version": 1}]
@@ -240,8 +240,29 @@ def test_batch_from_file_with_failed_partition(fake: FakeClient, tmp_path: Any) 
     result = run("batch", str(path))
     assert result.exit_code == 4
     doc = out(result)
-    assert doc["applied"] is False
-    assert doc["results"][1]["error"]["code"] == "precondition_failed"
+    # exactly the HTTP API's 200 body for a partly applied batch: no fields of the CLI's own
+    assert doc == {
+        "applied": False,
+        "results": [
+            {"index": 0, "key": "a", "applied": True, "version": 4, "existed": True},
+            {"index": 1, "key": "b", "applied": False, "error": failed.to_dict()},
+        ],
+    }
+
+
+def test_batch_with_nothing_applied_prints_the_http_error_body(fake: FakeClient) -> None:
+    failed = errors.PreconditionFailed("no", current_version=2, index=0, key="a")
+    fake.answers["batch"] = BatchResult(
+        False, (BatchItem(0, "a", False, error=failed),), error=failed
+    )
+    body = {"ops": [{"op": "put", "key": "a", "value": "x", "if_version": 1}], "atomic": True}
+    result = run("batch", "-", input=json.dumps(body))
+    assert result.exit_code == 4
+    assert out(result) == {
+        **failed.to_dict(),
+        "applied": False,
+        "results": [{"index": 0, "key": "a", "applied": False, "error": failed.to_dict()}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -279,12 +300,13 @@ def test_keys_one_page_and_all(fake: FakeClient) -> None:
     fake.answers["keys"] = lambda prefix, *, limit, cursor, consistency: pages[cursor]
     result = run("keys", "--prefix", "p", "--limit", "2")
     assert result.exit_code == 0
-    assert out(result) == {"keys": ["a", "b"], "next_cursor": "b"}
+    # = GET /v1/kv?keys_only=true
+    assert out(result) == {"items": [{"key": "a"}, {"key": "b"}], "next_cursor": "b"}
     assert fake.calls[0] == (
         "keys", ("p",), {"limit": 2, "cursor": None, "consistency": "strong"}
     )  # fmt: skip
     result = run("keys", "--all")
-    assert out(result) == {"keys": ["a", "b", "c"], "next_cursor": None}
+    assert out(result) == {"items": [{"key": k} for k in "abc"], "next_cursor": None}
 
 
 def test_cluster(fake: FakeClient) -> None:

@@ -8,13 +8,14 @@ without pulling in storage or Raft.
 from kvnode.client.client import Client
 from kvnode.client.sync import SyncClient
 from kvnode.client.transport import NodeHttp
-from kvnode.client.types import BatchItem, BatchOp, BatchResult, Entry, Page
+from kvnode.client.types import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
 
 __all__ = [
     "BatchItem",
     "BatchOp",
     "BatchResult",
     "Client",
+    "Deletion",
     "Entry",
     "NodeHttp",
     "Page",

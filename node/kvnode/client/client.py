@@ -30,7 +30,7 @@ from typing import Any
 
 from kvnode.client.routing import Routing
 from kvnode.client.transport import NodeHttp
-from kvnode.client.types import BatchItem, BatchOp, BatchResult, Entry, Page
+from kvnode.client.types import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
 from kvnode.core import errors
 from kvnode.core.ops import Consistency
 
@@ -146,13 +146,19 @@ class Client:
         self, key: str, *, if_version: int | None = None, if_value: str | None = None
     ) -> bool:
         """Delete ``key``; whether it existed. Conditions as for ``put``."""
+        return (await self.delete_result(key, if_version=if_version, if_value=if_value)).deleted
+
+    async def delete_result(
+        self, key: str, *, if_version: int | None = None, if_value: str | None = None
+    ) -> Deletion:
+        """``delete`` with the whole answer (also the version removed)."""
         params = {}
         if if_version is not None:
             params["if_version"] = str(if_version)
         if if_value is not None:
             params["if_value"] = if_value
         call = _Call("DELETE", key_path(key), params=params or None, key=key)
-        return bool((await self._send(call))["deleted"])
+        return Deletion.from_json(await self._send(call))
 
     async def cas(
         self,
@@ -171,9 +177,9 @@ class Client:
     async def batch(self, ops: Sequence[BatchOp], *, atomic: bool = False) -> BatchResult:
         """Apply ``ops``; each partition's share applies all or nothing.
 
-        Returns per-op outcomes (``applied`` False when some partition failed; see
-        ``BatchResult.raise_for_error``). Raises when the whole request was refused (bad input:
-        nothing applied) or its outcome is unknown.
+        Returns per-op outcomes (``applied`` False when some partition failed, whether or not
+        other ops applied; see ``BatchResult.raise_for_error``). Raises when the whole request
+        was refused (bad input, stale epoch: nothing applied) or its outcome is unknown.
         """
         if not ops:
             raise errors.InvalidArgument("batch must contain at least one operation", field="ops")
@@ -192,7 +198,9 @@ class Client:
             results = exc.details.get("results")
             if not isinstance(results, list):
                 raise
-            return BatchResult(False, tuple(BatchItem.from_json(r) for r in results))
+            items = tuple(BatchItem.from_json(r) for r in results)
+            details = {k: v for k, v in exc.details.items() if k not in ("applied", "results")}
+            return BatchResult(False, items, error=type(exc)(exc.message, **details))
         items = tuple(BatchItem.from_json(r) for r in body["results"])
         return BatchResult(bool(body.get("applied", True)), items)
 
@@ -367,7 +375,7 @@ def _may_retry(exc: errors.KvError, call: _Call) -> bool:
         return False
     results = exc.details.get("results")
     if call.is_batch and isinstance(results, list):
-        return not any(isinstance(r, dict) and r.get("ok") for r in results)
+        return not any(isinstance(r, dict) and r.get("applied") for r in results)
     return True
 
 

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from kvnode.client.client import Client
-from kvnode.client.types import BatchOp, BatchResult, Entry, Page
+from kvnode.client.types import BatchOp, BatchResult, Deletion, Entry, Page
 from kvnode.core import errors
 
 T = TypeVar("T")
@@ -87,6 +87,11 @@ class SyncClient:
         self, key: str, *, if_version: int | None = None, if_value: str | None = None
     ) -> bool:
         return self._run(self._client.delete(key, if_version=if_version, if_value=if_value))
+
+    def delete_result(
+        self, key: str, *, if_version: int | None = None, if_value: str | None = None
+    ) -> Deletion:
+        return self._run(self._client.delete_result(key, if_version=if_version, if_value=if_value))
 
     def cas(
         self,

@@ -53,6 +53,23 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class Deletion:
+    """What ``DELETE /v1/kv/{key}`` answered: whether the key existed and the version removed
+    (0 when there was none)."""
+
+    key: str
+    deleted: bool
+    version: int
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Deletion:
+        return cls(str(body["key"]), bool(body["deleted"]), int(body.get("version", 0)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "deleted": self.deleted, "version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
 class BatchOp:
     """One write of a batch; build with ``BatchOp.put(...)`` / ``BatchOp.delete(...)``."""
 
@@ -115,36 +132,45 @@ class BatchOp:
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
-    """The outcome of one op: ``ok`` with version/existed, or the error of its partition."""
+    """The outcome of one op, as the HTTP API reports it: ``index`` (its position in the
+    request), ``key``, ``applied``, then ``version``/``existed`` or the ``error`` of its
+    partition (whose own ``index`` names the op that made the share fail)."""
 
+    index: int
     key: str
-    ok: bool
+    applied: bool
     version: int | None = None
     existed: bool | None = None
     error: errors.KvError | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> BatchItem:
-        if body.get("ok", True):
-            return cls(str(body["key"]), True, int(body["version"]), bool(body["existed"]))
+        index, key = int(body["index"]), str(body["key"])
+        if body.get("applied", False):
+            return cls(index, key, True, int(body["version"]), bool(body["existed"]))
         err = body.get("error")
-        error = errors.error_from_dict(err if isinstance(err, dict) else {})
-        return cls(str(body["key"]), False, error=error)
+        return cls(
+            index, key, False, error=errors.error_from_dict(err if isinstance(err, dict) else {})
+        )
 
     def to_json(self) -> dict[str, Any]:
-        if self.ok:
-            return {"key": self.key, "ok": True, "version": self.version, "existed": self.existed}
+        head: dict[str, Any] = {"index": self.index, "key": self.key, "applied": self.applied}
+        if self.applied:
+            return {**head, "version": self.version, "existed": self.existed}
         assert self.error is not None
-        return {"key": self.key, "ok": False, "error": self.error.to_dict()}
+        return {**head, "error": self.error.to_dict()}
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """Per-op outcomes in request order. Each partition's share applied all or nothing;
-    ``applied`` is true only when every op did."""
+    ``applied`` is true only when every op did. ``error`` is the error the whole answer carried
+    when no op applied (the HTTP API then answers that error's status); ``to_json`` gives back
+    exactly the HTTP body."""
 
     applied: bool
     results: tuple[BatchItem, ...]
+    error: errors.KvError | None = None
 
     def raise_for_error(self) -> None:
         """Raise the first op's error, if any (after inspecting what did apply)."""
@@ -153,4 +179,5 @@ class BatchResult:
                 raise item.error
 
     def to_json(self) -> dict[str, Any]:
-        return {"applied": self.applied, "results": [i.to_json() for i in self.results]}
+        head = {} if self.error is None else self.error.to_dict()
+        return {**head, "applied": self.applied, "results": [i.to_json() for i in self.results]}

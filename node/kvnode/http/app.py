@@ -4,17 +4,20 @@
 fake) to the handlers; nothing here knows about Raft or storage. Two middlewares wrap every
 request: the outer one records metrics, the inner one turns every exception into a JSON error
 response (domain errors via the ``errors`` table, aiohttp's own 404/405/413 likewise, anything
-else a logged 500), so no request ever ends in a non-JSON error.
+else a logged 500). Requests the HTTP parser refuses before routing get the same JSON body from
+``ApiRunner``'s connection handler, so no request ever ends in a non-JSON error.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import prometheus_client
-from aiohttp import web
+from aiohttp import web, web_protocol
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_request import BaseRequest
 
 from kvnode.core import errors
 from kvnode.http import api, routes
@@ -50,6 +53,60 @@ def make_app(
 
     app.on_response_prepare.append(stamp_node)
     return app
+
+
+class _JsonErrorHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler with ``handle_error`` answering in the API's JSON.
+
+    A request the HTTP parser refuses (malformed request line, a NUL byte or other invalid
+    character in a header, headers over the size limits) never reaches the application, its
+    middlewares or ``on_response_prepare``: aiohttp answers it from ``handle_error`` with a
+    plain-text body. Overriding that method is the hook aiohttp offers for this; everything
+    else about the connection is unchanged (the connection is still closed afterwards).
+    """
+
+    node_id = ""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # The base method logs the error and refuses when a response is already under way; its
+        # plain-text answer is replaced by the JSON one.
+        super().handle_error(request, status, exc, message)
+        err = http_errors.from_protocol_error(status, exc, message)
+        resp = http_errors.error_response(err, headers={NODE_HEADER: self.node_id})
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorServer(web.Server):
+    node_id = ""
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        handler = _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+        handler.node_id = self.node_id
+        return handler
+
+
+class ApiRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer even pre-routing errors as JSON errors
+    with the node header (see ``_JsonErrorHandler``). Use it instead of ``web.AppRunner``."""
+
+    def __init__(self, app: web.Application, *, node_id: str, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._node_id = node_id
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # Same object, one overridden method: the handler factory (see ``_JsonErrorServer``).
+        server.__class__ = _JsonErrorServer
+        assert isinstance(server, _JsonErrorServer)
+        server.node_id = self._node_id
+        return server
 
 
 def _metrics_middleware(metrics: HttpMetrics) -> Middleware:

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 
 from kvnode.core import errors
 
@@ -57,7 +58,11 @@ def status_of(err: errors.KvError) -> int:
 
 
 def error_headers(err: errors.KvError) -> dict[str, str]:
-    """Extra headers for an error: ``Retry-After`` (whole seconds, at least 1) when retriable."""
+    """Extra headers for an error: ``Retry-After`` (whole seconds, at least 1) when retriable,
+    ``Allow`` on a 405 (RFC 9110 requires it; the body's ``allowed`` lists the same)."""
+    if err.code == MethodNotAllowed.code:
+        allowed = err.details.get("allowed")
+        return {"Allow": ", ".join(allowed) if isinstance(allowed, list) else ""}
     if err.code not in RETRY_AFTER_CODES:
         return {}
     return {"Retry-After": str(retry_after_seconds(err.details.get("retry_after")))}
@@ -99,3 +104,17 @@ def from_http_exception(exc: web.HTTPException, *, path: str) -> errors.KvError:
     if 400 <= exc.status < 500:
         return errors.InvalidArgument(exc.reason or "bad request", status=exc.status)
     return errors.Internal(exc.reason or "internal error", status=exc.status)
+
+
+def from_protocol_error(
+    status: int, exc: BaseException | None, message: str | None
+) -> errors.KvError:
+    """The domain error for a request aiohttp refused before routing it (malformed request
+    line or headers, a NUL byte in a header, headers over the size limits), so even those
+    answers are ``{code, message}`` JSON. Sizes are ``too_large`` (413) as everywhere else."""
+    text = (message or (str(exc) if exc is not None else "") or "malformed HTTP request")[:300]
+    if isinstance(exc, LineTooLong):
+        return errors.TooLarge(f"request line or header too long: {text}", field="headers")
+    if 400 <= status < 500:
+        return errors.InvalidArgument(f"malformed HTTP request: {text}", field="request")
+    return errors.Internal("internal error; see the node log")

@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from kvnode.core import errors
-from kvnode.core.model import PartitionMap
 from kvnode.core.ops import Condition, Consistency, Delete, Limits, Put, RequestContext, Write
 
 MAX_INT64 = 2**63 - 1
@@ -33,7 +32,8 @@ DEFAULT_LIST_LIMIT = 100
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DIGITS = re.compile(r"[0-9]{1,19}")
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+# A JSON-style non-negative number, exponent allowed: what any client serialises a number to.
+_DECIMAL = re.compile(r"([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 PUT_FIELDS = frozenset({"value", "ttl", "if_version", "if_value"})
 BATCH_FIELDS = frozenset({"ops", "atomic"})
@@ -160,7 +160,12 @@ def parse_delete(key: str, query: Mapping[str, str], limits: Limits) -> Delete:
 
 
 def parse_consistency(query: Mapping[str, str]) -> Consistency:
-    return Consistency.parse(query.get("consistency"))
+    """``strong`` (the default when the parameter is absent) or ``eventual``; an empty value is
+    refused like any other value outside the enum, as the OpenAPI document says."""
+    raw = query.get("consistency")
+    if raw == "":
+        raise _bad("consistency", "must be strong or eventual, got ''")
+    return Consistency.parse(raw)
 
 
 def parse_list(query: Mapping[str, str], limits: Limits) -> ListQuery:
@@ -190,53 +195,16 @@ def parse_partition(query: Mapping[str, str]) -> int:
     raw = query.get("partition")
     if raw is None:
         raise _bad("partition", "is required")
-    if not _DIGITS.fullmatch(raw):
+    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_INT64:
         raise _bad("partition", f"must be an integer >= 0, got {raw[:40]!r}")
     return int(raw)
-
-
-def partition_from_path(raw: str) -> int:
-    """The ``{p}`` of ``/v1/admin/partitions/{p}``."""
-    if not _DIGITS.fullmatch(raw):
-        raise _bad("partition", f"must be an integer >= 0, got {raw[:40]!r}")
-    return int(raw)
-
-
-def required_index(query: Mapping[str, str], name: str) -> int:
-    raw = query.get(name)
-    if raw is None:
-        raise _bad(name, "is required")
-    if not _DIGITS.fullmatch(raw):
-        raise _bad(name, f"must be an integer >= 0, got {raw[:40]!r}")
-    return int(raw)
-
-
-def admin_node_field(body: Mapping[str, Any], name: str, *, allowed: frozenset[str]) -> str:
-    """A required non-empty node id field of an admin request body."""
-    _refuse_unknown(body, allowed)
-    value = _require_str(body, name)
-    if not value:
-        raise _bad(name, "must not be empty")
-    return value
-
-
-def parse_member_change(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """``{"add": node_id}`` or ``{"remove": node_id}``: exactly one of them."""
-    _refuse_unknown(body, frozenset({"add", "remove"}))
-    if ("add" in body) == ("remove" in body):
-        raise _bad("add", 'give exactly one of "add" or "remove"')
-    name = "add" if "add" in body else "remove"
-    value = _require_str(body, name)
-    if not value:
-        raise _bad(name, "must not be empty")
-    return (value, None) if name == "add" else (None, value)
 
 
 def _query_bool(query: Mapping[str, str], name: str) -> bool:
     raw = query.get(name)
-    if raw is None or raw in ("false", "0", ""):
+    if raw is None or raw == "false":
         return False
-    if raw in ("true", "1"):
+    if raw == "true":
         return True
     raise _bad(name, f"must be true or false, got {raw[:40]!r}")
 
@@ -262,6 +230,18 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _bad("body", f"must be a JSON object, got {_type_name(body)}")
     return body
+
+
+def json_int(value: Any) -> int | None:
+    """``value`` as an int if JSON Schema calls it an integer (``3`` or ``3.0``; not ``true``,
+    not ``3.5``), else None. Clients and generators may serialise integers either way."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -343,11 +323,10 @@ def _prefixed(exc: errors.KvError, where: str) -> errors.KvError:
 
 
 def _condition(body: Mapping[str, Any], *, where: str) -> Condition:
-    version = body.get("if_version")
-    if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_INT64
-    ):
-        raise _bad(where + "if_version", f"must be an integer >= 0, got {_short(version)}")
+    raw = body.get("if_version")
+    version = json_int(raw)
+    if raw is not None and (version is None or not 0 <= version <= MAX_INT64):
+        raise _bad(where + "if_version", f"must be an integer >= 0, got {_short(raw)}")
     if_value = body.get("if_value")
     if if_value is not None:
         if_value = _require_str(body, "if_value", where=where)
@@ -415,33 +394,3 @@ def _type_name(value: Any) -> str:
 
 def _short(value: Any) -> str:
     return f"{_type_name(value)} {json.dumps(value)[:40]}" if value is not None else "null"
-
-
-MAP_FIELDS = frozenset({"epoch", "partitions", "replication", "nodes", "replicas"})
-
-
-def parse_map(body: Mapping[str, Any]) -> PartitionMap:
-    """``PUT /v1/admin/map`` body as a validated ``PartitionMap``; the problem is named on 400."""
-    _refuse_unknown(body, MAP_FIELDS)
-    for name in sorted(MAP_FIELDS):
-        if name not in body:
-            raise _bad(name, "is required in a partition map")
-    for name in ("epoch", "partitions", "replication"):
-        value = body[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _bad(name, f"must be an integer >= 0, got {_short(value)}")
-    for name in ("nodes", "replicas"):
-        if not isinstance(body[name], list):
-            raise _bad(name, f"must be an array, got {_type_name(body[name])}")
-    for i, node in enumerate(body["nodes"]):
-        if not isinstance(node, dict):
-            raise _bad(f"nodes[{i}]", f"must be an object, got {_type_name(node)}")
-    for i, members in enumerate(body["replicas"]):
-        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise _bad(f"replicas[{i}]", "must be an array of node ids")
-    try:
-        return PartitionMap.from_dict(body)
-    except KeyError as exc:
-        raise _bad("map", f"is missing field {exc.args[0]!r}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise _bad("map", f"is invalid: {exc}") from None

@@ -17,7 +17,7 @@ from aiohttp import web
 from kvnode.core import errors
 from kvnode.core.model import Record
 from kvnode.core.ops import BatchOutcome, OpOutcome, Write
-from kvnode.http import api, parse
+from kvnode.http import api, parse, parse_admin
 from kvnode.http import errors as http_errors
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ class Handlers:
     # ------------------------------------------------------------ batch
 
     async def batch(self, request: web.Request) -> web.Response:
-        """All ops are validated before the service sees any; on a partition failure the answer
-        takes the first error's status and lists exactly which ops applied."""
+        """All ops are validated before the service sees any; the answer lists exactly which ops
+        applied (``batch_response`` has the one rule for the status)."""
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
         ctx = parse.parse_context(request.headers)
         body = parse.decode_json_object(await request.read())
@@ -136,7 +136,7 @@ class Handlers:
 
     async def install_map(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        pmap = parse.parse_map(parse.decode_json_object(await request.read()))
+        pmap = parse_admin.parse_map(parse.decode_json_object(await request.read()))
         log.info("installing partition map epoch=%d via admin API", pmap.epoch)
         return web.json_response(await self.service.install_map(pmap))
 
@@ -152,12 +152,12 @@ class Handlers:
 
     async def replica_state(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         return web.json_response(self.admin(request).replica_state(p))
 
     async def seed_snapshot(self, request: web.Request) -> web.StreamResponse:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         meta, body = await self.admin(request).seed_stream(p)
         resp = web.StreamResponse(
             headers={
@@ -174,17 +174,17 @@ class Handlers:
 
     async def join(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         body = parse.decode_json_object(await request.read())
-        source = parse.admin_node_field(body, "source", allowed=frozenset({"source"}))
+        source = parse_admin.admin_node_field(body, "source", allowed=frozenset({"source"}))
         return web.json_response(await self.admin(request).join(p, source=source))
 
     async def members(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         ctx = parse.parse_context(request.headers)
         body = parse.decode_json_object(await request.read())
-        add, remove = parse.parse_member_change(body)
+        add, remove = parse_admin.parse_member_change(body)
         result = await self.admin(request).change_member(
             p, add=add, remove=remove, timeout=ctx.timeout_s
         )
@@ -192,29 +192,29 @@ class Handlers:
 
     async def leader(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         ctx = parse.parse_context(request.headers)
         body = parse.decode_json_object(await request.read())
-        to = parse.admin_node_field(body, "node_id", allowed=frozenset({"node_id"}))
+        to = parse_admin.admin_node_field(body, "node_id", allowed=frozenset({"node_id"}))
         return web.json_response(
             await self.admin(request).transfer_leader(p, to=to, timeout=ctx.timeout_s)
         )
 
     async def start_digest(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         ctx = parse.parse_context(request.headers)
         return web.json_response(await self.admin(request).start_digest(p, timeout=ctx.timeout_s))
 
     async def digest(self, request: web.Request) -> web.Response:
         query = parse.parse_query(request.raw_path, allowed=frozenset({"index"}))
-        p = parse.partition_from_path(request.match_info["p"])
-        index = parse.required_index(query, "index")
+        p = parse_admin.partition_from_path(request.match_info["p"])
+        index = parse_admin.required_index(query, "index")
         return web.json_response(self.admin(request).digest(p, index))
 
     async def drop(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        p = parse.partition_from_path(request.match_info["p"])
+        p = parse_admin.partition_from_path(request.match_info["p"])
         return web.json_response(await self.admin(request).drop(p))
 
     # ------------------------------------------------------------ probes and docs
@@ -244,22 +244,45 @@ def openapi_document() -> bytes:
 
 
 def batch_response(ops: list[Write], outcome: BatchOutcome) -> web.Response:
-    """200 with every result, or the first error's status with per-op ok/error results."""
-    pairs = list(zip(ops, outcome.outcomes, strict=True))
-    if outcome.applied:
-        results = [_result_json(op, o) for op, o in pairs]
-        return web.json_response({"applied": True, "results": results})
+    """One rule for every batch, atomic or not: an error status means nothing was applied.
+
+    - every op applied: 200 ``{"applied": true, "results": [...]}``;
+    - some applied, some not (only possible without ``atomic``): 200 ``{"applied": false,
+      "results": [...]}``, each failed op carrying its partition's error;
+    - none applied: the status of the first failed op (request order), the body that error
+      (``index`` = the failing op's position in ``ops``) plus ``applied: false`` and ``results``.
+
+    Each result is ``{"index", "key", "applied": true, "version", "existed"}`` or ``{"index",
+    "key", "applied": false, "error": Error}``. An error naming an op (a failed condition) has
+    its ``index`` rewritten from the position inside the partition's share to the position in
+    the request, so ``index`` always means the same thing.
+    """
+    position = {op.key: i for i, op in enumerate(ops)}
+    remapped: dict[int, errors.KvError] = {}
+    results: list[dict[str, Any]] = []
     first: errors.KvError | None = None
-    results = []
-    for op, o in pairs:
+    for i, (op, o) in enumerate(zip(ops, outcome.outcomes, strict=True)):
         if o.error is None and o.result is not None:
-            results.append({"ok": True, **_result_json(op, o)})
+            results.append({"index": i, "applied": True, **_result_json(op, o)})
             continue
-        err = o.error or errors.Internal("the service reported no outcome for this op")
+        raw = o.error or errors.Internal("the service reported no outcome for this op")
+        err = remapped.setdefault(id(raw), _request_positioned(raw, position))
         first = first or err
-        results.append({"key": op.key, "ok": False, "error": err.to_dict()})
-    assert first is not None  # not applied means some op has an error
+        results.append({"index": i, "key": op.key, "applied": False, "error": err.to_dict()})
+    if first is None:
+        return web.json_response({"applied": True, "results": results})
+    if any(r["applied"] for r in results):
+        return web.json_response({"applied": False, "results": results})
     return http_errors.error_response(first, extra={"applied": False, "results": results})
+
+
+def _request_positioned(err: errors.KvError, position: dict[str, int]) -> errors.KvError:
+    """``err`` with ``index`` set to the request position of the op it names (by ``key``; keys
+    are unique within a batch). Errors that name no op are returned as they are."""
+    key = err.details.get("key")
+    if "index" not in err.details or not isinstance(key, str) or key not in position:
+        return err
+    return type(err)(err.message, **dict(err.details, index=position[key]))
 
 
 def _result_json(op: Write, outcome: OpOutcome) -> dict[str, Any]:
@@ -270,11 +293,13 @@ def _result_json(op: Write, outcome: OpOutcome) -> dict[str, Any]:
 
 
 # (method, path, handler name, metrics op); the OpenAPI document must list the same routes.
+# A key may contain any character, a newline too: `[\s\S]*`, not `.*` (which stops at "\n" and
+# made such keys a 404 no_route).
 ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", "/v1/kv", "list_keys", "list"),
-    ("GET", "/v1/kv/{key:.*}", "get_key", "get"),
-    ("PUT", "/v1/kv/{key:.*}", "put_key", "put"),
-    ("DELETE", "/v1/kv/{key:.*}", "delete_key", "delete"),
+    ("GET", "/v1/kv/{key:[\\s\\S]*}", "get_key", "get"),
+    ("PUT", "/v1/kv/{key:[\\s\\S]*}", "put_key", "put"),
+    ("DELETE", "/v1/kv/{key:[\\s\\S]*}", "delete_key", "delete"),
     ("GET", "/v1/internal/scan", "scan_partition", "list"),
     ("POST", "/v1/batch", "batch", "batch"),
     ("GET", "/v1/cluster", "cluster", "cluster"),

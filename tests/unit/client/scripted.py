@@ -91,7 +91,10 @@ def default_reply(seen: Seen) -> tuple[int, dict[str, Any]]:
         return 200, {"key": key, "deleted": True, "version": 7}
     if path == "/v1/batch":
         ops = seen.body["ops"]
-        results = [{"key": op["key"], "version": 9, "existed": False} for op in ops]
+        results = [
+            {"index": i, "key": op["key"], "applied": True, "version": 9, "existed": False}
+            for i, op in enumerate(ops)
+        ]
         return 200, {"applied": True, "results": results}
     if path == "/v1/kv":
         return 200, {"items": [], "next_cursor": None}

@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from kvnode.client import BatchOp, Client
+from kvnode.client import BatchOp, Client, Deletion
 from kvnode.core import errors
 from kvnode.core.hashing import partition_of
 
@@ -234,25 +234,20 @@ async def test_single_partition_batch_goes_to_its_leader(cluster: Cluster) -> No
 
 async def test_multi_partition_batch_goes_to_a_node_that_fans_out(cluster: Cluster) -> None:
     k0, k1 = key_in_partition(0), key_in_partition(1)
-    failed = {"key": k1, "ok": False, "error": {"code": "precondition_failed", "message": "x"}}
-    cluster.node("n0").script.append(
-        (
-            412,
-            {
-                "code": "precondition_failed",
-                "message": "x",
-                "applied": False,
-                "results": [{"key": k0, "ok": True, "version": 3, "existed": True}, failed],
-            },
-        )
-    )
+    error = {"code": "precondition_failed", "message": "x", "index": 1, "key": k1}
+    failed = {"index": 1, "key": k1, "applied": False, "error": error}
+    applied = {"index": 0, "key": k0, "applied": True, "version": 3, "existed": True}
+    body = {"applied": False, "results": [applied, failed]}
+    cluster.node("n0").script.append((200, body))
     async with Client([cluster.node("n0").url]) as c:
         result = await c.batch([BatchOp.put(k0, "a"), BatchOp.put(k1, "b", if_version=1)])
     assert not result.applied
     ok, bad = result.results
-    assert (ok.ok, ok.version, ok.existed) == (True, 3, True)
-    assert not bad.ok
+    assert (ok.index, ok.applied, ok.version, ok.existed) == (0, True, 3, True)
+    assert (bad.index, bad.applied) == (1, False)
     assert isinstance(bad.error, errors.PreconditionFailed)
+    assert bad.error.details["index"] == 1
+    assert result.to_json() == body  # exactly the HTTP body (the CLI prints this)
     with pytest.raises(errors.PreconditionFailed):
         result.raise_for_error()
     [(node_id, req)] = cluster.all_data_requests()
@@ -263,20 +258,43 @@ async def test_multi_partition_batch_goes_to_a_node_that_fans_out(cluster: Clust
 async def test_partially_applied_batch_is_not_retried(cluster: Cluster) -> None:
     k0, k1 = key_in_partition(0), key_in_partition(1)
     body = {
-        "code": "unavailable",
-        "message": "p1 has no leader",
         "applied": False,
         "results": [
-            {"key": k0, "ok": True, "version": 3, "existed": False},
-            {"key": k1, "ok": False, "error": {"code": "unavailable", "message": "x"}},
+            {"index": 0, "key": k0, "applied": True, "version": 3, "existed": False},
+            {
+                "index": 1,
+                "key": k1,
+                "applied": False,
+                "error": {"code": "unavailable", "message": "x"},
+            },
         ],
     }
-    cluster.node("n0").script.append((503, body))
+    cluster.node("n0").script.append((200, body))
     async with Client([cluster.node("n0").url]) as c:
         result = await c.batch([BatchOp.put(k0, "a"), BatchOp.put(k1, "b")])
-    assert [i.ok for i in result.results] == [True, False]
+    assert [i.applied for i in result.results] == [True, False]
     assert isinstance(result.results[1].error, errors.Unavailable)
     assert len(cluster.all_data_requests()) == 1
+
+
+async def test_batch_error_with_nothing_applied_is_returned_with_the_error(
+    cluster: Cluster,
+) -> None:
+    """A non-retriable batch error (nothing applied) comes back as a BatchResult whose JSON is
+    the HTTP body: the error's fields, ``applied: false`` and ``results``."""
+    k0 = key_in_partition(0)
+    error = {"code": "precondition_failed", "message": "x", "index": 0, "key": k0}
+    body = {
+        **error,
+        "applied": False,
+        "results": [{"index": 0, "key": k0, "applied": False, "error": error}],
+    }
+    cluster.node("n0").script.append((412, body))
+    async with Client([cluster.node("n0").url]) as c:
+        result = await c.batch([BatchOp.put(k0, "a", if_version=4)])
+    assert not result.applied
+    assert isinstance(result.error, errors.PreconditionFailed)
+    assert result.to_json() == body
 
 
 async def test_bad_batch_is_raised(cluster: Cluster) -> None:
@@ -322,3 +340,11 @@ async def test_no_map_yet_falls_back_to_forwarding(cluster: Cluster) -> None:
 
 def test_partition_helper_agrees_with_core() -> None:
     assert partition_of(key_in_partition(3), PARTITIONS) == 3
+
+
+async def test_delete_result_is_the_whole_http_answer(cluster: Cluster) -> None:
+    key = key_in_partition(0)
+    async with Client([cluster.node("n0").url]) as c:
+        result = await c.delete_result(key, if_version=7)
+    assert result == Deletion(key, True, 7)
+    assert result.to_json() == {"key": key, "deleted": True, "version": 7}

@@ -109,8 +109,10 @@ class FakeService:
                 try:
                     for i in idxs:
                         self._check(ops[i])
-                except errors.KvError as exc:
-                    err = exc
+                except errors.PreconditionFailed as exc:
+                    # like the state machine: ``index`` is the op's position in the share
+                    failed = next(j for j, i in enumerate(idxs) if ops[i].key == exc.details["key"])
+                    err = errors.PreconditionFailed(exc.message, **exc.details, index=failed)
             for i in idxs:
                 outcomes[i] = OpOutcome(error=err) if err else OpOutcome(result=self._apply(ops[i]))
         return BatchOutcome(tuple(o for o in outcomes if o is not None))

@@ -59,13 +59,44 @@ def _map_with(**changes: object) -> dict:
         (_map_with(replicas=[["n0"]]), "map", "entries"),
         (_map_with(replicas=[["n0", "n0"]] * 4), "map", "twice"),
         (_map_with(replicas=[["zz"]] * 4), "map", "unknown"),
-        (_map_with(nodes=[{"node_id": "n0"}]), "map", "missing field 'host'"),
+        (_map_with(nodes=[{"node_id": "n0"}]), "nodes[0].host", "required"),
         (
             _map_with(
                 nodes=[{"node_id": "n0", "host": "h", "http_port": "x", "raft_port_base": 1}]
             ),
-            "map",
-            "invalid",
+            "nodes[0].http_port",
+            "port number",
+        ),
+        *[
+            (
+                _map_with(
+                    nodes=[{"node_id": "n0", "host": "h", "http_port": 1, "raft_port_base": bad}]
+                ),
+                "nodes[0].raft_port_base",
+                "must be a port number",
+            )
+            for bad in ({}, [], None, True, 0, 70000, "7")
+        ],
+        (
+            _map_with(nodes=[{"node_id": "", "host": "h", "http_port": 1, "raft_port_base": 2}]),
+            "nodes[0].node_id",
+            "must not be empty",
+        ),
+        (
+            _map_with(
+                nodes=[
+                    {"node_id": "a", "host": "h", "http_port": 1, "raft_port_base": 2, "zone": 3}
+                ]
+            ),
+            "nodes[0].zone",
+            "must be a string",
+        ),
+        (
+            _map_with(
+                nodes=[{"node_id": "a", "host": "h", "http_port": 1, "raft_port_base": 2, "x": 3}]
+            ),
+            "nodes[0].x",
+            "unknown field",
         ),
         (_map_with(extra=1), "extra", "unknown"),
     ],

@@ -77,7 +77,7 @@ CASES = [
     put({"value": "a", "ttl": -1.5}, id="ttl-negative", field="ttl"),
     put({"value": "a", "ttl": 1e300}, id="ttl-too-long", field="ttl"),
     put({"value": "a", "if_version": True}, id="if-version-bool", field="if_version"),
-    put({"value": "a", "if_version": 1.0}, id="if-version-float", field="if_version"),
+    put({"value": "a", "if_version": 1.5}, id="if-version-fraction", field="if_version"),
     put({"value": "a", "if_version": -1}, id="if-version-negative", field="if_version"),
     put({"value": "a", "if_version": 2**64}, id="if-version-huge", field="if_version"),
     put({"value": "a", "if_version": "3"}, id="if-version-string", field="if_version"),
