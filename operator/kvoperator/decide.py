@@ -123,6 +123,8 @@ def decide(
         need = max(_span(rb.base), _span(rb.target))
     elif m is None:
         need = spec.replicas
+    elif _retired_joiners(spec, obs, m):
+        need = _span(m)  # a pod must never start on a stale volume
     else:
         need = max(_span(m), spec.replicas)
     apply: tuple[Action, ...] = ()
@@ -317,6 +319,16 @@ def _at_rest(
     return d if d.actions else _with(d, actions=repair)
 
 
+def _retired_joiners(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> list[str]:
+    """Retained volumes (stale data) of ordinals a scale-up would bring back."""
+    members = set(_members(m))
+    return [
+        p.name
+        for p in obs.pvcs
+        if p.retired and p.ordinal < spec.replicas and p.ordinal not in members
+    ]
+
+
 def _reclaim(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> tuple[Action, ...]:
     """Volumes of ordinals the map no longer uses, once their pods are gone."""
     policy = spec.storage.reclaim_policy
@@ -373,7 +385,7 @@ def _scale(
         )
         return _waiting(obs, Phase.DEGRADED, "RebalanceAborted", msg, degraded=True)
     joiners = [o for o in target if o not in members]
-    retired = [p.name for p in obs.pvcs if p.retired and p.ordinal in joiners]
+    retired = _retired_joiners(spec, obs, m)
     if retired:
         msg = (
             f"{', '.join(retired)} hold data retained at an earlier scale-down; delete them "

@@ -53,7 +53,7 @@ def _meta(names: ClusterNames, name: str, owner: Owner) -> Obj:
     return {
         "name": name,
         "namespace": names.namespace,
-        "labels": names.all_labels,
+        "labels": names.object_labels,
         "ownerReferences": [owner.reference()],
     }
 
@@ -148,7 +148,7 @@ def statefulset(spec: ClusterSpec, names: ClusterNames, owner: Owner, *, replica
             "selector": {"matchLabels": names.labels},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": policy, "whenScaled": "Retain"},
             "template": {
-                "metadata": {"labels": {**names.all_labels, "app.kubernetes.io/component": "node"}},
+                "metadata": {"labels": {**names.object_labels, **names.labels}},
                 "spec": _pod_spec(spec, names),
             },
             "volumeClaimTemplates": [_claim_template(spec, names)],

@@ -139,9 +139,7 @@ class Rebalancer:
             plan.total_steps,
             store,
         )
-        return cls(
-            store, state, admin=admin, options=options or Options(), on_progress=on_progress
-        )
+        return cls(store, state, admin=admin, options=options or Options(), on_progress=on_progress)
 
     @classmethod
     def load(
@@ -157,9 +155,7 @@ class Rebalancer:
         state = store.load()
         if state is None:
             raise FileNotFoundError(f"no rebalance state at {store}")
-        return cls(
-            store, state, admin=admin, options=options or Options(), on_progress=on_progress
-        )
+        return cls(store, state, admin=admin, options=options or Options(), on_progress=on_progress)
 
     # -- views -----------------------------------------------------------------------------------
     @property

@@ -1,8 +1,9 @@
 """The rebalance executor's persisted state: everything a restarted executor resumes from.
 
 Where it is kept is injectable (``StateStore``): ``FileStore`` (``ringkv local``) or, in the
-operator, a ConfigMap owned by the KVCluster. The file store keeps one JSON file, replaced atomically (temporary file, fsync, rename, fsync of the directory), so a
-crash leaves either the previous state or the new one, never a torn file. The executor persists
+operator, a ConfigMap owned by the KVCluster. The file store keeps one JSON file, replaced
+atomically (temporary file, fsync, rename, fsync of the directory), so a crash leaves either the
+previous state or the new one, never a torn file. The executor persists
 progress BEFORE it acts on it (installing the next map), so the file never claims less than the
 nodes were told; replaying from it re-runs at most the steps in flight, which are idempotent.
 """

@@ -62,15 +62,22 @@ class ClusterNames:
 
     @property
     def labels(self) -> dict[str, str]:
-        """The selector labels of the cluster's pods (also on every owned object)."""
+        """The selector labels of the cluster's node pods (and their volumes). ``component``
+        keeps the operator's own pods out, whatever its Helm release is called."""
         return {
             "app.kubernetes.io/name": "ringkv",
             "app.kubernetes.io/instance": self.name,
+            "app.kubernetes.io/component": "node",
         }
 
     @property
-    def all_labels(self) -> dict[str, str]:
-        return {**self.labels, "app.kubernetes.io/managed-by": MANAGER}
+    def object_labels(self) -> dict[str, str]:
+        """Labels of every object the operator creates for this cluster."""
+        return {
+            "app.kubernetes.io/name": "ringkv",
+            "app.kubernetes.io/instance": self.name,
+            "app.kubernetes.io/managed-by": MANAGER,
+        }
 
     @property
     def selector(self) -> str:

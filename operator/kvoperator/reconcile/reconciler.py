@@ -54,6 +54,7 @@ class Reconciler:
         namespace: str,
         name: str,
         clock: Callable[[], float] = time.time,
+        rebalance_options: executor.Options | None = None,
     ) -> None:
         self._kube = kube
         self._nodes = nodes
@@ -66,6 +67,10 @@ class Reconciler:
         self._runner: RebalanceRunner | None = None
         self._runner_uid: str | None = None
         self._body: Obj = {}
+        s = settings
+        self._options = rebalance_options or executor.Options(
+            max_concurrent=s.rebalance_concurrency, step_timeout_s=s.rebalance_step_timeout_s
+        )
 
     def nudge(self) -> None:
         self._wake.set()
@@ -109,14 +114,10 @@ class Reconciler:
 
     def _ensure_runner(self, names: ClusterNames, owner: manifests.Owner) -> RebalanceRunner:
         if self._runner is None or self._runner_uid != owner.uid:
-            s = self._settings
-            options = executor.Options(
-                max_concurrent=s.rebalance_concurrency, step_timeout_s=s.rebalance_step_timeout_s
-            )
             self._runner = RebalanceRunner(
                 store=self._kube.state_store(names, owner),
                 admin=self._nodes.admin,
-                options=options,
+                options=self._options,
                 on_progress=self._on_progress,
                 on_finish=self._on_finish,
             )
