@@ -132,6 +132,9 @@ class Reconciler:
             return False
         self._body = body
         meta = body["metadata"]
+        if meta.get("deletionTimestamp"):  # being deleted: garbage collection takes it from here
+            await self.close()
+            return False
         names = ClusterNames(self._name, self._ns, self._settings.cluster_domain)
         owner = manifests.Owner(self._name, meta["uid"])
         runner = self._ensure_runner(names, owner)

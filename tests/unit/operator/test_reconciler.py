@@ -254,3 +254,11 @@ async def test_loop_runs_until_stopped_and_wakes_on_nudge() -> None:
         await asyncio.wait_for(loop, 5)
         await ctl
     assert h.errors() == 0
+
+
+async def test_a_cluster_being_deleted_is_not_reconciled() -> None:
+    h = Harness({"replicas": 3})
+    h.kube.cluster()["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    await h.step()
+    assert h.kube.names("StatefulSet") == []
+    assert "status" not in h.kube.cluster()

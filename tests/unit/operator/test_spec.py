@@ -95,3 +95,16 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_no_image_and_no_default_is_an_error() -> None:
     with pytest.raises(SpecError, match=r"spec\.image: not set"):
         parse_spec({}, default_image="")
+
+
+def test_the_example_cluster_is_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "kvcluster.yaml"
+    doc = yaml.safe_load(example.read_text())
+    assert doc["kind"] == "KVCluster"
+    spec = parse(doc["spec"])
+    assert spec.replicas == 3
+    assert spec.storage.reclaim_policy is ReclaimPolicy.DELETE
