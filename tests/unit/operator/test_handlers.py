@@ -44,3 +44,18 @@ async def test_daemon_drives_the_cluster_and_event_nudges_it() -> None:
         await asyncio.wait_for(daemon, 5)
     assert shared.reconcilers == {}  # the daemon cleaned up after itself
     assert h.errors() == 0
+
+
+async def test_startup_configures_kopf_standalone_with_annotation_storage() -> None:
+    import dataclasses
+
+    import kopf
+
+    h = Harness({})
+    settings = dataclasses.replace(SETTINGS, metrics_port=0)
+    shared = handlers.Shared(settings=settings, kube=h.kube, nodes=h.nodes, metrics=h.metrics)
+    ks = kopf.OperatorSettings()
+    await handlers.configure(settings=ks, memo=types.SimpleNamespace(shared=shared))  # type: ignore[arg-type]
+    assert ks.peering.standalone is True
+    assert isinstance(ks.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert ks.persistence.finalizer == "ringkv.io/operator"
