@@ -18,6 +18,7 @@ be repeated or skipped and a restarted operator decides the same. The order of w
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from kvnode.core.model import NodeInfo, PartitionMap
@@ -82,6 +83,7 @@ class Decision:
     epoch: int | None = None
     progress: RebalanceProgress | None = None
     rebalancing: bool = field(default=False)
+    bootstrapped: bool = False  # the epoch-1 map reached every node once (persisted in status)
 
     def status(self, names: ClusterNames, *, generation: int) -> ClusterStatus:
         rebalancing = Condition(
@@ -101,6 +103,7 @@ class Decision:
             epoch=self.epoch,
             rebalance=self.progress,
             message=self.message,
+            bootstrapped=self.bootstrapped,
         )
 
 
@@ -137,23 +140,23 @@ def decide(
         d = _bootstrap(spec, obs, names)
     else:
         d = _at_rest(spec, obs, names, m, retry_after_s=retry_after_s)
-    return _with(d, actions=apply + d.actions)
+    return dataclasses.replace(d, actions=apply + d.actions, bootstrapped=_bootstrapped(obs))
+
+
+def _bootstrapped(obs: Observed) -> bool:
+    """Once every node of the first map holds a map, a member without one is an emptied volume,
+    never a bootstrap still in progress; the answer is persisted in status."""
+    m = obs.cluster_map
+    if obs.bootstrapped or (m is not None and m.epoch > 1):
+        return True
+    if m is None:
+        return False
+    epochs = {n.ordinal: n.epoch for n in obs.nodes}
+    return all(epochs.get(o) is not None for o in _members(m))
 
 
 def _with(d: Decision, *, actions: tuple[Action, ...]) -> Decision:
-    return Decision(
-        actions=actions,
-        phase=d.phase,
-        message=d.message,
-        ready=d.ready,
-        progressing=d.progressing,
-        degraded=d.degraded,
-        replicas=d.replicas,
-        ready_replicas=d.ready_replicas,
-        epoch=d.epoch,
-        progress=d.progress,
-        rebalancing=d.rebalancing,
-    )
+    return dataclasses.replace(d, actions=actions)
 
 
 def _span(pmap: PartitionMap) -> int:
@@ -300,11 +303,18 @@ def _at_rest(
             "these cannot change"
         )
         return _waiting(obs, Phase.DEGRADED, "SpecMismatch", msg, degraded=True)
-    empty = [names.pod(n.ordinal) for n in obs.nodes if n.ordinal in members and n.epoch is None]
-    if empty and any(n.reachable for n in obs.nodes if n.epoch is None):
+    empty = [
+        n.ordinal for n in obs.nodes if n.reachable and n.ordinal in members and n.epoch is None
+    ]
+    if empty and not _bootstrapped(obs):  # the first install did not reach them all yet
+        msg = f"installing the epoch-1 map on {', '.join(names.pod(o) for o in empty)}"
+        d = _waiting(obs, Phase.BOOTSTRAPPING, "InstallingMap", msg)
+        return _with(d, actions=(InstallMap(m, tuple(empty)),))
+    if empty:
+        pods = ", ".join(names.pod(o) for o in empty)
         msg = (
-            f"{', '.join(empty)} answer without a map although the map lists them (an empty "
-            "volume?): they must be reseeded, which the operator does not do automatically yet"
+            f"{pods} answer without a map although the map lists them (an emptied volume?): "
+            "they must be reseeded, which the operator does not do automatically yet"
         )
         return _waiting(obs, Phase.DEGRADED, "NodeWithoutMap", msg, degraded=True)
     lagging = tuple(

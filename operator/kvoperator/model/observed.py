@@ -80,6 +80,7 @@ class Observed:
     nodes: tuple[NodeReport, ...] = ()
     cluster_map: PartitionMap | None = None  # the newest map any reachable node holds
     rebalance: RebalanceView | None = None
+    bootstrapped: bool = False  # status.bootstrapped: the first map reached every node once
 
     def pod(self, ordinal: int) -> PodView | None:
         return next((p for p in self.pods if p.ordinal == ordinal), None)

@@ -84,6 +84,7 @@ class ClusterStatus:
     epoch: int | None
     rebalance: RebalanceProgress | None
     message: str = ""
+    bootstrapped: bool = False
 
     def to_dict(self, *, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
         """JSON for ``status``; ``previous`` (the current status) keeps transition times."""
@@ -101,6 +102,7 @@ class ClusterStatus:
             "epoch": self.epoch,
             "rebalance": None if self.rebalance is None else self.rebalance.to_dict(),
             "progress": None if self.rebalance is None else self.rebalance.summary,
+            "bootstrapped": self.bootstrapped,
         }
         return d
 

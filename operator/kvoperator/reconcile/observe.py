@@ -43,6 +43,7 @@ async def observe(
     generation: int,
     now: float,
     live: RebalanceProgress | None,
+    bootstrapped: bool,
 ) -> Observation:
     """``live``: progress of the rebalance this process runs now (None: none runs here)."""
     ns = names.namespace
@@ -65,6 +66,7 @@ async def observe(
         nodes=reports,
         cluster_map=newest,
         rebalance=rebalance,
+        bootstrapped=bootstrapped,
     )
     annotations = {} if sts is None else sts["metadata"].get("annotations") or {}
     current = annotations.get(manifests.CONFIG_HASH_ANNOTATION) == manifests.config_hash(

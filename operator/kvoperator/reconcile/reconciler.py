@@ -147,6 +147,7 @@ class Reconciler:
         seen = await observe(
             self._kube, self._nodes, names, spec,
             generation=generation, now=self._clock(), live=runner.live,
+            bootstrapped=bool((body.get("status") or {}).get("bootstrapped")),
         )  # fmt: skip
         decision = policy.decide(
             spec,

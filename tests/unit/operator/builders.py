@@ -39,6 +39,7 @@ def observed(
     retired: list[int] | None = None,
     rebalance: RebalanceView | None = None,
     now: float = NOW,
+    bootstrapped: bool = False,
 ) -> Observed:
     """Pods ``running`` (and ``ready``); each running node reports ``pmap``'s epoch unless
     ``epochs`` says otherwise; PVCs for ``pvcs`` (default: every running pod)."""
@@ -59,6 +60,7 @@ def observed(
         nodes=tuple(reports),
         cluster_map=pmap,
         rebalance=rebalance,
+        bootstrapped=bootstrapped,
     )
 
 

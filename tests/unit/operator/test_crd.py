@@ -118,7 +118,7 @@ def test_status_schema_holds_what_the_operator_writes(version: dict[str, Any]) -
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     written = {
         "replicas", "readyReplicas", "selector", "observedGeneration", "phase", "message",
-        "conditions", "epoch", "rebalance", "progress",
+        "conditions", "epoch", "rebalance", "progress", "bootstrapped",
     }  # fmt: skip
     assert written <= set(status)
     rebalance = set(status["rebalance"]["properties"])

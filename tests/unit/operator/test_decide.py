@@ -113,6 +113,13 @@ CASES = [
     Case("a member without a map is not given one", spec(),
          observed(sts=3, running=range(3), ready=[0, 2], pmap=M3_AFTER, epochs={1: None}),
          (), Phase.DEGRADED, "demo-1 answer without a map", degraded=True),
+    Case("the first install missed a node: it is finished", spec(),
+         observed(sts=3, running=range(3), ready=[0, 1], pmap=M3, epochs={2: None}),
+         (d.InstallMap,), Phase.BOOTSTRAPPING, "installing the epoch-1 map on demo-2"),
+    Case("after the bootstrap, an emptied member is not given the map", spec(),
+         observed(sts=3, running=range(3), ready=[0, 1], pmap=M3, epochs={2: None},
+                  bootstrapped=True),
+         (), Phase.DEGRADED, "demo-2 answer without a map", degraded=True),
     Case("a member is down", spec(),
          observed(sts=3, running=[0, 1], ready=[0, 1], pmap=M3_AFTER), (), Phase.DEGRADED,
          "nodes not ready: demo-2", degraded=True),
@@ -206,3 +213,12 @@ def test_rebalance_progress_is_reported() -> None:
     assert status.to_dict(previous=None, now="t")["progress"] == "3/10"
     (rebalancing,) = [c for c in status.conditions if c.type == "Rebalancing"]
     assert rebalancing.status is True
+
+
+def test_bootstrapped_is_recorded_once_every_node_has_the_first_map() -> None:
+    partial = observed(sts=3, running=range(3), pmap=M3, epochs={2: None})
+    assert d.decide(spec(), partial, NAMES, objects_current=True).bootstrapped is False
+    full = observed(sts=3, running=range(3), pmap=M3)
+    out = d.decide(spec(), full, NAMES, objects_current=True)
+    assert out.bootstrapped is True
+    assert out.status(NAMES, generation=1).to_dict(previous=None, now="t")["bootstrapped"]
