@@ -29,7 +29,8 @@ def main() -> None:
         nodes=HttpNodeApi(timeout_s=settings.node_timeout_s),
         metrics=OperatorMetrics(prometheus_client.REGISTRY),
     )
-    health = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    host = settings.bind_host
+    health = f"http://{host}:{settings.health_port}/healthz" if settings.health_port else None
     log.info(
         "ringkv operator starting: namespaces %s, default image %s",
         ",".join(settings.namespaces) or "(all)",

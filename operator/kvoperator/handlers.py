@@ -63,10 +63,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.persistence.finalizer = f"{n.GROUP}/operator"
     settings.posting.level = logging.WARNING  # our own Events carry the story
-    port = _shared(memo).settings.metrics_port
-    if port:
-        prometheus_client.start_http_server(port)
-        log.info("metrics on :%d/metrics", port)
+    ours = _shared(memo).settings
+    if ours.metrics_port:
+        prometheus_client.start_http_server(ours.metrics_port, addr=ours.bind_host)
+        log.info("metrics on %s:%d/metrics", ours.bind_host, ours.metrics_port)
 
 
 @kopf.on.cleanup()

@@ -25,7 +25,9 @@ class OperatorSettings:
     """Port of the Prometheus /metrics endpoint (0: no endpoint)."""
     health_port: int = 8080
     """Port of kopf's liveness endpoint /healthz (0: none)."""
-    default_image: str = "ringkv:0.1.0"
+    bind_host: str = "0.0.0.0"
+    """Address the /metrics and /healthz endpoints listen on (the pod IP in the chart)."""
+    default_image: str = "ringkv/ringkv:0.1.0"
     """Node image used when a KVCluster does not set spec.image."""
     cluster_domain: str = "cluster.local"
     """DNS domain of the Kubernetes cluster (pod names are <pod>.<svc>.<ns>.svc.<domain>)."""

@@ -52,6 +52,7 @@ class KubernetesApi:
         self._policy = kubernetes.client.PolicyV1Api(self._client)
         self._custom = kubernetes.client.CustomObjectsApi(self._client)
         self._timeout = timeout_s
+        self._nodes_readable = True  # False after a 403: zones are then unknown, quietly
 
     def _dict(self, obj: Any) -> Obj:
         if isinstance(obj, dict):
@@ -149,10 +150,14 @@ class KubernetesApi:
         await self._run(call)
 
     async def node_labels(self, node_name: str) -> Mapping[str, str] | None:
+        if not self._nodes_readable:
+            return None
         try:
             node = await self._run(self._get, self._core.read_node, node_name)
         except ApiException as e:
-            log.warning("cannot read node %s (zone unknown): %s", node_name, e.reason)
+            log.warning("cannot read node %s (zones unknown): %s", node_name, e.reason)
+            if e.status == 403:
+                self._nodes_readable = False
             return None
         return None if node is None else (node.get("metadata", {}).get("labels") or {})
 
