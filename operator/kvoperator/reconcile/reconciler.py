@@ -9,6 +9,7 @@ repeated, and a restarted operator carries on where the previous one stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
@@ -31,7 +32,6 @@ from kvoperator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-MIN_PASS_GAP_S = 0.2  # a burst of nudges still leaves the API server some air
 
 
 def _now_iso() -> str:
@@ -83,16 +83,20 @@ class Reconciler:
         """Pass after pass until ``stopped()``; the running rebalance is cancelled on the way
         out (it resumes from its persisted state)."""
         s = self._settings
+        loop = asyncio.get_running_loop()
         try:
             while not stopped():
+                started = loop.time()
                 self._wake.clear()
                 busy = await self.safe_pass()
                 interval = s.busy_interval_s if busy else s.reconcile_interval_s
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
-                    await asyncio.sleep(MIN_PASS_GAP_S)
-                except TimeoutError:
-                    pass
+                # Our own status patches come back as events: however often we are woken,
+                # passes start at most once per busy interval.
+                gap = s.busy_interval_s - (loop.time() - started)
+                if gap > 0:
+                    await asyncio.sleep(gap)
         finally:
             await self.close()
 

@@ -262,3 +262,29 @@ async def test_a_cluster_being_deleted_is_not_reconciled() -> None:
     await h.step()
     assert h.kube.names("StatefulSet") == []
     assert "status" not in h.kube.cluster()
+
+
+async def test_nudges_do_not_run_passes_faster_than_the_busy_interval() -> None:
+    """Our own status patches come back as watch events: they must not spin the loop."""
+    import dataclasses
+
+    from kvoperator.reconcile.reconciler import Reconciler
+
+    from tests.unit.operator.harness import SETTINGS
+
+    h = Harness({"replicas": 3, "paused": True})
+    settings = dataclasses.replace(SETTINGS, busy_interval_s=0.1, reconcile_interval_s=0.1)
+    rec = Reconciler(
+        kube=h.kube, nodes=h.nodes, settings=settings, metrics=h.metrics,
+        namespace="ns", name="demo",
+    )  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.create_task(rec.run(stop.is_set))
+    for _ in range(100):  # 1 s of nudges every 10 ms
+        rec.nudge()
+        await asyncio.sleep(0.01)
+    stop.set()
+    rec.nudge()
+    await asyncio.wait_for(loop, 5)
+    passes = h.sample("ringkv_operator_reconciles_total", result="ok") or 0
+    assert 5 <= passes <= 13, passes
