@@ -28,6 +28,10 @@ from kvoperator.reconcile.ports import KubeApi, NodeApi
 Obj = dict[str, Any]
 
 
+class StateUnreadable(Exception):
+    """The persisted rebalance state exists but cannot be read: nothing may be planned."""
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     observed: Observed
@@ -55,7 +59,10 @@ async def observe(
     )
     pod_views = await _pods(kube, names, pods, zone_label=spec.scheduling.zone_label)
     reports, newest = await _maps(nodes, names, pod_views)
-    loaded = load_configmap(cm)
+    try:
+        loaded = load_configmap(cm)
+    except ValueError as e:  # never plan over a rebalance we cannot read
+        raise StateUnreadable(str(e)) from e
     rebalance = None if loaded is None else _rebalance(*loaded, live=live)
     observed = Observed(
         generation=generation,

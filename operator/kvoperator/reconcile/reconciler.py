@@ -25,7 +25,7 @@ from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ClusterSpec, SpecError, parse_spec
 from kvoperator.model.status import Condition, Phase, merge_conditions
 from kvoperator.reconcile import act as acting
-from kvoperator.reconcile.observe import observe
+from kvoperator.reconcile.observe import StateUnreadable, observe
 from kvoperator.reconcile.ports import KubeApi, NodeApi
 from kvoperator.reconcile.runtime import RebalanceRunner
 from kvoperator.settings import OperatorSettings
@@ -146,13 +146,18 @@ class Reconciler:
         try:
             spec = parse_spec(body.get("spec"), default_image=self._settings.default_image)
         except SpecError as e:
-            await self._invalid(body, names, generation, e)
+            self._metrics.reconciles.labels(self._ns, self._name, "invalid_spec").inc()
+            await self._blocked(body, names, generation, "InvalidSpec", str(e))
             return False
-        seen = await observe(
-            self._kube, self._nodes, names, spec,
-            generation=generation, now=self._clock(), live=runner.live,
-            bootstrapped=bool((body.get("status") or {}).get("bootstrapped")),
-        )  # fmt: skip
+        try:
+            seen = await observe(
+                self._kube, self._nodes, names, spec,
+                generation=generation, now=self._clock(), live=runner.live,
+                bootstrapped=bool((body.get("status") or {}).get("bootstrapped")),
+            )  # fmt: skip
+        except StateUnreadable as e:
+            await self._blocked(body, names, generation, "RebalanceStateUnreadable", str(e))
+            return True
         decision = policy.decide(
             spec,
             seen.observed,
@@ -192,14 +197,15 @@ class Reconciler:
                 warning=warning,
             )
 
-    async def _invalid(self, body: Obj, names: ClusterNames, generation: int, e: SpecError) -> None:
-        self._metrics.reconciles.labels(self._ns, self._name, "invalid_spec").inc()
+    async def _blocked(
+        self, body: Obj, names: ClusterNames, generation: int, reason: str, msg: str
+    ) -> None:
+        """Report a problem only a person can fix; nothing is changed in the cluster."""
         old = body.get("status") or {}
-        msg = str(e)
         conditions = [
-            Condition("Ready", False, "InvalidSpec", msg),
-            Condition("Progressing", False, "InvalidSpec", msg),
-            Condition("Degraded", True, "InvalidSpec", msg),
+            Condition("Ready", False, reason, msg),
+            Condition("Progressing", False, reason, msg),
+            Condition("Degraded", True, reason, msg),
         ]
         status = {
             "phase": Phase.DEGRADED.value,
@@ -212,7 +218,7 @@ class Reconciler:
         }
         if _changed(old, status):
             await self._kube.patch_cluster_status(self._ns, self._name, status)
-            await self._kube.emit_event(body, reason="InvalidSpec", message=msg, warning=True)
+            await self._kube.emit_event(body, reason=reason, message=msg, warning=True)
 
     def _record_metrics(self, status: Obj) -> None:
         m, labels = self._metrics, (self._ns, self._name)

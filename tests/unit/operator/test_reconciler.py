@@ -288,3 +288,24 @@ async def test_nudges_do_not_run_passes_faster_than_the_busy_interval() -> None:
     await asyncio.wait_for(loop, 5)
     passes = h.sample("ringkv_operator_reconciles_total", result="ok") or 0
     assert 5 <= passes <= 13, passes
+
+
+async def test_unreadable_rebalance_state_blocks_planning() -> None:
+    h = Harness({"replicas": 3, "partitions": 4})
+    await h.ready()
+    cm = {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "demo-rebalance", "namespace": "ns"},
+        "data": {"state.json": "{not json"},
+    }  # fmt: skip
+    h.kube.apply_sync(cm)
+    h.kube.update_spec(replicas=4)
+    await h.step()
+    await h.step()
+    s = h.status
+    assert s["phase"] == "Degraded"
+    assert "configmap ns/demo-rebalance is unreadable" in s["message"]
+    sts = h.kube.get("StatefulSet", "ns", "demo")
+    assert sts is not None
+    assert sts["spec"]["replicas"] == 3
+    assert "RebalanceStarted" not in h.kube.reasons()
