@@ -52,11 +52,13 @@ def decide(
     built from this spec (the StatefulSet carries the hash of what the operator would write)."""
     m, rb = obs.cluster_map, obs.rebalance
     if spec.paused:
-        return _paused(obs)
+        return dataclasses.replace(_paused(obs), bootstrapped=_bootstrapped(obs))
     unfinished = rb is not None and not rb.finished
     if unfinished:
         assert rb is not None
         need = max(_span(rb.base), _span(rb.target))
+    elif m is None and obs.bootstrapped:  # no node answers now: never shrink blind
+        need = max(spec.replicas, obs.statefulset_replicas or 0)
     elif m is None:
         need = spec.replicas
     elif _retired_joiners(spec, obs, m):
@@ -69,6 +71,9 @@ def decide(
     if unfinished:
         assert rb is not None
         d = _rebalancing(spec, obs, rb)
+    elif m is None and obs.bootstrapped:
+        msg = "no node answers with a map (restarting?): waiting for them"
+        d = _waiting(obs, Phase.DEGRADED, "NoMapReachable", msg, degraded=True)
     elif m is None:
         d = _bootstrap(spec, obs, names)
     else:

@@ -120,6 +120,9 @@ CASES = [
          observed(sts=3, running=range(3), ready=[0, 1], pmap=M3, epochs={2: None},
                   bootstrapped=True),
          (), Phase.DEGRADED, "demo-2 answer without a map", degraded=True),
+    Case("bootstrapped but no node answers: wait, never re-bootstrap or shrink", spec(),
+         observed(sts=5, bootstrapped=True), (), Phase.DEGRADED, "no node answers with a map",
+         degraded=True),
     Case("a member is down", spec(),
          observed(sts=3, running=[0, 1], ready=[0, 1], pmap=M3_AFTER), (), Phase.DEGRADED,
          "nodes not ready: demo-2", degraded=True),
@@ -222,3 +225,8 @@ def test_bootstrapped_is_recorded_once_every_node_has_the_first_map() -> None:
     out = d.decide(spec(), full, NAMES, objects_current=True)
     assert out.bootstrapped is True
     assert out.status(NAMES, generation=1).to_dict(previous=None, now="t")["bootstrapped"]
+
+
+def test_pausing_keeps_the_bootstrap_record() -> None:
+    obs = observed(sts=3, running=range(3), pmap=M3, bootstrapped=True)
+    assert d.decide(spec(paused=True), obs, NAMES, objects_current=True).bootstrapped is True
