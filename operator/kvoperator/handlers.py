@@ -76,8 +76,11 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(n.GROUP, n.VERSION, n.PLURAL)
 async def nudge(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Any change (spec, status, metadata) wakes the loop; it decides from what it reads."""
-    _shared(memo).reconciler(namespace or "", name).nudge()
+    """Any change (spec, status, metadata) wakes the loop; it decides from what it reads. No
+    loop yet (or any more): nothing to wake, the daemon's first pass reads everything."""
+    rec = _shared(memo).reconcilers.get((namespace or "", name))
+    if rec is not None:
+        rec.nudge()
 
 
 @kopf.daemon(n.GROUP, n.VERSION, n.PLURAL, cancellation_timeout=30.0)

@@ -43,6 +43,8 @@ async def test_daemon_drives_the_cluster_and_event_nudges_it() -> None:
         await handlers.nudge(namespace="ns", name="demo", memo=memo)
         await asyncio.wait_for(daemon, 5)
     assert shared.reconcilers == {}  # the daemon cleaned up after itself
+    await handlers.nudge(namespace="ns", name="demo", memo=memo)  # e.g. the DELETED event
+    assert shared.reconcilers == {}
     assert h.errors() == 0
 
 
