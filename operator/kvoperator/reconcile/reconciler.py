@@ -169,9 +169,11 @@ class Reconciler:
             self._kube, self._nodes, names, owner, spec, body, runner,
             seen.observed.statefulset_replicas,
         )  # fmt: skip
-        for action in decision.actions:
-            await acting.act(ctx, action)
-        await self._report(body, names, spec, decision, generation)
+        try:
+            for action in decision.actions:
+                await acting.act(ctx, action)
+        finally:  # the status says what was decided even when an action failed
+            await self._report(body, names, spec, decision, generation)
         return decision.phase is not Phase.READY or runner.busy
 
     async def _report(

@@ -194,6 +194,7 @@ class FakeNodes:
         self.cluster: FakeCluster | None = None
         self.bootstrap: dict[str, PartitionMap] = {}  # before the FakeCluster exists
         self.installs = 0
+        self.deaf: set[str] = set()  # pods running whose node does not answer (yet)
         self._admin = _Admin(self)
 
     @property
@@ -210,12 +211,16 @@ class FakeNodes:
         return pmap is not None and pmap.has_node(pod)
 
     async def read_map(self, node: NodeInfo) -> MapReport:
-        if not self.kube.pod_running(self.names.namespace, node.node_id):
+        if node.node_id in self.deaf or not self.kube.pod_running(
+            self.names.namespace, node.node_id
+        ):
             return MapReport(reachable=False)
         return MapReport(reachable=True, pmap=self.map_of(node.node_id))
 
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
-        if not self.kube.pod_running(self.names.namespace, node.node_id):
+        if node.node_id in self.deaf or not self.kube.pod_running(
+            self.names.namespace, node.node_id
+        ):
             raise errors.Unavailable(f"cannot connect to {node.node_id}", reason="connect")
         self.installs += 1
         if self.cluster is not None:

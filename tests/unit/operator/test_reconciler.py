@@ -309,3 +309,17 @@ async def test_unreadable_rebalance_state_blocks_planning() -> None:
     assert sts is not None
     assert sts["spec"]["replicas"] == 3
     assert "RebalanceStarted" not in h.kube.reasons()
+
+
+async def test_a_bootstrap_install_that_missed_a_node_is_finished() -> None:
+    h = Harness({"replicas": 3, "partitions": 4})
+    h.nodes.deaf.add("demo-2")  # its pod runs, its HTTP server is not up yet
+    await h.until("map on two nodes", lambda: h.nodes.map_of("demo-0") is not None)
+    await h.step()
+    assert h.status["phase"] == "Bootstrapping"
+    assert not h.status.get("bootstrapped")
+    assert h.errors() >= 1  # the failed install is counted, the status still written
+    h.nodes.deaf.clear()
+    await h.ready()
+    assert h.status["bootstrapped"] is True
+    assert h.nodes.map_of("demo-2") == h.nodes.map_of("demo-0")
