@@ -33,7 +33,7 @@ from kvnode.rebalance import admin as admin_api
 from kvnode.rebalance import publisher
 from kvnode.rebalance import state as state_file
 from kvnode.rebalance import steps as step_runner
-from kvnode.rebalance.state import RebalanceState, Status
+from kvnode.rebalance.state import RebalanceState, StateStore, Status
 
 log = logging.getLogger(__name__)
 Options = step_runner.Options
@@ -78,14 +78,14 @@ class Rebalancer:
 
     def __init__(
         self,
-        state_path: str,
+        state_path: str | StateStore,
         state: RebalanceState,
         *,
         admin: admin_api.NodeAdmin,
         options: Options,
         on_progress: ProgressCallback | None,
     ) -> None:
-        self._path = state_path
+        self._store = _store(state_path)
         self._state = state
         self._opt = options
         self._on_progress = on_progress
@@ -108,7 +108,7 @@ class Rebalancer:
     @classmethod
     def create(
         cls,
-        state_path: str,
+        state_path: str | StateStore,
         current: PartitionMap,
         target: PartitionMap,
         *,
@@ -116,47 +116,46 @@ class Rebalancer:
         options: Options | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Rebalancer:
-        """Plan ``current`` -> ``target`` and persist it at ``state_path``. Refuses to overwrite a
-        rebalance that is not finished (``UnfinishedRebalance``)."""
-        old = state_file.load(state_path)
+        """Plan ``current`` -> ``target`` and persist it at ``state_path`` (a file path or a
+        ``StateStore``). Refuses to overwrite a rebalance that is not finished
+        (``UnfinishedRebalance``)."""
+        store = _store(state_path)
+        old = store.load()
         if old is not None and not old.status.finished:
             summary = planning.progress_summary(old.plan, old.progress)
             raise UnfinishedRebalance(
-                f"{state_path} holds an unfinished rebalance (status {old.status.value}, "
+                f"{store} holds an unfinished rebalance (status {old.status.value}, "
                 f"{summary.steps_done}/{summary.steps_total} steps): resume or abort it first"
             )
         current.validate()
         target.validate()
         plan = planning.plan_migration(current.replicas, target.replicas)
         state = RebalanceState(Status.RUNNING, current, target, plan, started_at=time.time())
-        state_file.save(state_path, state)
+        store.save(state)
         log.info(
             "rebalance planned: epoch %d, %d partitions to move in %d steps, state %s",
             current.epoch,
             len(plan.moves),
             plan.total_steps,
-            state_path,
+            store,
         )
-        return cls(
-            state_path, state, admin=admin, options=options or Options(), on_progress=on_progress
-        )
+        return cls(store, state, admin=admin, options=options or Options(), on_progress=on_progress)
 
     @classmethod
     def load(
         cls,
-        state_path: str,
+        state_path: str | StateStore,
         *,
         admin: admin_api.NodeAdmin,
         options: Options | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Rebalancer:
         """Resume the rebalance persisted at ``state_path`` (ValueError if it is unreadable)."""
-        state = state_file.load(state_path)
+        store = _store(state_path)
+        state = store.load()
         if state is None:
-            raise FileNotFoundError(f"no rebalance state at {state_path}")
-        return cls(
-            state_path, state, admin=admin, options=options or Options(), on_progress=on_progress
-        )
+            raise FileNotFoundError(f"no rebalance state at {store}")
+        return cls(store, state, admin=admin, options=options or Options(), on_progress=on_progress)
 
     # -- views -----------------------------------------------------------------------------------
     @property
@@ -198,7 +197,7 @@ class Rebalancer:
 
     def _save(self, **changes: Any) -> None:
         self._state = dataclasses.replace(self._state, **changes)
-        state_file.save(self._path, self._state)
+        self._store.save(self._state)
 
     def _failed(self, reason: str) -> RebalanceFailed:
         return RebalanceFailed(reason, status=self._state.status, progress=self.progress)
@@ -458,6 +457,11 @@ class Rebalancer:
             drop(p, self._nodes[n]) for p in sorted(st.rolled_back) for n in st.joiners(p)
         )
         self._save(orphans=tuple(sorted(orphans)))
+
+
+def _store(where: str | StateStore) -> StateStore:
+    """A path means the file store (``ringkv local``); the operator passes its own store."""
+    return state_file.FileStore(where) if isinstance(where, str) else where
 
 
 async def _together(work: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -1,7 +1,9 @@
 """The rebalance executor's persisted state: everything a restarted executor resumes from.
 
-One JSON file, replaced atomically (temporary file, fsync, rename, fsync of the directory), so a
-crash leaves either the previous state or the new one, never a torn file. The executor persists
+Where it is kept is injectable (``StateStore``): ``FileStore`` (``ringkv local``) or, in the
+operator, a ConfigMap owned by the KVCluster. The file store keeps one JSON file, replaced
+atomically (temporary file, fsync, rename, fsync of the directory), so a crash leaves either the
+previous state or the new one, never a torn file. The executor persists
 progress BEFORE it acts on it (installing the next map), so the file never claims less than the
 nodes were told; replaying from it re-runs at most the steps in flight, which are idempotent.
 """
@@ -13,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from kvnode.core.model import PartitionMap
 from kvnode.core.plan import MigrationPlan, PartitionMove, PlanProgress, StepKind
@@ -131,12 +133,58 @@ def _opt_str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
+class StateStore(Protocol):
+    """Where the executor persists its state. ``save`` must be durable and atomic when it
+    returns (the executor acts on the saved state right after); ``load`` returns None when no
+    state was ever saved and raises ValueError when the stored state is unreadable."""
+
+    def save(self, state: RebalanceState) -> None: ...
+
+    def load(self) -> RebalanceState | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileStore:
+    """The state in one local JSON file (see the module docstring)."""
+
+    path: str
+
+    def save(self, state: RebalanceState) -> None:
+        save(self.path, state)
+
+    def load(self) -> RebalanceState | None:
+        return load(self.path)
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def encode(state: RebalanceState) -> str:
+    """The state as compact JSON (the C encoder: no indent)."""
+    return json.dumps(state.to_dict(), sort_keys=True)
+
+
+def decode(raw: str, *, source: str) -> RebalanceState:
+    """Parse and check a stored state; ValueError names ``source`` if it is corrupt, of an
+    unknown format, or inconsistent (a plan that does not match its maps)."""
+    try:
+        d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        state = RebalanceState.from_dict(d)
+        _check(state)
+    except (ValueError, KeyError, TypeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise ValueError(f"rebalance state {source} is unreadable: {what}") from e
+    return state
+
+
 def save(path: str, state: RebalanceState) -> None:
     """Write ``state`` to ``path`` atomically and durably."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(state.to_dict(), sort_keys=True))  # no indent: the C encoder
+        f.write(encode(state))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -148,23 +196,13 @@ def save(path: str, state: RebalanceState) -> None:
 
 
 def load(path: str) -> RebalanceState | None:
-    """The state at ``path``; None if there is no file. ValueError names the file if it is
-    corrupt, of an unknown format, or inconsistent (a plan that does not match its maps)."""
+    """The state at ``path``; None if there is no file. ValueError as ``decode``."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = f.read()
     except FileNotFoundError:
         return None
-    try:
-        d = json.loads(raw)
-        if not isinstance(d, dict):
-            raise ValueError("not a JSON object")
-        state = RebalanceState.from_dict(d)
-        _check(state)
-    except (ValueError, KeyError, TypeError) as e:
-        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-        raise ValueError(f"rebalance state {path} is unreadable: {what}") from e
-    return state
+    return decode(raw, source=path)
 
 
 def _check(state: RebalanceState) -> None:

@@ -1,0 +1,1 @@
+"""kvoperator: the ringkv Kubernetes operator (kopf)."""

@@ -1,0 +1,87 @@
+"""What ``decide`` returns: the actions to take (frozen values that ``reconcile.act`` carries
+out) and the ``Decision`` with the status to report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kvnode.core.model import PartitionMap
+
+from kvoperator.model.names import ClusterNames
+from kvoperator.model.spec import ReclaimPolicy
+from kvoperator.model.status import ClusterStatus, Condition, Phase, RebalanceProgress
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyObjects:
+    """Create or update the StatefulSet (at ``replicas``), Services and PDB."""
+
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstallMap:
+    """``PUT /v1/admin/map`` on the nodes of ``ordinals`` (bootstrap, or nodes that lag)."""
+
+    pmap: PartitionMap
+    ordinals: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StartRebalance:
+    current: PartitionMap
+    target: PartitionMap
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRebalance:
+    """Load the persisted rebalance and run it (or finish its abort)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimVolumes:
+    """Apply the reclaim policy to the volumes of removed ordinals (their pods are gone)."""
+
+    pvcs: tuple[str, ...]
+    policy: ReclaimPolicy
+    epoch: int
+
+
+Action = ApplyObjects | InstallMap | StartRebalance | ResumeRebalance | ReclaimVolumes
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    actions: tuple[Action, ...]
+    phase: Phase
+    message: str
+    ready: Condition
+    progressing: Condition
+    degraded: Condition | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    epoch: int | None = None
+    progress: RebalanceProgress | None = None
+    rebalancing: bool = field(default=False)
+    bootstrapped: bool = False  # the epoch-1 map reached every node once (persisted in status)
+
+    def status(self, names: ClusterNames, *, generation: int) -> ClusterStatus:
+        rebalancing = Condition(
+            "Rebalancing",
+            self.rebalancing,
+            "RebalanceInProgress" if self.rebalancing else "NoRebalance",
+            self.message if self.rebalancing else "",
+        )
+        degraded = self.degraded or Condition("Degraded", False, "AsExpected")
+        return ClusterStatus(
+            replicas=self.replicas,
+            ready_replicas=self.ready_replicas,
+            selector=names.selector,
+            observed_generation=generation,
+            phase=self.phase,
+            conditions=(self.ready, self.progressing, rebalancing, degraded),
+            epoch=self.epoch,
+            rebalance=self.progress,
+            message=self.message,
+            bootstrapped=self.bootstrapped,
+        )

@@ -1,0 +1,219 @@
+"""Pure builders of every object a KVCluster owns; the same manifests in e2e as in production.
+
+Each builder returns a plain dict ready for server-side apply, with the owner reference that
+lets Kubernetes garbage-collect it with the KVCluster. Why the StatefulSet looks as it does:
+
+* ``podManagementPolicy: Parallel``: a lone pod is never ready (it needs a map and a quorum), so
+  ordered start-up would wait forever for pod 0.
+* The headless Service publishes not-ready addresses: peers must resolve before they are ready.
+* ``KVNODE_HOST`` is the pod's DNS name under that Service (stable for the life of the volume:
+  Raft identifies peers by it); ``KVNODE_BIND_HOST`` is the pod IP (downward API).
+* Readiness is ``/readyz`` (a map and a leader for every hosted partition), liveness ``/healthz``.
+* PVCs outlive scale-downs (``whenScaled: Retain``): the operator itself applies
+  ``storage.reclaimPolicy`` once a removed ordinal is drained and its pod is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kvoperator.model import names as n
+from kvoperator.model.names import ClusterNames
+from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
+
+CONFIG_HASH_ANNOTATION = f"{n.GROUP}/config-hash"
+NODE_COMMAND = ("ringkv-node",)  # console script of the ringkv distribution, in the image
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The KVCluster that owns the objects (its uid makes the reference unambiguous)."""
+
+    name: str
+    uid: str
+
+    def reference(self) -> Obj:
+        return {
+            "apiVersion": n.API_VERSION,
+            "kind": n.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def _meta(names: ClusterNames, name: str, owner: Owner) -> Obj:
+    return {
+        "name": name,
+        "namespace": names.namespace,
+        "labels": names.object_labels,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def owned_objects(
+    spec: ClusterSpec, names: ClusterNames, owner: Owner, *, replicas: int
+) -> list[Obj]:
+    """Everything ``ApplyObjects`` writes, in dependency order (Services before the pods)."""
+    return [
+        headless_service(names, owner),
+        client_service(names, owner),
+        pdb(spec, names, owner),
+        statefulset(spec, names, owner, replicas=replicas),
+    ]
+
+
+def config_hash(spec: ClusterSpec, names: ClusterNames) -> str:
+    """Hash of what the owned objects would be (replicas excluded): the StatefulSet carries it,
+    so the operator re-applies only when the spec (or this builder) changed."""
+    probe = Owner(name=names.name, uid="-")
+    objs = owned_objects(spec, names, probe, replicas=0)
+    raw = json.dumps(objs, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def headless_service(names: ClusterNames, owner: Owner) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(names, names.headless_service, owner),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": names.labels,
+            "ports": [{"name": "http", "port": n.HTTP_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def client_service(names: ClusterNames, owner: Owner) -> Obj:
+    """Clients reach ready nodes here; any node forwards a request to the partition leader."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(names, names.client_service, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.labels,
+            "ports": [{"name": "http", "port": n.HTTP_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def pdb(spec: ClusterSpec, names: ClusterNames, owner: Owner) -> Obj:
+    """Voluntary disruptions may take down at most the replicas a partition can lose and keep
+    its quorum ((RF-1)//2, at least 1: with RF < 3 there is no quorum to protect)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(names, names.pdb, owner),
+        "spec": {
+            "maxUnavailable": max(1, (spec.replication_factor - 1) // 2),
+            "selector": {"matchLabels": names.labels},
+        },
+    }
+
+
+def state_configmap(names: ClusterNames, owner: Owner, data: Mapping[str, str]) -> Obj:
+    """The rebalance executor's persisted state (see ``kvoperator.kube.store``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(names, names.state_configmap, owner),
+        "data": dict(data),
+    }
+
+
+def statefulset(spec: ClusterSpec, names: ClusterNames, owner: Owner, *, replicas: int) -> Obj:
+    meta = _meta(names, names.statefulset, owner)
+    if replicas > 0:  # replicas=0 only when hashing: the hash must not include itself
+        meta["annotations"] = {CONFIG_HASH_ANNOTATION: config_hash(spec, names)}
+    policy = "Delete" if spec.storage.reclaim_policy is ReclaimPolicy.DELETE else "Retain"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "serviceName": names.headless_service,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": names.labels},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": policy, "whenScaled": "Retain"},
+            "template": {
+                "metadata": {"labels": {**names.object_labels, **names.labels}},
+                "spec": _pod_spec(spec, names),
+            },
+            "volumeClaimTemplates": [_claim_template(spec, names)],
+        },
+    }
+
+
+def _pod_spec(spec: ClusterSpec, names: ClusterNames) -> Obj:
+    pod: Obj = {
+        "terminationGracePeriodSeconds": 30,
+        "enableServiceLinks": False,
+        "containers": [_container(spec, names)],
+    }
+    sched = spec.scheduling
+    if sched.affinity:
+        pod["affinity"] = dict(sched.affinity)
+    if sched.tolerations:
+        pod["tolerations"] = [dict(t) for t in sched.tolerations]
+    if sched.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = [dict(t) for t in sched.topology_spread_constraints]
+    return pod
+
+
+def _env(name: str, value: str) -> Obj:
+    return {"name": name, "value": value}
+
+
+def _field(name: str, path: str) -> Obj:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _container(spec: ClusterSpec, names: ClusterNames) -> Obj:
+    domain = f"{names.headless_service}.{names.namespace}.svc.{names.cluster_domain}"
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2}
+    return {
+        "name": "node",
+        "image": spec.image,
+        "command": list(NODE_COMMAND),
+        "ports": [{"name": "http", "containerPort": n.HTTP_PORT}],
+        "env": [
+            _field("KVNODE_NODE_ID", "metadata.name"),
+            _env("KVNODE_HOST", f"$(KVNODE_NODE_ID).{domain}"),
+            _field("KVNODE_BIND_HOST", "status.podIP"),
+            _env("KVNODE_DATA_DIR", n.DATA_DIR),
+            _env("KVNODE_HTTP_PORT", str(n.HTTP_PORT)),
+            _env("KVNODE_RAFT_PORT_BASE", str(n.RAFT_PORT_BASE)),
+            _env("KVNODE_DURABILITY", spec.durability.value),
+        ],
+        "readinessProbe": {**probe, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": dict(spec.resources),
+        "volumeMounts": [{"name": n.DATA_VOLUME, "mountPath": n.DATA_DIR}],
+    }
+
+
+def _claim_template(spec: ClusterSpec, names: ClusterNames) -> Obj:
+    claim: Obj = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class_name:
+        claim["storageClassName"] = spec.storage.storage_class_name
+    return {"metadata": {"name": n.DATA_VOLUME, "labels": names.labels}, "spec": claim}

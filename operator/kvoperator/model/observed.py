@@ -1,0 +1,95 @@
+"""What one reconcile pass saw: the StatefulSet, pods, PVCs, the nodes' maps and the persisted
+rebalance. Built by ``kvoperator.reconcile.observe`` from the cluster alone (plus whether this
+process is running the rebalance now), so a restarted operator sees what its predecessor saw."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvnode.core.model import PartitionMap
+
+UNFINISHED = ("running", "aborting", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    ordinal: int
+    name: str
+    running: bool  # phase Running with an IP and not being deleted: its node API can answer
+    ready: bool  # the Ready condition (the node's /readyz)
+    zone: str | None = None  # the zone label of the Kubernetes node it runs on
+
+
+@dataclass(frozen=True, slots=True)
+class PvcView:
+    ordinal: int
+    name: str
+    retired: bool  # retained at an earlier scale-down: stale data
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """One running pod's answer to ``GET /v1/cluster``."""
+
+    ordinal: int
+    reachable: bool
+    epoch: int | None = None  # None: reachable but no map yet
+
+
+@dataclass(frozen=True, slots=True)
+class MapReport:
+    """A node's answer about its map: ``reachable=False`` when it did not answer at all."""
+
+    reachable: bool
+    pmap: PartitionMap | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceView:
+    """The persisted executor state (ConfigMap) and, if this process runs it, live progress."""
+
+    status: str  # running | aborting | failed | done | aborted
+    base: PartitionMap
+    target: PartitionMap
+    active: bool  # this operator process is running (or aborting) it right now
+    partitions_done: int = 0
+    partitions_total: int = 0
+    steps_done: int = 0
+    steps_total: int = 0
+    bytes_moved: int = 0
+    eta_s: float | None = None
+    failure: str | None = None
+    updated_at: float = 0.0  # wall clock of the last save
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in UNFINISHED
+
+    @property
+    def target_size(self) -> int:
+        return len(self.target.nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    generation: int
+    now: float  # wall clock, passed in so decide stays pure
+    statefulset_replicas: int | None  # None: the StatefulSet does not exist
+    pods: tuple[PodView, ...] = ()
+    pvcs: tuple[PvcView, ...] = ()
+    nodes: tuple[NodeReport, ...] = ()
+    cluster_map: PartitionMap | None = None  # the newest map any reachable node holds
+    rebalance: RebalanceView | None = None
+    bootstrapped: bool = False  # status.bootstrapped: the first map reached every node once
+
+    def pod(self, ordinal: int) -> PodView | None:
+        return next((p for p in self.pods if p.ordinal == ordinal), None)
+
+    def running(self, ordinals: range | list[int]) -> bool:
+        return all((p := self.pod(o)) is not None and p.running for o in ordinals)
+
+    def ready(self, ordinals: range | list[int]) -> bool:
+        return all((p := self.pod(o)) is not None and p.ready for o in ordinals)
+
+    def zones(self) -> dict[int, str | None]:
+        return {p.ordinal: p.zone for p in self.pods}

@@ -1,0 +1,56 @@
+"""``HttpNodeApi``: the operator's only way to talk to storage nodes (their HTTP admin API).
+
+It builds on ``kvnode.client.NodeHttp`` (pooled transport, typed errors) and
+``kvnode.rebalance.http_admin.HttpNodeAdmin``; it never imports the node's Raft, storage or
+service code. Implements ``kvoperator.reconcile.ports.NodeApi``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kvnode.client import NodeHttp
+from kvnode.core import errors
+from kvnode.core.model import NodeInfo, PartitionMap
+from kvnode.rebalance.admin import NodeAdmin
+from kvnode.rebalance.http_admin import HttpNodeAdmin
+
+from kvoperator.model.observed import MapReport
+
+log = logging.getLogger(__name__)
+
+
+class HttpNodeApi:
+    def __init__(self, *, timeout_s: float = 3.0, admin_timeout_s: float = 15.0) -> None:
+        self._http = NodeHttp()
+        self._admin = HttpNodeAdmin(self._http, timeout_s=admin_timeout_s)
+        self._timeout = timeout_s
+
+    @property
+    def admin(self) -> NodeAdmin:
+        return self._admin
+
+    async def read_map(self, node: NodeInfo) -> MapReport:
+        """``GET /v1/cluster``. A node that answers "no map yet" (503) is reachable."""
+        try:
+            _, info, _ = await self._http.call(
+                node.http_url, "GET", "/v1/cluster", timeout=self._timeout
+            )
+        except errors.Unavailable as e:
+            if e.details.get("reason") == "connect" or "no partition map" not in e.message:
+                return MapReport(reachable=False)
+            return MapReport(reachable=True)
+        except (errors.KvError, OSError) as e:
+            log.debug("node %s did not answer: %s", node.node_id, e)
+            return MapReport(reachable=False)
+        try:
+            return MapReport(reachable=True, pmap=PartitionMap.from_dict(info["map"]))
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("node %s returned an unreadable map: %s", node.node_id, e)
+            return MapReport(reachable=False)
+
+    async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
+        await self._admin.install_map(node, pmap)
+
+    async def close(self) -> None:
+        await self._http.close()

@@ -1,0 +1,100 @@
+"""Carry out ``decide``'s actions, idempotently; no policy here, only effects and Events.
+
+Every action may be repeated after a crash: apply is server-side apply, installing the same map
+again is a no-op on a node, a rebalance is created only when none is unfinished (the executor
+refuses otherwise) and resumed from its persisted state, and PVC deletion of an absent PVC is a
+no-op. A failed action raises; the pass ends and the next one observes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kvnode.core.model import PartitionMap
+
+from kvoperator import decide as policy
+from kvoperator import manifests
+from kvoperator.model import names as n
+from kvoperator.model.names import ClusterNames
+from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
+from kvoperator.reconcile.ports import KubeApi, NodeApi
+from kvoperator.reconcile.runtime import RebalanceRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    kube: KubeApi
+    nodes: NodeApi
+    names: ClusterNames
+    owner: manifests.Owner
+    spec: ClusterSpec
+    body: dict[str, Any]  # the KVCluster, for Events
+    runner: RebalanceRunner
+    statefulset_replicas: int | None  # as observed in this pass
+
+    async def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, message)
+        await self.kube.emit_event(self.body, reason=reason, message=message, warning=warning)
+
+
+async def act(ctx: Context, action: policy.Action) -> None:
+    match action:
+        case policy.ApplyObjects(replicas=replicas):
+            await _apply(ctx, replicas)
+        case policy.InstallMap(pmap=pmap, ordinals=ordinals):
+            await _install(ctx, pmap, ordinals)
+        case policy.StartRebalance(current=current, target=target):
+            plan = ctx.runner.start(current, target)
+            await ctx.event(
+                "RebalanceStarted",
+                f"{len(current.nodes)} -> {len(target.nodes)} nodes from map epoch "
+                f"{current.epoch}: {plan.partitions_total} partitions to move in "
+                f"{plan.steps_total} steps",
+            )
+        case policy.ResumeRebalance():
+            ctx.runner.resume()
+            await ctx.event("RebalanceResumed", "resuming the persisted rebalance")
+        case policy.ReclaimVolumes(pvcs=pvcs, policy=reclaim, epoch=epoch):
+            await _reclaim(ctx, pvcs, reclaim, epoch)
+
+
+async def _apply(ctx: Context, replicas: int) -> None:
+    for obj in manifests.owned_objects(ctx.spec, ctx.names, ctx.owner, replicas=replicas):
+        await ctx.kube.apply(obj)
+    before = ctx.statefulset_replicas
+    if before is None:
+        await ctx.event("Created", f"StatefulSet {ctx.names.statefulset} with {replicas} pods")
+    elif before != replicas:
+        await ctx.event("StatefulSetScaled", f"StatefulSet pods {before} -> {replicas}")
+
+
+async def _install(ctx: Context, pmap: PartitionMap, ordinals: tuple[int, ...]) -> None:
+    targets = [pmap.node(ctx.names.pod(o)) for o in ordinals]
+    results = await asyncio.gather(
+        *(ctx.nodes.install_map(t, pmap) for t in targets), return_exceptions=True
+    )
+    failed = [
+        f"{t.node_id}: {r}"
+        for t, r in zip(targets, results, strict=True)
+        if isinstance(r, Exception)
+    ]
+    done = len(targets) - len(failed)
+    await ctx.event("MapInstalled", f"map epoch {pmap.epoch} installed on {done} nodes")
+    if failed:
+        raise RuntimeError(f"map epoch {pmap.epoch} not installed on: {'; '.join(failed)}")
+
+
+async def _reclaim(ctx: Context, pvcs: tuple[str, ...], reclaim: ReclaimPolicy, epoch: int) -> None:
+    ns = ctx.names.namespace
+    for name in pvcs:
+        if reclaim is ReclaimPolicy.DELETE:
+            await ctx.kube.delete_pvc(ns, name)
+        else:
+            await ctx.kube.annotate_pvc(ns, name, {n.RETIRED_ANNOTATION: str(epoch)})
+    verb = "deleted" if reclaim is ReclaimPolicy.DELETE else "retained (marked retired)"
+    await ctx.event("VolumesReclaimed", f"volumes of removed nodes {verb}: {', '.join(pvcs)}")

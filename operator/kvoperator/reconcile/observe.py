@@ -1,0 +1,180 @@
+"""Observe one KVCluster: everything ``decide`` needs, read from the cluster alone.
+
+The nodes are asked for their maps concurrently, each call bounded (a node that does not answer
+is unreachable for this pass, not an error). The persisted rebalance comes from its ConfigMap;
+while this process runs it, the executor's live progress replaces the persisted counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kvnode.core import plan as planning
+from kvnode.core.model import PartitionMap
+from kvnode.rebalance.executor import RebalanceProgress
+from kvnode.rebalance.state import RebalanceState
+
+from kvoperator import manifests
+from kvoperator.kube.store import load_configmap
+from kvoperator.model import names as n
+from kvoperator.model.names import ClusterNames
+from kvoperator.model.observed import NodeReport, Observed, PodView, PvcView, RebalanceView
+from kvoperator.model.spec import ClusterSpec
+from kvoperator.reconcile.ports import KubeApi, NodeApi
+
+Obj = dict[str, Any]
+
+
+class StateUnreadable(Exception):
+    """The persisted rebalance state exists but cannot be read: nothing may be planned."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    observed: Observed
+    objects_current: bool  # the StatefulSet carries the config hash of this spec
+
+
+async def observe(
+    kube: KubeApi,
+    nodes: NodeApi,
+    names: ClusterNames,
+    spec: ClusterSpec,
+    *,
+    generation: int,
+    now: float,
+    live: RebalanceProgress | None,
+    bootstrapped: bool,
+) -> Observation:
+    """``live``: progress of the rebalance this process runs now (None: none runs here)."""
+    ns = names.namespace
+    sts, pods, pvcs, cm = await asyncio.gather(
+        kube.get_statefulset(ns, names.statefulset),
+        kube.list_pods(ns, names.labels),
+        kube.list_pvcs(ns, names.labels),
+        kube.get_configmap(ns, names.state_configmap),
+    )
+    pod_views = await _pods(kube, names, pods, zone_label=spec.scheduling.zone_label)
+    reports, newest = await _maps(nodes, names, pod_views)
+    try:
+        loaded = load_configmap(cm)
+    except ValueError as e:  # never plan over a rebalance we cannot read
+        raise StateUnreadable(str(e)) from e
+    rebalance = None if loaded is None else _rebalance(*loaded, live=live)
+    observed = Observed(
+        generation=generation,
+        now=now,
+        statefulset_replicas=None if sts is None else int(sts["spec"].get("replicas", 0)),
+        pods=pod_views,
+        pvcs=tuple(_pvcs(names, pvcs)),
+        nodes=reports,
+        cluster_map=newest,
+        rebalance=rebalance,
+        bootstrapped=bootstrapped,
+    )
+    annotations = {} if sts is None else sts["metadata"].get("annotations") or {}
+    current = annotations.get(manifests.CONFIG_HASH_ANNOTATION) == manifests.config_hash(
+        spec, names
+    )
+    return Observation(observed, objects_current=current)
+
+
+def _condition(pod: Obj, kind: str) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+async def _pods(
+    kube: KubeApi, names: ClusterNames, pods: list[Obj], *, zone_label: str
+) -> tuple[PodView, ...]:
+    node_names = {p.get("spec", {}).get("nodeName") for p in pods} - {None}
+    labels = await asyncio.gather(*(kube.node_labels(str(x)) for x in sorted(node_names)))
+    zone_of: dict[str, str | None] = {
+        x: (lab or {}).get(zone_label) for x, lab in zip(sorted(node_names), labels, strict=True)
+    }
+    views = []
+    for pod in pods:
+        meta, status = pod["metadata"], pod.get("status", {})
+        ordinal = names.ordinal_of(meta["name"])
+        if ordinal is None:
+            continue
+        running = (
+            status.get("phase") == "Running"
+            and bool(status.get("podIP"))
+            and not meta.get("deletionTimestamp")
+        )
+        node_name = pod.get("spec", {}).get("nodeName")
+        views.append(
+            PodView(
+                ordinal=ordinal,
+                name=meta["name"],
+                running=running,
+                ready=running and _condition(pod, "Ready"),
+                zone=zone_of.get(node_name) if node_name else None,
+            )
+        )
+    return tuple(sorted(views, key=lambda v: v.ordinal))
+
+
+def _pvcs(names: ClusterNames, pvcs: list[Obj]) -> list[PvcView]:
+    out = []
+    for pvc in pvcs:
+        meta = pvc["metadata"]
+        ordinal = names.ordinal_of(meta["name"])
+        if ordinal is None or meta.get("deletionTimestamp"):
+            continue
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        out.append(PvcView(ordinal, meta["name"], retired=n.RETIRED_ANNOTATION in annotations))
+    return sorted(out, key=lambda v: v.ordinal)
+
+
+async def _maps(
+    nodes: NodeApi, names: ClusterNames, pods: tuple[PodView, ...]
+) -> tuple[tuple[NodeReport, ...], PartitionMap | None]:
+    running = [p for p in pods if p.running]
+    answers = await asyncio.gather(*(nodes.read_map(names.node(p.ordinal)) for p in running))
+    reports, newest = [], None
+    for pod, ans in zip(running, answers, strict=True):
+        epoch = None if ans.pmap is None else ans.pmap.epoch
+        reports.append(NodeReport(pod.ordinal, ans.reachable, epoch))
+        if ans.pmap is not None and (newest is None or ans.pmap.epoch > newest.epoch):
+            newest = ans.pmap
+    return tuple(reports), newest
+
+
+def _rebalance(
+    state: RebalanceState, updated_at: float, *, live: RebalanceProgress | None
+) -> RebalanceView:
+    s = planning.progress_summary(state.plan, state.progress)
+    view = RebalanceView(
+        status=state.status.value,
+        base=state.base,
+        target=state.target,
+        active=live is not None,
+        partitions_done=s.partitions_done,
+        partitions_total=s.partitions_total,
+        steps_done=s.steps_done,
+        steps_total=s.steps_total,
+        bytes_moved=state.bytes_moved,
+        failure=state.failure or state.abort_reason,
+        updated_at=updated_at,
+    )
+    if live is None:
+        return view
+    return RebalanceView(
+        status=view.status,
+        base=view.base,
+        target=view.target,
+        active=True,
+        partitions_done=live.partitions_done,
+        partitions_total=live.partitions_total,
+        steps_done=live.steps_done,
+        steps_total=live.steps_total,
+        bytes_moved=live.bytes_moved,
+        eta_s=live.eta_s,
+        failure=view.failure,
+        updated_at=updated_at,
+    )
