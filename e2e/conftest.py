@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kvharness import controlplane
+from kvharness import controlplane, procs
 from kvharness.cluster import LocalCluster
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,35 @@ def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
     """A fresh namespace; logs are dumped if the test failed, then the namespace is deleted."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
+    # ServiceAccount admission refuses pods until the controller manager has created the
+    # namespace's `default` account (as on any cluster; usually within a few ms).
+    procs.wait_until(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False)
+        .returncode == 0,
+        timeout=30, what=f"ServiceAccount {name}/default", on_timeout=cluster.dump_logs,
+    )  # fmt: skip
     yield name
     rep = getattr(request.node, "rep_call", None)
     if rep is None or rep.failed:
         cluster.dump_logs()
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
     cluster.assert_healthy()
+
+
+def helm_binary() -> Path:
+    """The helm built by e2e/build-helm.sh; missing fails in CI (setup.sh builds it), skips
+    elsewhere with the command that builds it."""
+    version = (Path(__file__).parent / "helmbin" / "HELM_VERSION").read_text().strip()
+    cache = Path(os.environ.get("RINGKV_CACHE", Path.home() / ".cache" / "ringkv"))
+    path = cache / f"helm-{version}" / "bin" / "helm"
+    if not path.exists():
+        reason = f"no helm at {path} (run e2e/setup.sh or e2e/build-helm.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return helm_binary()

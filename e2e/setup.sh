@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare the e2e environment (idempotent): etcd from Debian, Kubernetes binaries built or reused.
+# Prepare the e2e environment (idempotent): etcd from Debian, Kubernetes binaries and helm built
+# or reused.
 # Called by `./dev test` (and `./dev e2e`) before `pytest e2e -m e2e`. Prints timings.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,5 +23,8 @@ t1=$(date +%s)
 
 BIN=$("$HERE/build-k8s.sh")
 t2=$(date +%s)
+HELM_BIN=$("$HERE/build-helm.sh")
+t3=$(date +%s)
 log "kube-apiserver: $("$BIN/kube-apiserver" --version)"
-log "timings: etcd check $((t1 - t0))s, k8s binaries $((t2 - t1))s, disk: $(du -sh "$BIN" | cut -f1) in $BIN"
+log "helm: $("$HELM_BIN/helm" version --short)"
+log "timings: etcd check $((t1 - t0))s, k8s binaries $((t2 - t1))s, helm $((t3 - t2))s, disk: $(du -sh "$BIN" | cut -f1) in $BIN"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvharness.kubelet import envvars, logserver, probes
+from kvharness.kubelet import envvars, images, logserver, probes
 
 pytestmark = pytest.mark.e2e
 
@@ -121,9 +121,11 @@ def test_config_map_and_secret_refs_and_env_from() -> None:
 
 def test_command_line_expands_and_requires_a_command() -> None:
     container = {"name": "c", "command": ["run", "$(A)"], "args": ["--x=$(B)", "$$(A)"]}
-    assert envvars.command_line(container, {"A": "1", "B": "2"}) == ["run", "1", "--x=2", "$(A)"]
-    with pytest.raises(envvars.UnsupportedSpec):
-        envvars.command_line({"name": "c", "args": ["x"]}, {})
+    argv = images.command_line(container, images.HOST_IMAGE, {"A": "1", "B": "2"})
+    assert argv == ["run", "1", "--x=2", "$(A)"]
+    # The host image has no ENTRYPOINT/CMD: without command and args nothing can run.
+    with pytest.raises(envvars.UnsupportedSpec, match="no command"):
+        images.command_line({"name": "c", "image": "busybox"}, images.HOST_IMAGE, {})
 
 
 # ---- probes ----------------------------------------------------------------------------

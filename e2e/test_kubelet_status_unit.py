@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from kvharness.kubelet import events, runtime, volumes
-from kvharness.kubelet.kubelet import pod_ip
 from kvharness.kubelet.runtime import Mount, mount_script
 from kvharness.kubelet.status import (
     ContainerState,
@@ -20,6 +19,7 @@ from kvharness.kubelet.status import (
     pod_status,
     should_restart,
 )
+from kvharness.netplan import Slot
 
 pytestmark = pytest.mark.e2e
 
@@ -136,11 +136,18 @@ def test_completed_pod_is_not_ready() -> None:
 
 
 # ---- addresses, volumes, hosts -------------------------------------------------------
-def test_pod_ips_are_distinct_loopback_addresses() -> None:
-    ips = [pod_ip(i) for i in range(600)]
-    assert len(set(ips)) == 600
-    assert ips[0] == "127.0.1.1"
-    assert all(ip.startswith("127.") and not ip.endswith((".0", ".255")) for ip in ips)
+def test_pod_ips_are_distinct_loopback_addresses_per_slot() -> None:
+    blocks = [[Slot(k).pod_ip(i) for i in range(16 * 254)] for k in range(14)]
+    everything = [ip for block in blocks for ip in block]
+    assert len(set(everything)) == len(everything)  # no two slots or pods share an address
+    assert blocks[0][0] == "127.0.16.1"
+    assert blocks[13][-1] == "127.0.239.254"
+    assert all(ip.startswith("127.0.") and not ip.endswith((".0", ".255")) for ip in everything)
+    hosts = {Slot(k).host_ip for k in range(14)}
+    assert len(hosts) == 14
+    assert all(h.startswith("127.0.0.") and h != "127.0.0.1" for h in hosts)
+    with pytest.raises(ValueError, match="outside"):
+        Slot(0).pod_ip(16 * 254)
 
 
 def test_mount_script_orders_parents_first_and_execs() -> None:
@@ -202,6 +209,7 @@ def test_prepare_volumes(tmp_path: Path) -> None:
     dirs = volumes.prepare(
         pod,
         pod_dir=tmp_path / "pod",
+        token=lambda pod, src: "unused",
         claim_path=lambda c: claim_dir if c == "c" else None,
         config_maps=lambda n: {"data": {"a": "A", "b": "B"}},
         secrets=lambda n: {"data": {"pw": "czNjcmV0"}},
@@ -217,7 +225,56 @@ def test_prepare_volumes(tmp_path: Path) -> None:
     assert mounts == [Mount(claim_dir / "sub", "/d", False)]
     with pytest.raises(volumes.NotReadyYet):
         volumes.prepare(
-            pod, pod_dir=tmp_path / "p2", claim_path=lambda c: None,
+            pod, pod_dir=tmp_path / "p2", claim_path=lambda c: None, token=lambda p, s: "",
+            config_maps=lambda n: None, secrets=lambda n: None,
+        )  # fmt: skip
+
+
+# What ServiceAccount admission adds to every pod (kube-apiserver 1.33), verbatim.
+KUBE_API_ACCESS = {
+    "name": "kube-api-access-x7k2p",
+    "projected": {
+        "defaultMode": 420,
+        "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt",
+                           "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace",
+                                        "fieldRef": {"apiVersion": "v1",
+                                                     "fieldPath": "metadata.namespace"}}]}},
+        ],
+    },
+}  # fmt: skip
+
+
+def test_projected_service_account_volume(tmp_path: Path) -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "team-a", "uid": "u1"},
+        "spec": {"serviceAccountName": "reader", "volumes": [KUBE_API_ACCESS]},
+    }
+    asked: list[tuple[str, int]] = []
+
+    def token(p: dict[str, Any], src: dict[str, Any]) -> str:
+        asked.append((p["spec"]["serviceAccountName"], src["expirationSeconds"]))
+        return "eyJtoken"
+
+    cms = {"kube-root-ca.crt": {"data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}}}
+    dirs = volumes.prepare(
+        pod, pod_dir=tmp_path, token=token, claim_path=lambda c: None,
+        config_maps=cms.get, secrets=lambda n: None,
+    )  # fmt: skip
+    d = dirs["kube-api-access-x7k2p"]
+    assert sorted(p.name for p in d.iterdir()) == ["ca.crt", "namespace", "token"]
+    assert (d / "token").read_text() == "eyJtoken"
+    assert (d / "namespace").read_text() == "team-a"
+    assert (d / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE")
+    assert all((d / f).stat().st_mode & 0o777 == 0o644 for f in ("token", "ca.crt", "namespace"))
+    assert asked == [("reader", 3607)]
+    # The CA ConfigMap is published by the controller manager shortly after a namespace is
+    # created: until then the pod waits (ContainerCreating), as on a real node.
+    with pytest.raises(volumes.NotReadyYet, match=r"kube-root-ca\.crt"):
+        volumes.prepare(
+            pod, pod_dir=tmp_path / "again", token=token, claim_path=lambda c: None,
             config_maps=lambda n: None, secrets=lambda n: None,
         )  # fmt: skip
 

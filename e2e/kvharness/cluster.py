@@ -17,13 +17,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kvharness import controlplane, procs
+from kvharness import controlplane, netplan, procs
 from kvharness import pki as pki_mod
 from kvharness.kubelet.kubelet import reap_leftovers
 
 log = logging.getLogger(__name__)
 HARNESS_ROOT = Path(__file__).resolve().parent.parent  # e2e/, so `kvharness` is importable
 NODE_NAME = "ringkv-e2e-node"
+IMAGE_MAP = HARNESS_ROOT / "images.json"
+
+
+def write_image_map(path: Path, *, root: str, pythonpath: str | None) -> Path:
+    """Instantiate e2e/images.json for this machine: `{root}` becomes the installation that
+    plays the image (by default the virtualenv running the harness, where `./dev` installed
+    the project with its console scripts). A PYTHONPATH set for the harness (a developer's
+    worktree checkout) is passed on, so the "image" runs the code under test."""
+    doc = json.loads(IMAGE_MAP.read_text().replace("{root}", root))
+    if pythonpath:
+        for entry in doc["images"]:
+            entry.setdefault("env", {})["PYTHONPATH"] = pythonpath
+    path.write_text(json.dumps(doc, indent=1))
+    return path
 
 
 class LocalCluster:
@@ -33,12 +47,20 @@ class LocalCluster:
         self.run_dir = run_dir
         self.plane = controlplane.ControlPlane(run_dir)
         self.kubeconfig = self.plane.kubeconfig
+        self._slot_fd: int | None = None
+
+    @property
+    def host_ip(self) -> str:
+        """The address of the control plane and the node (see netplan)."""
+        return self.plane.host
 
     def start(self, *, timeout: float = 90.0) -> float:
-        """Start everything; returns the seconds until the node is Ready."""
+        """Take a free slot, start everything; returns the seconds until the node is Ready."""
         t0 = time.monotonic()
+        slot, self._slot_fd = netplan.acquire()
+        log.info("cluster slot %d: host %s, pods from %s", slot.index, slot.host_ip, slot.pod_ip(0))
         try:
-            self.plane.start(timeout=timeout)
+            self.plane.start(slot, timeout=timeout)
             self._start_kubelet()
             procs.wait_until(
                 self._node_ready, timeout=timeout, what=f"node {NODE_NAME} Ready",
@@ -53,15 +75,22 @@ class LocalCluster:
         version = (HARNESS_ROOT / "k8sbin" / "K8S_VERSION").read_text().strip()
         env = {**os.environ, "PYTHONPATH": str(HARNESS_ROOT), "PYTHONUNBUFFERED": "1"}
         pki = pki_mod.Pki(self.run_dir / "pki")
+        root = os.environ.get("RINGKV_E2E_IMAGE_ROOT", sys.prefix)
+        image_map = write_image_map(
+            self.run_dir / "images.json", root=root, pythonpath=os.environ.get("PYTHONPATH")
+        )
+        assert self._slot_fd is not None
         child = procs.start(
             "kubelet",
             [
                 sys.executable, "-m", "kvharness.kubelet", "--kubeconfig", str(self.kubeconfig),
                 "--run-dir", str(self.run_dir), "--node-name", NODE_NAME, "--version", version,
                 "--tls-cert", str(pki.kubelet_crt), "--tls-key", str(pki.kubelet_key),
+                "--slot", str(self.plane.slot.index), "--image-map", str(image_map),
             ],
             log_path=self.run_dir / "logs" / "kubelet.log",
             env=env,
+            pass_fds=[self._slot_fd],  # the kubelet holds the slot for the cluster's lifetime
         )  # fmt: skip
         self.plane.children.append(child)
         self.plane.state.pids["kubelet"] = child.pid
@@ -89,6 +118,9 @@ class LocalCluster:
         pids = state.pids if state else self.plane.state.pids
         controlplane.stop_pids(pids)
         reap_leftovers(self.run_dir)
+        if self._slot_fd is not None:
+            os.close(self._slot_fd)
+            self._slot_fd = None
 
     def with_cluster_dns(self, argv: Sequence[str]) -> list[str]:
         """Wrap `argv` so it runs in a private mount namespace whose /etc/hosts resolves the

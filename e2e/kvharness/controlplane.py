@@ -1,8 +1,8 @@
-"""etcd + kube-apiserver + kube-controller-manager as local processes on 127.0.0.1.
+"""etcd + kube-apiserver + kube-controller-manager as local processes on the slot's address.
 
 This is a real control plane (the binaries are built from the Kubernetes release pinned in
 e2e/k8sbin by e2e/build-k8s.sh); only the node side is replaced by the process kubelet. State
-(pids, ports, kubeconfig) is written to `<run_dir>/state.json` so that `e2e/cluster down` in
+(pids, slot, kubeconfig) is written to `<run_dir>/state.json` so that `e2e/cluster down` in
 another process can stop what `e2e/cluster up` started.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kvharness import netplan, procs
 from kvharness import pki as pki_mod
-from kvharness import procs
 from kvharness.kube import Kube, KubeConfig
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 # Controllers the tests rely on (an explicit list disables all others, notably node-lifecycle,
 # which would otherwise taint/evict the process node, and endpoints/endpointslice, which reject
 # the loopback pod IPs used here).
+# root-ca-cert-publisher writes the `kube-root-ca.crt` ConfigMap into every namespace, which the
+# projected service-account volume of every pod mounts as ca.crt (in-cluster configuration).
 CONTROLLERS = (
-    "statefulset,garbagecollector,namespace,serviceaccount,pvc-protection,pv-protection,"
-    "persistentvolume-binder,disruption,deployment,replicaset,job"
+    "statefulset,garbagecollector,namespace,serviceaccount,root-ca-cert-publisher,"
+    "pvc-protection,pv-protection,persistentvolume-binder,disruption,deployment,replicaset,job"
 )
 ETCD = os.environ.get("RINGKV_ETCD", "etcd")
 
@@ -42,6 +44,7 @@ class State:
     run_dir: str
     kubeconfig: str
     api_port: int
+    slot: int = 0
     pids: dict[str, int] = field(default_factory=dict)
 
     def save(self) -> None:
@@ -67,21 +70,28 @@ class ControlPlane:
 
     def __init__(self, run_dir: Path, *, bin_dir: Path | None = None) -> None:
         self.run_dir = run_dir
+        self.slot = netplan.Slot(0)  # replaced by start(); see netplan for why slots
         self.bin_dir = bin_dir or k8s_bin_dir()
         self.logs = run_dir / "logs"
         self.kubeconfig = run_dir / "admin.kubeconfig"
         self.children: list[procs.Child] = []
-        self.state = State(str(run_dir), str(self.kubeconfig), api_port=0)
+        self.state = State(str(run_dir), str(self.kubeconfig), api_port=netplan.APISERVER_PORT)
 
-    def start(self, *, timeout: float = 90.0) -> None:
-        """Start everything and return once the API is ready and the KCM is acting on it."""
+    @property
+    def host(self) -> str:
+        return self.slot.host_ip
+
+    def start(self, slot: netplan.Slot, *, timeout: float = 90.0) -> None:
+        """Start everything on `slot`'s address; return once the API is ready and the KCM is
+        acting on it."""
         t0 = time.monotonic()
+        self.slot = slot
+        self.state.slot = slot.index
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        pki = pki_mod.create_pki(self.run_dir / "pki")
+        pki = pki_mod.create_pki(self.run_dir / "pki", host_ip=self.host)
         etcd_url = self._start_etcd()
-        port = procs.free_port()
-        self.state.api_port = port
-        pki_mod.write_kubeconfig(self.kubeconfig, server=f"https://127.0.0.1:{port}", pki=pki)
+        port = self.state.api_port
+        pki_mod.write_kubeconfig(self.kubeconfig, server=f"https://{self.host}:{port}", pki=pki)
         self._start_apiserver(pki, etcd_url, port)
         self.state.save()
         procs.wait_until(
@@ -110,23 +120,22 @@ class ControlPlane:
         return child
 
     def _start_etcd(self) -> str:
-        client, peer = procs.free_port(), procs.free_port()
+        client = f"http://{self.host}:{netplan.ETCD_CLIENT_PORT}"
+        peer = f"http://{self.host}:{netplan.ETCD_PEER_PORT}"
         self._spawn("etcd", [
             ETCD, "--name", "e2e", "--data-dir", str(self.run_dir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{client}",
-            "--advertise-client-urls", f"http://127.0.0.1:{client}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"e2e=http://127.0.0.1:{peer}",
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"e2e={peer}",
             "--unsafe-no-fsync", "--log-level", "warn",
         ])  # fmt: skip
-        return f"http://127.0.0.1:{client}"
+        return client
 
     def _start_apiserver(self, pki: pki_mod.Pki, etcd_url: str, port: int) -> None:
         self._spawn("kube-apiserver", [
             str(self.bin_dir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", f"--secure-port={port}",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--etcd-servers={etcd_url}", f"--bind-address={self.host}", f"--secure-port={port}",
+            f"--advertise-address={self.host}", "--endpoint-reconciler-type=none",
             f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
             f"--client-ca-file={pki.ca_crt}",
             # kubectl logs: reach the process kubelet's log endpoint on its InternalIP, verified.
@@ -138,7 +147,9 @@ class ControlPlane:
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=RBAC",
-            "--allow-privileged=true", "--disable-admission-plugins=ServiceAccount",
+            # ServiceAccount admission (on by default) gives every pod its account and the
+            # projected kube-api-access volume; the kubelet fills it through TokenRequest.
+            "--allow-privileged=true",
             f"--cert-dir={self.run_dir / 'pki'}", "--profiling=false", "--v=1",
         ])  # fmt: skip
 
@@ -147,7 +158,8 @@ class ControlPlane:
             str(self.bin_dir / "kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}", "--leader-elect=false",
             "--use-service-account-credentials=false", f"--controllers={CONTROLLERS}",
-            "--bind-address=127.0.0.1", "--secure-port=0", "--profiling=false", "--v=2",
+            f"--root-ca-file={self.run_dir / 'pki' / 'ca.crt'}",
+            f"--bind-address={self.host}", "--secure-port=0", "--profiling=false", "--v=2",
         ])  # fmt: skip
 
     def _readyz(self) -> bool:
@@ -157,7 +169,7 @@ class ControlPlane:
         for child in self.children:
             if not child.alive():
                 raise procs.Fatal(f"{child.name} exited: {procs.tail(child.log_path, 5)}")
-        url = f"https://127.0.0.1:{self.state.api_port}/readyz"
+        url = f"https://{self.host}:{self.state.api_port}/readyz"
         with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:
             return bool(resp.status == 200)
 

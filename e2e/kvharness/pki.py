@@ -80,8 +80,12 @@ def _signed(pki: Pki, name: str, subject: str, ext: str | None) -> None:
     )  # fmt: skip
 
 
-def create_pki(directory: Path) -> Pki:
-    """Create (or reuse, if complete) the CA, serving, admin and service-account keys."""
+def create_pki(directory: Path, *, host_ip: str) -> Pki:
+    """Create (or reuse, if complete) the CA, serving, admin and service-account keys.
+
+    The apiserver's certificate names `host_ip` (what pods get as KUBERNETES_SERVICE_HOST) and
+    the in-cluster names of the `kubernetes` Service.
+    """
     pki = Pki(directory)
     if pki.sa_pub.exists():
         return pki
@@ -91,10 +95,11 @@ def create_pki(directory: Path) -> Pki:
         "req", "-x509", "-new", "-nodes", "-key", "ca.key", "-subj", "/CN=ringkv-e2e-ca",
         "-days", "3650", "-out", "ca.crt", cwd=directory,
     )  # fmt: skip
-    sans = "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc"
+    names = "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    sans = f"IP:{host_ip},IP:127.0.0.1,DNS:localhost,{names},{names}.cluster.local"
     _signed(pki, "apiserver", "/CN=kube-apiserver", f"subjectAltName={sans}\n")
     _signed(pki, "admin", "/CN=ringkv-admin/O=system:masters", None)
-    _signed(pki, "kubelet", "/CN=ringkv-e2e-node", "subjectAltName=IP:127.0.0.1\n")
+    _signed(pki, "kubelet", "/CN=ringkv-e2e-node", f"subjectAltName=IP:{host_ip}\n")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     return pki

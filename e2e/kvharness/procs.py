@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,13 +64,6 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_port() -> int:
-    """Ask the kernel for a free loopback TCP port (racy but adequate for one test machine)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Child:
     """A started child process whose output goes to `log_path`."""
@@ -100,8 +92,10 @@ def start(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Child:
-    """Start `argv` in a new session with stdout+stderr appended to `log_path`."""
+    """Start `argv` in a new session with stdout+stderr appended to `log_path`; `pass_fds` are
+    inherited (e.g. the cluster slot's lock, see netplan)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         popen = subprocess.Popen(
@@ -112,6 +106,7 @@ def start(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     log.info("started %s pid=%d log=%s", name, popen.pid, log_path)
     return Child(name=name, popen=popen, log_path=log_path)

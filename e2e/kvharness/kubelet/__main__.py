@@ -12,6 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
+from kvharness import netplan
 from kvharness.kube import Kube, KubeConfig
 from kvharness.kubelet.kubelet import KubeletConfig, ProcessKubelet
 
@@ -22,6 +23,9 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--node-name", default="ringkv-e2e-node")
     parser.add_argument("--version", default="v1.33.0")
+    parser.add_argument("--slot", type=int, default=0, help="cluster slot (addresses, netplan)")
+    parser.add_argument("--api-port", type=int, default=netplan.APISERVER_PORT)
+    parser.add_argument("--image-map", type=Path, help="JSON image map (kubelet/images.py)")
     parser.add_argument("--tls-cert", type=Path, help="serving cert for kubectl logs")
     parser.add_argument("--tls-key", type=Path)
     args = parser.parse_args()
@@ -35,6 +39,9 @@ def main() -> None:
         run_dir=args.run_dir,
         node_name=args.node_name,
         version=args.version,
+        slot=netplan.Slot(args.slot),
+        api_port=args.api_port,
+        image_map=args.image_map,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvharness.kubelet import probes, runtime
+from kvharness.kubelet.images import ImageInstall
 from kvharness.kubelet.status import ContainerState
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,14 @@ class NodeContext(Protocol):
     executor: ThreadPoolExecutor
     backoff_base: float
     backoff_cap: float
+    images: tuple[ImageInstall, ...]
+    service_env: dict[str, str]
 
     def config_map(self, namespace: str, name: str) -> JsonDict | None: ...
     def secret(self, namespace: str, name: str) -> JsonDict | None: ...
     def claim_path(self, namespace: str, claim: str) -> Path | None: ...
     def event(self, pod: JsonDict, reason: str, message: str, *, warning: bool = False) -> None: ...
+    def service_account_token(self, pod: JsonDict, source: JsonDict) -> str: ...
 
 
 @dataclass

@@ -113,10 +113,16 @@ def _value_from(src: JsonDict, pod: JsonDict, config_maps: Lookup, secrets: Look
 
 
 def build_env(
-    container: JsonDict, pod: JsonDict, *, config_maps: Lookup, secrets: Lookup
+    container: JsonDict,
+    pod: JsonDict,
+    *,
+    config_maps: Lookup,
+    secrets: Lookup,
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The container's environment: envFrom first, then env in order, each value expanded."""
-    env: dict[str, str] = {}
+    """The container's environment: `base` (the kubelet's service variables such as
+    KUBERNETES_SERVICE_HOST), then envFrom, then env in order, each value expanded."""
+    env: dict[str, str] = dict(base or {})
     for src in container.get("envFrom", []):
         prefix = src.get("prefix", "")
         ref = src.get("configMapRef") or src.get("secretRef") or {}
@@ -135,14 +141,3 @@ def build_env(
         else:
             env[item["name"]] = expand(item.get("value", ""), env)
     return env
-
-
-def command_line(container: JsonDict, env: Mapping[str, str]) -> list[str]:
-    """`command` + `args` with `$(VAR)` expanded; images have no entrypoint here, so require one."""
-    command = container.get("command") or []
-    if not command:
-        raise UnsupportedSpec(
-            f"container {container['name']!r} has no command (the process kubelet cannot read "
-            "image entrypoints)"
-        )
-    return [expand(part, env) for part in [*command, *container.get("args", [])]]

@@ -4,8 +4,10 @@ A level-based loop (poll, not watch, for simplicity and robustness): every tick 
 unscheduled pods, provisions volumes for pending claims, syncs a `PodWorker` per pod bound to the
 node, writes pod status when it changed, finalises deleted pods (the real kubelet's last step:
 DELETE with grace 0 and a uid precondition, without which pods stay Terminating forever) and
-refreshes every pod's hosts file with the headless-Service records. Each pod gets a fresh IP per
-uid, as real pods do when re-created.
+refreshes every pod's hosts file with the headless-Service records and the client Service names
+(services.py). Each pod gets a fresh IP per uid from the cluster slot's block (netplan), as real
+pods do when re-created. Containers get the in-cluster API address (KUBERNETES_SERVICE_HOST/PORT)
+and their service-account token volume, so the standard in-cluster configuration works.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvharness import procs
+from kvharness import netplan, procs
 from kvharness.kube import ApiError, Kube
+from kvharness.kubelet import images, runtime, services, volumes
 from kvharness.kubelet import node as node_mod
-from kvharness.kubelet import runtime, volumes
 from kvharness.kubelet.events import EventRecorder
 from kvharness.kubelet.logserver import LogServer
 from kvharness.kubelet.podworker import PodWorker
@@ -37,7 +39,9 @@ class KubeletConfig:
 
     run_dir: Path
     node_name: str = "ringkv-e2e-node"
-    host_ip: str = "127.0.0.1"
+    slot: netplan.Slot = field(default_factory=lambda: netplan.Slot(0))
+    api_port: int = netplan.APISERVER_PORT
+    image_map: Path | None = None
     version: str = "v1.33.0"
     tick: float = 0.3
     backoff_base: float = 1.0
@@ -47,9 +51,23 @@ class KubeletConfig:
     tls_key: Path | None = None
 
 
-def pod_ip(index: int) -> str:
-    """The index-th pod address: 127.0.1.1, 127.0.1.2, ... (127.0.0.x is left to the host)."""
-    return f"127.0.{1 + index // 254}.{1 + index % 254}"
+def service_env(host: str, port: int) -> dict[str, str]:
+    """The variables every container gets for the `kubernetes` Service (pure).
+
+    The real kubelet takes them from the Service's ClusterIP (443), which kube-proxy forwards
+    to the apiserver; with no kube-proxy here they name the apiserver's own address and port,
+    which its certificate covers. `load_incluster_config()` reads exactly these two.
+    """
+    return {
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": str(port),
+        "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+        "KUBERNETES_PORT": f"tcp://{host}:{port}",
+        f"KUBERNETES_PORT_{port}_TCP": f"tcp://{host}:{port}",
+        f"KUBERNETES_PORT_{port}_TCP_PROTO": "tcp",
+        f"KUBERNETES_PORT_{port}_TCP_PORT": str(port),
+        f"KUBERNETES_PORT_{port}_TCP_ADDR": host,
+    }
 
 
 class ProcessKubelet:
@@ -59,7 +77,9 @@ class ProcessKubelet:
         self.kube = kube
         self.config = config
         self.run_dir = config.run_dir
-        self.host_ip = config.host_ip
+        self.host_ip = config.slot.host_ip
+        self.images = images.load(config.image_map)
+        self.service_env = service_env(self.host_ip, config.api_port)
         self.backoff_base = config.backoff_base
         self.backoff_cap = config.backoff_cap
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
@@ -84,6 +104,21 @@ class ProcessKubelet:
     def event(self, pod: JsonDict, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.record(pod, reason, message, warning=warning, now=time.time())
 
+    def service_account_token(self, pod: JsonDict, source: JsonDict) -> str:
+        """A token bound to this pod incarnation, from the TokenRequest API (as the kubelet)."""
+        meta = pod["metadata"]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        spec: JsonDict = {
+            "expirationSeconds": int(source.get("expirationSeconds", 3607)),
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                               "name": meta["name"], "uid": meta["uid"]},
+        }  # fmt: skip
+        if source.get("audience"):
+            spec["audiences"] = [source["audience"]]
+        path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+        return str(self.kube.create(path, body)["status"]["token"])
+
     # ---- loop -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Sync until `stop` is set, then stop every pod process."""
@@ -91,8 +126,9 @@ class ProcessKubelet:
             raise RuntimeError("the process kubelet needs root (mount namespaces, bind mounts)")
         if self.config.tls_cert and self.config.tls_key:
             self._logs = LogServer(
-                self.run_dir / "logs" / "pods", cert=self.config.tls_cert, key=self.config.tls_key
-            )
+                self.run_dir / "logs" / "pods", cert=self.config.tls_cert, key=self.config.tls_key,
+                host=self.host_ip, port=netplan.KUBELET_PORT,
+            )  # fmt: skip
             self._logs_port = self._logs.start()
         try:
             while not stop.is_set():
@@ -145,7 +181,7 @@ class ProcessKubelet:
             terminal = pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
             if terminal and not pod["metadata"].get("deletionTimestamp"):
                 return
-            worker = PodWorker(pod, ip=pod_ip(self._ips), node=self, now=now)
+            worker = PodWorker(pod, ip=self.config.slot.pod_ip(self._ips), node=self, now=now)
             self._ips += 1
             self.workers[uid] = worker
         worker.sync(pod, now)
@@ -179,16 +215,22 @@ class ProcessKubelet:
                 raise
 
     def _write_hosts_files(self) -> None:
-        services: dict[str, JsonDict] = {}
-        for svc in self.kube.get("/api/v1/services")["items"]:
-            services[f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"] = svc
+        by_name: dict[str, JsonDict] = {}
+        all_services = self.kube.get("/api/v1/services")["items"]
+        for svc in all_services:
+            by_name[f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"] = svc
         live = [w for w in self.workers.values() if w.term_deadline is None]
-        records = volumes.dns_records(((w.pod, w.ip, w.ready()) for w in live), services.get)
+        states = [(w.pod, w.ip, w.ready()) for w in live]
+        records = volumes.dns_records(states, by_name.get)
+        clients = services.service_records(states, all_services)
         for w in self.workers.values():
-            volumes.write_in_place(w.hosts_file, volumes.hosts_content(w.pod, w.ip, records))
+            extra = services.hosts_lines(clients, w.pod["metadata"]["namespace"])
+            content = volumes.hosts_content(w.pod, w.ip, records, extra)
+            volumes.write_in_place(w.hosts_file, content)
         # The same records for processes outside pods (e.g. the operator under test), see
         # LocalCluster.with_cluster_dns.
-        volumes.write_in_place(self.run_dir / "cluster-hosts", volumes.cluster_hosts(records))
+        host_view = volumes.cluster_hosts(records, services.hosts_lines(clients, None))
+        volumes.write_in_place(self.run_dir / "cluster-hosts", host_view)
 
     def shutdown(self) -> None:
         """Stop all pod processes (and any recorded leftovers of a crashed earlier run)."""

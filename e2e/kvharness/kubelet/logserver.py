@@ -78,22 +78,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class LogServer:
-    """HTTPS server on 127.0.0.1:<port> in a daemon thread."""
+    """HTTPS server on <host>:<port> (the node's InternalIP) in a daemon thread."""
 
-    def __init__(self, logs_dir: Path, *, cert: Path, key: Path, port: int = 0) -> None:
+    def __init__(self, logs_dir: Path, *, cert: Path, key: Path, host: str, port: int) -> None:
         self._stopping = threading.Event()
         handler = type("Handler", (_Handler,), {"logs_dir": logs_dir, "stopping": self._stopping})
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
-        self.port = int(self._httpd.server_address[1])
+        self.host, self.port = host, port
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def start(self) -> int:
         self._thread.start()
-        log.info("container log endpoint on https://127.0.0.1:%d/containerLogs/", self.port)
+        log.info("container log endpoint on https://%s:%d/containerLogs/", self.host, self.port)
         return self.port
 
     def stop(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kvharness import procs
-from kvharness.kubelet import envvars, probes, runtime, volumes
+from kvharness.kubelet import envvars, images, probes, runtime, volumes
 from kvharness.kubelet.container import (
     PURPOSES,
     Container,
@@ -120,8 +120,9 @@ class PodWorker(ContainerRunner):
         ns = self.pod["metadata"]["namespace"]
         try:
             self.volume_dirs = volumes.prepare(
-                self.pod,
+                self.pod_view(),
                 pod_dir=self.dir,
+                token=self.node.service_account_token,
                 claim_path=lambda claim: self.node.claim_path(ns, claim),
                 config_maps=lambda name: self.node.config_map(ns, name),
                 secrets=lambda name: self.node.secret(ns, name),
@@ -153,13 +154,16 @@ class PodWorker(ContainerRunner):
         ns, pod_name = self.pod["metadata"]["namespace"], self.pod["metadata"]["name"]
         view = self.pod_view()
         try:
-            env = envvars.build_env(
+            install = images.resolve(self.node.images, c.spec.get("image", ""))
+            kube_env = envvars.build_env(
                 c.spec,
                 view,
                 config_maps=lambda n: self.node.config_map(ns, n),
                 secrets=lambda n: self.node.secret(ns, n),
+                base=self.node.service_env,
             )
-            argv = envvars.command_line(c.spec, env)
+            argv = images.command_line(c.spec, install, kube_env)
+            env = {**install.environment(), **kube_env}
             mounts = volumes.container_mounts(c.spec, self.volume_dirs or {})
             specs = {p: probes.ProbeSpec.parse(c.spec.get(f"{p}Probe")) for p in PURPOSES}
         except (envvars.UnsupportedSpec, ValueError) as exc:
@@ -176,7 +180,7 @@ class PodWorker(ContainerRunner):
             mounts=mounts,
             hosts_file=self.hosts_file,
             hostname=hostname,
-            workdir=c.spec.get("workingDir", ""),
+            workdir=c.spec.get("workingDir") or install.working_dir,
             log_path=self.node.run_dir / "logs" / "pods" / f"{ns}_{pod_name}_{c.spec['name']}.log",
             mount_point_record=self.node.run_dir / "mount-points",
         )

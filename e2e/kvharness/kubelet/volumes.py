@@ -6,6 +6,13 @@ Layout under the kubelet's run directory:
   pods/<uid>/hosts              bind-mounted over /etc/hosts in every container of the pod
 ConfigMap/Secret files are written once when the pod starts (the real kubelet refreshes them
 eventually; tests that rely on the refresh need more than this harness offers).
+
+Projected volumes (what ServiceAccount admission adds to every pod as `kube-api-access-*`,
+mounted at /var/run/secrets/kubernetes.io/serviceaccount) are materialised the same way: a
+`serviceAccountToken` source is a bound token from the TokenRequest API, `configMap`/`secret`
+sources are files, `downwardAPI` items are resolved against the running pod. The token is not
+refreshed: the apiserver extends the 3607 s tokens the admission asks for to a year
+(--service-account-extend-token-expiration, on by default), far beyond any test run.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from kvharness.kubelet.envvars import UnsupportedSpec
+from kvharness.kubelet.envvars import UnsupportedSpec, field_ref
 from kvharness.kubelet.runtime import Mount
 
 JsonDict = dict[str, Any]
 Lookup = Callable[[str], JsonDict | None]
+TokenSource = Callable[[JsonDict, JsonDict], str]  # (pod, serviceAccountToken source) -> token
 
 
 class NotReadyYet(Exception):
@@ -64,10 +72,47 @@ def _source_volume(vol: JsonDict, kind: str, lookup: Lookup, dest: Path) -> Path
     return dest
 
 
+def _projected(
+    pod: JsonDict, vol: JsonDict, dest: Path, *, token: TokenSource, lookups: dict[str, Lookup]
+) -> Path:
+    """Write every source of a projected volume into `dest` (one directory, like the kubelet)."""
+    projected = vol["projected"]
+    mode = int(projected.get("defaultMode", 0o644))
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in projected.get("sources", []):
+        if "serviceAccountToken" in src:
+            sat = src["serviceAccountToken"]
+            items = [{"key": "token", "path": sat["path"]}]
+            data = {"token": token(pod, sat).encode()}
+            _write_files(dest, data, {"defaultMode": mode, "items": items})
+        elif "downwardAPI" in src:
+            data, chosen = {}, []
+            for item in src["downwardAPI"].get("items", []):
+                if "fieldRef" not in item:
+                    raise UnsupportedSpec(f"downwardAPI item {item['path']!r}: only fieldRef")
+                data[item["path"]] = field_ref(pod, item["fieldRef"]["fieldPath"]).encode()
+                chosen.append({"key": item["path"], "path": item["path"], **_mode(item)})
+            _write_files(dest, data, {"defaultMode": mode, "items": chosen})
+        elif "configMap" in src or "secret" in src:
+            kind = "configMap" if "configMap" in src else "secret"
+            inner = {"defaultMode": mode, **src[kind]}
+            if kind == "secret":
+                inner["secretName"] = inner["name"]
+            _source_volume({kind: inner}, kind, lookups[kind], dest)
+        else:
+            raise UnsupportedSpec(f"projected source {sorted(src)} not supported")
+    return dest
+
+
+def _mode(item: JsonDict) -> JsonDict:
+    return {"mode": item["mode"]} if "mode" in item else {}
+
+
 def prepare(
     pod: JsonDict,
     *,
     pod_dir: Path,
+    token: TokenSource,
     claim_path: Callable[[str], Path | None],
     config_maps: Lookup,
     secrets: Lookup,
@@ -89,6 +134,9 @@ def prepare(
             dirs[name] = _source_volume(vol, "configMap", config_maps, dest)
         elif "secret" in vol:
             dirs[name] = _source_volume(vol, "secret", secrets, dest)
+        elif "projected" in vol:
+            lookups = {"configMap": config_maps, "secret": secrets}
+            dirs[name] = _projected(pod, vol, dest, token=token, lookups=lookups)
         elif "hostPath" in vol:
             dirs[name] = Path(vol["hostPath"]["path"])
         else:
@@ -120,8 +168,14 @@ def pod_fqdn(pod: JsonDict) -> tuple[str, str] | None:
     return host, f"{host}.{sub}.{ns}.svc.cluster.local"
 
 
-def hosts_content(pod: JsonDict, pod_ip: str, peers: Iterable[tuple[str, str, str]]) -> str:
-    """/etc/hosts for a pod: localhost, itself, then peer (ip, fqdn, short) records (pure)."""
+def hosts_content(
+    pod: JsonDict,
+    pod_ip: str,
+    peers: Iterable[tuple[str, str, str]],
+    extra: Iterable[str] = (),
+) -> str:
+    """/etc/hosts for a pod: localhost, itself, peer (ip, fqdn, short) records, then `extra`
+    lines (client Service names, see services.py) (pure)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     own = pod_fqdn(pod)
     if own is not None:
@@ -129,13 +183,15 @@ def hosts_content(pod: JsonDict, pod_ip: str, peers: Iterable[tuple[str, str, st
     else:
         lines.append(f"{pod_ip}\t{pod['metadata']['name']}")
     lines += [f"{ip}\t{fqdn}\t{short}" for ip, fqdn, short in peers if ip != pod_ip]
+    lines += extra
     return "\n".join(lines) + "\n"
 
 
-def cluster_hosts(records: Iterable[tuple[str, str, str]]) -> str:
+def cluster_hosts(records: Iterable[tuple[str, str, str]], extra: Iterable[str] = ()) -> str:
     """/etc/hosts for host processes that must resolve pod names like pods do (pure)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{ip}\t{fqdn}\t{short}" for ip, fqdn, short in records]
+    lines += extra
     return "\n".join(lines) + "\n"
 
 
