@@ -35,7 +35,7 @@ from kvnode.client import Client
 from kvnode.local import LocalCluster, scale_cluster
 from kvnode.rebalance.executor import Options, RebalanceFailed
 
-from bench.workload import Workload
+from tests.support.workload import Workload
 
 log = logging.getLogger("bench.scale_loop")
 

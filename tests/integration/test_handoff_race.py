@@ -22,7 +22,7 @@ from kvnode.rebalance.executor import Options, Rebalancer
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 from kvnode.service.housekeeping import LEADER_BALANCE_INTERVAL_S
 
-from tests.integration.conftest import eventually
+from tests.support.clusters import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ import pytest
 from kvnode.local import scale_cluster
 from kvnode.rebalance.executor import Options
 
-from tests.integration.conftest import eventually
+from tests.support.clusters import eventually
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
