@@ -83,9 +83,13 @@ def test_pod_uses_incluster_config_within_its_rbac(cluster: LocalCluster, namesp
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe-data"},
          "data": {"k": "v"}},
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+         # An emptyDir over /tmp (as the chart's operator has) must not hide the token
+         # volume's source in the kubelet's run directory (regression: staged mounts).
          "spec": {"serviceAccountName": "reader", "restartPolicy": "Never",
                   "containers": [{"name": "main", "image": IMAGE,
-                                  "command": ["python", "-c", READER]}]}},
+                                  "command": ["python", "-c", READER],
+                                  "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
+                  "volumes": [{"name": "tmp", "emptyDir": {}}]}},
     )  # fmt: skip
     pod = wait_phase(cluster, namespace, "reader", "Succeeded")
     # ServiceAccount admission added the projected token volume; the kubelet filled it.

@@ -33,6 +33,9 @@ def write_image_map(path: Path, *, root: str, pythonpath: str | None) -> Path:
     the project with its console scripts). A PYTHONPATH set for the harness (a developer's
     worktree checkout) is passed on, so the "image" runs the code under test."""
     doc = json.loads(IMAGE_MAP.read_text().replace("{root}", root))
+    # The harness's own directory (e2e/cluster puts it there) is no part of the image.
+    parts = [p for p in (pythonpath or "").split(":") if p and Path(p) != HARNESS_ROOT]
+    pythonpath = ":".join(parts)
     if pythonpath:
         for entry in doc["images"]:
             entry.setdefault("env", {})["PYTHONPATH"] = pythonpath
