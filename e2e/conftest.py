@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Generator, Iterator
@@ -89,3 +90,27 @@ def helm_binary() -> Path:
 @pytest.fixture(scope="session")
 def helm() -> Path:
     return helm_binary()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: LocalCluster, helm: Path) -> Iterator[str]:
+    """The operator installed from charts/ringkv exactly as a user would (`helm install`,
+    cluster-wide, image mapped by e2e/images.json), running as a pod under the chart's
+    ServiceAccount and RBAC with in-cluster configuration. Yields its namespace; uninstalled
+    after the module (the CRD stays, as with helm)."""
+    ns = "ringkv-system"
+    chart = Path(__file__).resolve().parent.parent / "charts" / "ringkv"
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    argv = [str(helm), "install", "ringkv", str(chart), "-n", ns, "--create-namespace"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert done.returncode == 0, f"helm install failed:\n{done.stderr}{done.stdout}"
+    try:
+        rollout = cluster.kubectl("-n", ns, "rollout", "status", "deployment/ringkv-operator",
+                                  "--timeout=120s", check=False, timeout=150)  # fmt: skip
+        if rollout.returncode != 0:
+            cluster.dump_logs()
+            pytest.fail(f"operator did not become ready:\n{rollout.stdout}{rollout.stderr}")
+        yield ns
+    finally:
+        argv = [str(helm), "uninstall", "ringkv", "-n", ns, "--wait", "--timeout", "60s"]
+        subprocess.run(argv, capture_output=True, text=True, timeout=90, env=env, check=False)

@@ -102,7 +102,7 @@ def test_rbac_is_least_privilege(helm: Path) -> None:
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     (cluster_role,) = [o for o in custom if o["kind"] == "ClusterRole"]
     cluster_resources = {res for r in cluster_role["rules"] for res in r["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces", "nodes"}
 
 
 def test_deployment_runs_the_operator_console_script(helm: Path) -> None:
@@ -148,6 +148,8 @@ def test_chart_rbac_on_a_real_apiserver(
         assert can("create", "events", "-n", watched)
         assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")
         assert can("list", "namespaces")
+        assert can("get", "nodes")  # zone label of a node pod's node
+        assert not can("list", "nodes")
         assert not can("get", "secrets", "-n", watched)
         assert not can("create", "pods", "-n", watched)
         assert not can("patch", "kvclusters.ringkv.io", "-n", "default")  # not watched

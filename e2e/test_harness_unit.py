@@ -5,11 +5,12 @@ Marked `e2e` only because CI runs e2e/ with `-m e2e`; no cluster is involved.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
-from kvharness import procs
+from kvharness import netplan, procs
 
 pytestmark = pytest.mark.e2e
 
@@ -51,3 +52,33 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert procs.group_alive(child.pid)
     child.stop(grace=0.5)
     assert not procs.group_alive(child.pid)
+
+
+def test_cluster_slots_are_exclusive_until_released(tmp_path: Path) -> None:
+    first, fd1 = netplan.acquire(tmp_path)
+    second, fd2 = netplan.acquire(tmp_path)
+    try:
+        assert (first.index, second.index) == (0, 1)
+        assert first.host_ip != second.host_ip
+    finally:
+        os.close(fd1)  # released: the next cluster reuses slot 0
+    again, fd3 = netplan.acquire(tmp_path)
+    assert again.index == 0
+    for fd in (fd2, fd3):
+        os.close(fd)
+
+
+def test_a_slot_outlives_its_taker_in_an_inheriting_child(tmp_path: Path) -> None:
+    """`e2e/cluster up` exits after starting; the kubelet child keeps the slot's lock."""
+    slot, fd = netplan.acquire(tmp_path)
+    child = procs.start("holder", ["sleep", "30"], log_path=tmp_path / "log", pass_fds=[fd])
+    os.close(fd)
+    try:
+        other, fd2 = netplan.acquire(tmp_path)
+        assert other.index != slot.index
+        os.close(fd2)
+    finally:
+        child.stop(grace=1)
+    reused, fd3 = netplan.acquire(tmp_path)
+    assert reused.index == slot.index
+    os.close(fd3)

@@ -100,10 +100,15 @@ def test_image_map_mirrors_the_dockerfile(tmp_path: Path) -> None:
 
 
 def test_image_map_passes_a_worktree_pythonpath(tmp_path: Path) -> None:
-    path = write_image_map(tmp_path / "m.json", root="/v", pythonpath="/w/node:/w/operator")
+    harness = str(ROOT / "e2e")
+    path = write_image_map(
+        tmp_path / "m.json", root="/v", pythonpath=f"{harness}:/w/node:/w/operator"
+    )
     (entry,) = images.load(path)
     assert entry.env["PYTHONPATH"] == "/w/node:/w/operator"
     assert entry.root == "/v"
+    (bare,) = images.load(write_image_map(tmp_path / "b.json", root="/v", pythonpath=harness))
+    assert "PYTHONPATH" not in bare.env
 
 
 def _pod(name: str, ns: str = "ns", **labels: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Python client's `load_incluster_config()` inside the pod, unchanged.
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from typing import Any
 
@@ -83,9 +82,13 @@ def test_pod_uses_incluster_config_within_its_rbac(cluster: LocalCluster, namesp
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe-data"},
          "data": {"k": "v"}},
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+         # An emptyDir over /tmp (as the chart's operator has) must not hide the token
+         # volume's source in the kubelet's run directory (regression: staged mounts).
          "spec": {"serviceAccountName": "reader", "restartPolicy": "Never",
                   "containers": [{"name": "main", "image": IMAGE,
-                                  "command": ["python", "-c", READER]}]}},
+                                  "command": ["python", "-c", READER],
+                                  "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
+                  "volumes": [{"name": "tmp", "emptyDir": {}}]}},
     )  # fmt: skip
     pod = wait_phase(cluster, namespace, "reader", "Succeeded")
     # ServiceAccount admission added the projected token volume; the kubelet filled it.
@@ -133,18 +136,18 @@ def test_image_map_runs_containers_without_command(cluster: LocalCluster, namesp
     assert "kvnode" in logs(cluster, namespace, "node")
     wait_phase(cluster, namespace, "args-only", "Succeeded")
     prefix, cwd = logs(cluster, namespace, "args-only").split()
-    assert prefix == sys.prefix  # the mapped root's python, not the system one
+    assert prefix == cluster.image_root  # the mapped root's python, not the system one
     assert cwd == "/home/ringkv"  # the image's WORKDIR
 
 
-SERVER = "cd /srv && exec python3 -m http.server 8080 --bind $(POD_IP)"
+SERVER = "cd /srv && exec python3 -m http.server 8088 --bind $(POD_IP)"
 RESOLVER = textwrap.dedent("""
     import socket, time, urllib.request
     while True:
         for name in ("echo", "echo.{ns}.svc.cluster.local"):
             try:
                 ip = socket.gethostbyname(name)
-                body = urllib.request.urlopen(f"http://{{name}}:8080/id", timeout=2).read()
+                body = urllib.request.urlopen(f"http://{{name}}:8088/id", timeout=2).read()
                 print(name, ip, body.decode().strip(), flush=True)
             except OSError as exc:
                 print(name, "none", type(exc).__name__, flush=True)
@@ -162,7 +165,7 @@ def _echo_pod(name: str, *, ready: bool) -> dict[str, Any]:
             "name": "http", "image": "python:3.11-slim", "command": ["sh", "-c", script],
             "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
             "volumeMounts": [{"name": "srv", "mountPath": "/srv"}],
-            "readinessProbe": {"httpGet": {"path": probe_path, "port": 8080},
+            "readinessProbe": {"httpGet": {"path": probe_path, "port": 8088},
                                "periodSeconds": 1}}],
             "volumes": [{"name": "srv", "emptyDir": {}}]},
     }  # fmt: skip
@@ -170,7 +173,7 @@ def _echo_pod(name: str, *, ready: bool) -> dict[str, Any]:
 
 @pytest.mark.timeout(240)
 def test_client_service_name_follows_ready_pods(cluster: LocalCluster, namespace: str) -> None:
-    ports = [{"port": 8080, "targetPort": 8080}]  # no kube-proxy: port == targetPort
+    ports = [{"port": 8088, "targetPort": 8088}]  # no kube-proxy: port == targetPort
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
            "spec": {"selector": {"app": "echo"}, "ports": ports}}  # fmt: skip
     client = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},

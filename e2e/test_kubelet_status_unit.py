@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from kvharness.kubelet import events, runtime, volumes
-from kvharness.kubelet.runtime import Mount, mount_script
+from kvharness.kubelet.runtime import STAGING, Mount, mount_script
 from kvharness.kubelet.status import (
     ContainerState,
     Terminated,
@@ -158,9 +158,20 @@ def test_mount_script_orders_parents_first_and_execs() -> None:
         workdir="/data",
     )
     lines = script.splitlines()
-    assert lines.index("mount --bind /h/a /data") < lines.index("mount --bind /h/b /data/sub")
+    s = STAGING
+    # Every source is staged before any target is mounted (a target may hide a source) ...
+    staged = [lines.index(f"mount --bind /h/a {s}/0"), lines.index(f"mount --bind /h/b {s}/1"),
+              lines.index(f"mount --bind /h/hosts {s}/hosts")]  # fmt: skip
+    targets = [
+        lines.index(f"mount --bind {s}/0 /data"),
+        lines.index(f"mount --bind {s}/1 /data/sub"),
+    ]
+    assert max(staged) < min(targets)
+    # ... then targets go parents first, read-only where asked, and the staging is dropped.
+    assert targets[0] < targets[1]
     assert "mount -o remount,bind,ro /data/sub" in lines
-    assert "mount --bind /h/hosts /etc/hosts" in lines
+    assert f"mount --bind {s}/hosts /etc/hosts" in lines
+    assert lines.index(f"umount -l {s}") > max(targets)
     assert lines[-1] == 'exec "$@"'
 
 

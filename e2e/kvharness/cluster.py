@@ -33,6 +33,9 @@ def write_image_map(path: Path, *, root: str, pythonpath: str | None) -> Path:
     the project with its console scripts). A PYTHONPATH set for the harness (a developer's
     worktree checkout) is passed on, so the "image" runs the code under test."""
     doc = json.loads(IMAGE_MAP.read_text().replace("{root}", root))
+    # The harness's own directory (e2e/cluster puts it there) is no part of the image.
+    parts = [p for p in (pythonpath or "").split(":") if p and Path(p) != HARNESS_ROOT]
+    pythonpath = ":".join(parts)
     if pythonpath:
         for entry in doc["images"]:
             entry.setdefault("env", {})["PYTHONPATH"] = pythonpath
@@ -48,6 +51,8 @@ class LocalCluster:
         self.plane = controlplane.ControlPlane(run_dir)
         self.kubeconfig = self.plane.kubeconfig
         self._slot_fd: int | None = None
+        # The installation that plays the ringkv image (see write_image_map).
+        self.image_root = os.environ.get("RINGKV_E2E_IMAGE_ROOT", sys.prefix)
 
     @property
     def host_ip(self) -> str:
@@ -75,9 +80,10 @@ class LocalCluster:
         version = (HARNESS_ROOT / "k8sbin" / "K8S_VERSION").read_text().strip()
         env = {**os.environ, "PYTHONPATH": str(HARNESS_ROOT), "PYTHONUNBUFFERED": "1"}
         pki = pki_mod.Pki(self.run_dir / "pki")
-        root = os.environ.get("RINGKV_E2E_IMAGE_ROOT", sys.prefix)
         image_map = write_image_map(
-            self.run_dir / "images.json", root=root, pythonpath=os.environ.get("PYTHONPATH")
+            self.run_dir / "images.json",
+            root=self.image_root,
+            pythonpath=os.environ.get("PYTHONPATH"),
         )
         assert self._slot_fd is not None
         child = procs.start(

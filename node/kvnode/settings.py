@@ -2,6 +2,8 @@
 
 Nothing else in the node reads ``os.environ``. Each field's docstring is its documentation; the
 env var is the field name upper-cased with the ``KVNODE_`` prefix (e.g. ``KVNODE_HTTP_PORT``).
+These field defaults are the only place defaults live: ``kvnode.raft.tuning.RaftTuning`` reads
+its own from here rather than restating them.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import signal
@@ -180,6 +179,4 @@ async def test_scale_3_5_3_is_invisible_to_a_plain_client(make_cluster) -> None:
         assert up["status"] == "done", up
         down = await scale_cluster(c, 3, options=SCALE)
         assert down["status"] == "done", down
-    with contextlib.suppress(Exception):
-        log.warning("scale: %s / %s", up.get("epoch"), down.get("epoch"))
     await check_outcome(h, load, "scale 3-5-3")

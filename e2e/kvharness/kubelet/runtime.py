@@ -34,19 +34,40 @@ class Mount:
     read_only: bool = False
 
 
+STAGING = "/.ringkv-e2e-staging"
+
+
 def mount_script(mounts: Sequence[Mount], *, hosts_file: Path, hostname: str, workdir: str) -> str:
-    """The shell prologue run inside the new namespaces before exec'ing the command (pure)."""
-    lines = ["set -e"]
-    for m in sorted(mounts, key=lambda m: m.target.count("/")):
-        src, dst = shlex.quote(str(m.source)), shlex.quote(m.target)
-        if m.source.is_dir():
+    """The shell prologue run inside the new namespaces before exec'ing the command (pure).
+
+    Two phases, because a mount can hide the source of another: a pod that mounts an emptyDir
+    at /tmp would cover the kubelet's run directory (under /tmp in tests) before its token
+    volume or hosts file is bound from there. So every source is first bound into a private
+    tmpfs at STAGING (a path no container mounts over), then the staged copies are bound onto
+    their targets, parents before children, and the staging tmpfs is detached. The empty
+    STAGING directory stays on the host: removing it while another cluster's kubelet starts a
+    container would race.
+    """
+    stage = shlex.quote(STAGING)
+    lines = ["set -e", f"mkdir -p {stage}"]
+    lines.append(f"mount -t tmpfs -o size=1m,mode=0700 ringkv-staging {stage}")
+    ordered = sorted(mounts, key=lambda m: m.target.count("/"))
+    sources = [(str(i), m.source, m.source.is_dir()) for i, m in enumerate(ordered)]
+    for name, source, is_dir in [*sources, ("hosts", hosts_file, False)]:
+        staged = f"{stage}/{name}"
+        lines.append(f"mkdir {staged}" if is_dir else f": > {staged}")
+        lines.append(f"mount --bind {shlex.quote(str(source))} {staged}")
+    for (name, _, is_dir), m in zip(sources, ordered, strict=True):
+        dst = shlex.quote(m.target)
+        if is_dir:
             lines.append(f"mkdir -p {dst}")
         else:
             lines.append(f"mkdir -p $(dirname {dst}); [ -e {dst} ] || : > {dst}")
-        lines.append(f"mount --bind {src} {dst}")
+        lines.append(f"mount --bind {stage}/{name} {dst}")
         if m.read_only:
             lines.append(f"mount -o remount,bind,ro {dst}")
-    lines.append(f"mount --bind {shlex.quote(str(hosts_file))} /etc/hosts")
+    lines.append(f"mount --bind {stage}/hosts /etc/hosts")
+    lines.append(f"umount -l {stage}")
     lines.append(f"hostname {shlex.quote(hostname)}")
     if workdir:
         lines.append(f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)}")
