@@ -1,8 +1,9 @@
 """Scale loop (a benchmark, not CI): ``ringkv local scale`` 3 -> 5 -> 3, N times in a row, under a
 checking client load; counts aborts (issue 8 asks for zero in twenty rounds).
 
+    ./dev shell, then:
     python bench/scale_loop.py --iterations 20 [--partitions 8] [--base-port 12300]
-                               [--max-minutes 60] [--writers 3 --readers 3]
+                               [--max-minutes 60] [--writers 3 --readers 3] [--plain-workers 2]
 
 It runs the same ``kvnode.local.scale_cluster`` the CLI runs, on one local cluster of real node
 processes. An aborted scale is counted with its reason, and the loop goes on from wherever the
@@ -24,6 +25,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +37,8 @@ from kvnode.client import Client
 from kvnode.local import LocalCluster, scale_cluster
 from kvnode.rebalance.executor import Options, RebalanceFailed
 
-from bench.workload import Workload
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.workload import Workload  # needs the repository root on sys.path
 
 log = logging.getLogger("bench.scale_loop")
 
@@ -128,6 +131,12 @@ async def loop(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"scale loop failed; node logs kept in {base}", file=sys.stderr)
+    return summarize(rounds, wl, lost, plain)
+
+
+def summarize(
+    rounds: list[dict[str, Any]], wl: Workload, lost: list[str], plain: collections.Counter[str]
+) -> dict[str, Any]:
     done = [r for r in rounds if r["status"] == "done"]
     return {
         "rounds": len({r["round"] for r in rounds}),
