@@ -1,8 +1,9 @@
 """Scale loop (a benchmark, not CI): ``ringkv local scale`` 3 -> 5 -> 3, N times in a row, under a
 checking client load; counts aborts (issue 8 asks for zero in twenty rounds).
 
-    python bench/scale_loop.py --iterations 20 [--partitions 8] [--base-port 12300]
-                               [--max-minutes 60] [--writers 3 --readers 3]
+    ./dev shell, then:
+    python bench/scale_loop.py --iterations 20 [--partitions 8]
+                               [--max-minutes 60] [--writers 3 --readers 3] [--plain-workers 2]
 
 It runs the same ``kvnode.local.scale_cluster`` the CLI runs, on one local cluster of real node
 processes. An aborted scale is counted with its reason, and the loop goes on from wherever the
@@ -12,8 +13,8 @@ After the last round every acknowledged write is read back. Beside the smart cli
 each) count every answer they get: issue 8 wants no 503 among them. One JSON line per scale, then a
 summary line. Exit status 1 when any scale aborted, failed, or a write was lost.
 
-Ports: HTTP ``base_port + i``, Raft ``base_port + 10000 + 1000 i + p`` (``kvnode.local``); the
-default 12300 keeps them all below the kernel's ephemeral range (32768-60999).
+The cluster runs on a loopback address of its own (``tests.support.addresses.claim_address``),
+with the standard fixed ports below the kernel's ephemeral range (32768-60999).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -35,6 +37,8 @@ from kvnode.client import Client
 from kvnode.local import LocalCluster, scale_cluster
 from kvnode.rebalance.executor import Options, RebalanceFailed
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.addresses import claim_address  # needs the repository root on sys.path
 from tests.support.workload import Workload
 
 log = logging.getLogger("bench.scale_loop")
@@ -87,8 +91,14 @@ async def plain_client(endpoints: list[str], w: int, counts: collections.Counter
 
 async def loop(args: argparse.Namespace) -> dict[str, Any]:
     base = tempfile.mkdtemp(prefix="ringkv-scale-loop-")
+    claim = claim_address(partitions=args.partitions)  # own loopback address, ports < 32768
     c = LocalCluster.create(
-        base, nodes=3, partitions=args.partitions, replication=3, base_port=args.base_port
+        base,
+        nodes=3,
+        partitions=args.partitions,
+        replication=3,
+        host=claim.host,
+        base_port=claim.base_port,
     )
     options = Options(max_concurrent=2)
     rounds: list[dict[str, Any]] = []
@@ -120,14 +130,18 @@ async def loop(args: argparse.Namespace) -> dict[str, Any]:
             lost = await wl.lost_writes(client)
         ok = True
     finally:
-        c.stop_all(kill=True)
-        for n in ("node-3", "node-4"):  # drained nodes outside the final map, if any is left
-            if c.is_running(n):
-                c.kill_node(n)
+        c.kill_everything()  # drained nodes outside the final map included
+        claim.release()
         if ok:
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"scale loop failed; node logs kept in {base}", file=sys.stderr)
+    return summarize(rounds, wl, lost, plain)
+
+
+def summarize(
+    rounds: list[dict[str, Any]], wl: Workload, lost: list[str], plain: collections.Counter[str]
+) -> dict[str, Any]:
     done = [r for r in rounds if r["status"] == "done"]
     return {
         "rounds": len({r["round"] for r in rounds}),
@@ -149,7 +163,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--partitions", type=int, default=8)
-    p.add_argument("--base-port", type=int, default=12300)
     p.add_argument("--max-minutes", type=float, default=60.0)
     p.add_argument("--writers", type=int, default=3)
     p.add_argument("--readers", type=int, default=3)
