@@ -8,12 +8,10 @@ its own from here rather than restating them.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kvnode.core import envconfig
 from kvnode.core.ops import Limits
 
 PREFIX = "KVNODE_"
@@ -95,33 +93,6 @@ class NodeSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NodeSettings:
         """Parse every field from ``env`` (missing → default; required fields must be set)."""
-        hints = typing.get_type_hints(cls)
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is None:
-                if f.default is dataclasses.MISSING:
-                    raise ValueError(f"{PREFIX}{f.name.upper()} is required")
-                continue
-            values[f.name] = _parse(raw, hints[f.name], name=PREFIX + f.name.upper())
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = envconfig.from_env(cls, env, prefix=PREFIX)
         settings.validate()
         return settings
-
-
-def _parse(raw: str, hint: object, *, name: str) -> object:
-    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    if optional:
-        if raw == "":
-            return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    try:
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            return float(raw)
-    except ValueError:
-        raise ValueError(
-            f"{name}={raw!r} is not a valid {getattr(hint, '__name__', hint)}"
-        ) from None
-    return raw

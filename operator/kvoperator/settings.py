@@ -7,10 +7,10 @@ The Helm chart sets them from its values.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kvnode.core import envconfig
 
 PREFIX = "RINGKV_OPERATOR_"
 
@@ -58,27 +58,6 @@ class OperatorSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
         """Parse every field from ``env`` (missing: default); ValueError names the variable."""
-        hints = typing.get_type_hints(cls)
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            name = PREFIX + f.name.upper()
-            raw = env.get(name)
-            if raw is not None:
-                values[f.name] = _parse(raw.strip(), hints[f.name], name=name)
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = envconfig.from_env(cls, env, prefix=PREFIX)
         settings.validate()
         return settings
-
-
-def _parse(raw: str, hint: object, *, name: str) -> object:
-    try:
-        if hint is int:
-            return int(raw)
-        if hint is float:
-            return float(raw)
-    except ValueError:
-        kind = getattr(hint, "__name__", hint)
-        raise ValueError(f"{name}={raw!r} is not a valid {kind}") from None
-    if typing.get_origin(hint) is tuple:
-        return tuple(p.strip() for p in raw.split(",") if p.strip())
-    return raw
