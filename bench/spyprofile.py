@@ -77,6 +77,7 @@ async def profile(plan: compare.Plan, *, connections: int, seconds: float, out_d
             cell = results.Cell(workload, "uniform", "strong", connections)
             out = os.path.join(out_dir, f"{name}.txt")
             spy = start_spy(pid, out, seconds + 1)
+            cpu0 = _cpu_seconds(pid)
             target = RingkvNode(cluster.endpoints[0], connections=connections, consistency="strong")
             try:
                 make = compare.stream_factory(
@@ -85,8 +86,15 @@ async def profile(plan: compare.Plan, *, connections: int, seconds: float, out_d
                 r = await loadgen.run_cell(target, cell, make_stream=make, seconds=seconds)
             finally:
                 await target.close()
+            cpu = _cpu_seconds(pid) - cpu0
             _, err = await asyncio.to_thread(spy.communicate, timeout=seconds + 60)
-            print(f"\n== {name}: {r.ops_per_s:.0f} ops/s, p99 {r.p99 * 1000:.1f} ms ==")
+            share = 1 + loadgen.WARMUP_SHARE  # CPU was read over warm-up + measurement
+            per_request_ms = 1000 * cpu / max(1.0, r.ok * share)
+            print(
+                f"\n== {name}: {r.ops_per_s:.0f} ops/s, p99 {r.p99 * 1000:.1f} ms, node 0 CPU "
+                f"{cpu / (r.seconds * share):.2f} cores, {per_request_ms:.2f} ms per request "
+                "(incl. py-spy's sampling and idle Raft work) =="
+            )
             if spy.returncode != 0:
                 print(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
                 continue
@@ -115,6 +123,13 @@ def main(argv: Sequence[str]) -> None:
     asyncio.run(profile(plan, connections=args.connections, seconds=args.seconds, out_dir=out_dir))
     if not args.keep:
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all threads) from /proc, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _read(path: str) -> str:
