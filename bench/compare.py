@@ -286,10 +286,13 @@ async def compare(plan: Plan, *, echo: bool) -> list[results.CellResult]:
     if echo:
         before = loadavg()
         r = await echo_ceiling(plan.seconds)
+        per_op = r.client_cpu / r.ops_per_s if r.ops_per_s else float("nan")
         print(
             f"generator ceiling (1 KiB PUTs at 64 connections against a trivial aiohttp "
             f"server): {r.ops_per_s:.0f} ops/s, p99 {r.p99 * 1000:.1f} ms, generator CPU "
-            f"{r.client_cpu:.2f} cores (load average {before} -> {loadavg()})",
+            f"{r.client_cpu:.2f} cores = {per_op * 1e6:.0f} us per op, i.e. about "
+            f"{1 / per_op:.0f} ops/s per core of generator (load average {before} -> "
+            f"{loadavg()})",
             flush=True,
         )
     if "etcd" in plan.systems:
