@@ -15,6 +15,7 @@ indicative only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import logging
@@ -34,7 +35,7 @@ import orjson
 from kvnode.client import BatchOp, Client
 from kvnode.local import LocalCluster
 
-from bench import etcd, loadgen, results, workloads
+from bench import etcd, loadgen, plot, results, workloads
 from bench.targets import EtcdGateway, RingkvNode, RingkvSmart, Target
 from tests.support.addresses import claim_address
 
@@ -319,9 +320,7 @@ def _csv(kind: Callable[[str], object]) -> Callable[[str], tuple[object, ...]]:
     return lambda raw: tuple(kind(x.strip()) for x in raw.split(",") if x.strip())
 
 
-def parse_args(argv: Sequence[str]) -> tuple[Plan, bool, str | None]:
-    import argparse
-
+def parse_args(argv: Sequence[str]) -> tuple[Plan, bool, argparse.Namespace]:
     ap = argparse.ArgumentParser(prog="bench compare", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="load,a,c,write; uniform; 2,000 keys")
     ap.add_argument("--workloads", type=_csv(str), help="of load,a,b,c,write")
@@ -334,6 +333,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, bool, str | None]:
     ap.add_argument("--durability", choices=["process", "fsync"], default="fsync")
     ap.add_argument("--no-echo", action="store_true", help="skip the generator ceiling")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--png", help="draw ops/s and p99 per second to this file (matplotlib)")
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else Plan()
     overrides = {
@@ -352,12 +352,12 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, bool, str | None]:
     problems += [s for s in plan.systems if s not in SYSTEMS]
     if problems or plan.seconds <= 0 or plan.records < 2:
         ap.error(f"unknown or invalid values: {problems or 'seconds/records'}")
-    return plan, not args.no_echo, args.json
+    return plan, not args.no_echo, args
 
 
 def main(argv: Sequence[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    plan, echo, json_path = parse_args(argv)
+    plan, echo, args = parse_args(argv)
     try:
         import uvloop
 
@@ -372,9 +372,12 @@ def main(argv: Sequence[str]) -> None:
         f"{plan.seconds:g} s per cell"
     )
     print(results.render(order_for_table(found), title=title), flush=True)
-    if json_path:
-        with open(json_path, "wb") as f:
+    if args.json:
+        with open(args.json, "wb") as f:
             f.write(orjson.dumps([_to_json(r) for r in found], option=orjson.OPT_INDENT_2))
+    if args.png:
+        plot.draw(order_for_table(found), args.png, title=title)
+        print(f"wrote {args.png}", flush=True)
 
 
 def _to_json(r: results.CellResult) -> dict[str, object]:
@@ -388,4 +391,5 @@ def _to_json(r: results.CellResult) -> dict[str, object]:
         "errors": r.error_kinds,
         "client_cpu": r.client_cpu,
         "per_second": list(r.per_second),
+        "per_second_p99_ms": [x * 1000 for x in r.per_second_p99],
     }

@@ -40,6 +40,7 @@ async def run_cell(
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     per_second = [0] * (int(seconds) + 2)
+    second_latencies: list[list[float]] = [[] for _ in per_second]
     cpu: list[float] = []
 
     async def worker(i: int) -> None:
@@ -60,7 +61,9 @@ async def run_cell(
             t1 = time.perf_counter()
             if t0 >= measure_from:
                 latencies.append(t1 - t0)
-                per_second[min(len(per_second) - 1, int(t1 - measure_from))] += 1
+                second = min(len(per_second) - 1, int(t1 - measure_from))
+                per_second[second] += 1
+                second_latencies[second].append(t1 - t0)
 
     async def cpu_probe() -> None:
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
@@ -78,4 +81,5 @@ async def run_cell(
         seconds=seconds,
         client_cpu=(time.process_time() - cpu[0]) / wall if wall > 0 else 0.0,
         per_second=per_second[: int(seconds)],
+        per_second_p99=[results.percentile(x, 0.99) for x in second_latencies[: int(seconds)]],
     )

@@ -56,6 +56,7 @@ class CellResult:
     client_cpu: float  # load generator CPU seconds per wall second (1.0 = one core)
     error_kinds: dict[str, int] = field(default_factory=dict)
     per_second: tuple[int, ...] = ()  # successful ops completed in each second of the run
+    per_second_p99: tuple[float, ...] = ()  # p99 latency of those ops (NaN: none)
 
     @property
     def ops_per_s(self) -> float:
@@ -71,6 +72,7 @@ def summarize(
     seconds: float,
     client_cpu: float,
     per_second: Sequence[int] = (),
+    per_second_p99: Sequence[float] = (),
 ) -> CellResult:
     return CellResult(
         system=system,
@@ -84,6 +86,7 @@ def summarize(
         client_cpu=client_cpu,
         error_kinds=dict(errors),
         per_second=tuple(per_second),
+        per_second_p99=tuple(per_second_p99),
     )
 
 

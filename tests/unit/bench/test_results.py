@@ -61,3 +61,32 @@ def test_render_is_an_aligned_table() -> None:
     assert len({len(line) for line in lines[1:]}) == 1
     assert "eventual" in lines[3]
     assert "500" in lines[3]
+
+
+def test_timeline_lays_cells_end_to_end_per_system() -> None:
+    from bench import plot
+
+    c1 = Cell("load", "-", "-", 1)
+    c2 = Cell("c", "uniform", "strong", 1)
+
+    def res(system: str, cell: Cell, per_second: list[int]) -> results.CellResult:
+        r = results.summarize(
+            system,
+            cell,
+            latencies=[0.002] * sum(per_second),
+            errors={},
+            seconds=len(per_second),
+            client_cpu=0.1,
+            per_second=per_second,
+            per_second_p99=[0.002] * len(per_second),
+        )
+        return r
+
+    found = [res("etcd", c1, [5, 6]), res("etcd", c2, [7, 8, 9]), res("ringkv-node", c1, [1])]
+    series, bounds = plot.timeline(found)
+    assert bounds == [(0.0, c1.label()), (2.0, c2.label())]
+    by = {s.system: s for s in series}
+    assert by["etcd"].t == (0.5, 1.5, 2.5, 3.5, 4.5)
+    assert by["etcd"].ops == (5, 6, 7, 8, 9)
+    assert by["etcd"].p99_ms == (2.0,) * 5
+    assert by["ringkv-node"].t == (0.5,)

@@ -122,12 +122,13 @@ def test_plan_cells() -> None:
 
 
 def test_quick_preset_and_arguments() -> None:
-    plan, echo, out = compare.parse_args(["--quick", "--connections", "1,64", "--seconds", "3"])
+    plan, echo, args = compare.parse_args(["--quick", "--connections", "1,64", "--seconds", "3"])
     assert plan.workloads == ("load", "a", "c", "write")
     assert plan.connections == (1, 64)
     assert plan.seconds == 3.0
     assert plan.durability == "fsync"
     assert echo
-    assert out is None
+    assert args.json is None
+    assert args.png is None
     with pytest.raises(SystemExit):
         compare.parse_args(["--workloads", "z"])
