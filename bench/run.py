@@ -6,6 +6,9 @@
     ./dev bench move       [--mb 100]                   move one replica of a big partition
     ./dev bench rebalance  [--seconds 10]               client load before/during 3->5->3
     ./dev bench all
+    ./dev bench compare    [--quick] [--seconds 2]      ringkv vs etcd side by side (--help)
+    ./dev bench profile    [--seconds 10]               py-spy of node 0 under put / get load
+    ./dev bench http-path  [--base-node DIR]            HTTP layer CPU per request (fake service)
 
 Each scenario starts its own 3-node cluster (16 partitions, RF 3) in a temporary directory, on a
 loopback address of its own (tests.support.addresses; ports below 32768), and kills every node
@@ -29,7 +32,10 @@ from kvnode.client import BatchOp, Client, NodeHttp
 from kvnode.local import LocalCluster
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import rebalance as rebalance_bench  # needs the repository root on sys.path
+from bench import compare as compare_bench  # needs the repository root on sys.path
+from bench import http_path as http_path_bench
+from bench import rebalance as rebalance_bench
+from bench import spyprofile as profile_bench
 from tests.support.addresses import claim_address
 
 
@@ -214,6 +220,15 @@ def _dir_size(path: str) -> int:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["compare"]:
+        compare_bench.main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["profile"]:
+        profile_bench.main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["http-path"]:
+        http_path_bench.main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "scenario", choices=["latency", "throughput", "restart", "move", "rebalance", "all"]

@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -104,7 +106,19 @@ def main() -> None:
     if problem:
         log.error("%s", problem)
         raise SystemExit(PORT_TAKEN_EXIT)
-    asyncio.run(serve(settings))
+    run(serve(settings))
+
+
+def run(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Run the node on uvloop when it is installed (a runtime dependency on Linux): its event
+    loop and transports are C, which the profile of the request path asked for (the asyncio
+    selector loop and socket writes were among the hottest frames); plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coro)
+        return
+    uvloop.run(main_coro)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import aiohttp
+import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -27,6 +28,7 @@ POOL_LIMIT = 256
 POOL_LIMIT_PER_HOST = 64
 CONNECT_TIMEOUT_S = 1.0
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+JSON_CONTENT_TYPE = "application/json"
 
 Headers = CIMultiDictProxy[str]
 
@@ -87,12 +89,17 @@ class NodeHttp:
         client_timeout = aiohttp.ClientTimeout(
             total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S)
         )
+        data = None
+        if json_body is not None:
+            # orjson, encoded once here (aiohttp's json= would run json.dumps and encode again).
+            data = _encode(json_body)
+            headers = {**(headers or {}), "Content-Type": JSON_CONTENT_TYPE}
         try:
             async with self._get_session().request(
                 method,
                 url,
                 params=params,
-                json=json_body,
+                data=data,
                 headers=headers,
                 timeout=client_timeout,
             ) as resp:
@@ -174,11 +181,18 @@ def _after_send_failure(
     return errors.UnknownOutcome(message, node=base_url)
 
 
+def _encode(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # orjson.JSONEncodeError: e.g. an int beyond 64 bits
+        return json.dumps(body).encode()
+
+
 def _decode(raw: bytes) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except ValueError:
         return {"text": raw.decode("utf-8", errors="replace")[:2000]}
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 
 from kvnode.core import errors
+from kvnode.http import fastjson
 
 
 class NoRoute(errors.KvError):
@@ -88,7 +89,7 @@ def error_response(
     all_headers = error_headers(err)
     if headers:
         all_headers.update(headers)
-    return web.json_response(body, status=status_of(err), headers=all_headers)
+    return fastjson.json_response(body, status=status_of(err), headers=all_headers)
 
 
 def from_http_exception(exc: web.HTTPException, *, path: str) -> errors.KvError:

@@ -17,7 +17,7 @@ from aiohttp import web
 from kvnode.core import errors
 from kvnode.core.model import Record
 from kvnode.core.ops import BatchOutcome, OpOutcome, Write
-from kvnode.http import api, parse, parse_admin
+from kvnode.http import api, fastjson, parse, parse_admin
 from kvnode.http import errors as http_errors
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Handlers:
         consistency = parse.parse_consistency(query)
         ctx = parse.parse_context(request.headers)
         record = await self.service.get(key, consistency=consistency, ctx=ctx)
-        return web.json_response(record_json(key, record))
+        return fastjson.json_response(record_json(key, record))
 
     async def put_key(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
@@ -71,7 +71,7 @@ class Handlers:
         body = parse.decode_json_object(await request.read())
         op = parse.parse_put_body(key, body, self.service.limits)
         result = await self.service.write(op, ctx=ctx)
-        return web.json_response({"key": result.key, "version": result.version})
+        return fastjson.json_response({"key": result.key, "version": result.version})
 
     async def delete_key(self, request: web.Request) -> web.Response:
         query = parse.parse_query(request.raw_path, allowed=DELETE_PARAMS)
@@ -80,7 +80,7 @@ class Handlers:
         op = parse.parse_delete(key, query, self.service.limits)
         result = await self.service.write(op, ctx=ctx)
         body = {"key": result.key, "deleted": result.existed, "version": result.version}
-        return web.json_response(body)
+        return fastjson.json_response(body)
 
     async def list_keys(self, request: web.Request) -> web.Response:
         query = parse.parse_query(request.raw_path, allowed=LIST_PARAMS)
@@ -90,7 +90,7 @@ class Handlers:
             prefix=q.prefix, cursor=q.cursor, limit=q.limit, consistency=q.consistency, ctx=ctx
         )
         items = [{"key": k} if q.keys_only else record_json(k, r) for k, r in page.items]
-        return web.json_response({"items": items, "next_cursor": page.next_cursor})
+        return fastjson.json_response({"items": items, "next_cursor": page.next_cursor})
 
     async def scan_partition(self, request: web.Request) -> web.Response:
         """One partition's share of a listing, for the node merging a ``GET /v1/kv`` (only when
@@ -109,7 +109,8 @@ class Handlers:
             consistency=q.consistency,
             ctx=ctx,
         )
-        return web.json_response({"items": [record_json(k, r) for k, r in items], "more": more})
+        body = {"items": [record_json(k, r) for k, r in items], "more": more}
+        return fastjson.json_response(body)
 
     def _key(self, request: web.Request) -> str:
         key = parse.key_from_raw_path(request.raw_path, KV_PREFIX)
@@ -132,16 +133,16 @@ class Handlers:
 
     async def cluster(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
-        return web.json_response(await self.service.cluster_info())
+        return fastjson.json_response(await self.service.cluster_info())
 
     async def install_map(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
         pmap = parse_admin.parse_map(parse.decode_json_object(await request.read()))
         log.info("installing partition map epoch=%d via admin API", pmap.epoch)
-        return web.json_response(await self.service.install_map(pmap))
+        return fastjson.json_response(await self.service.install_map(pmap))
 
     async def partitions(self, request: web.Request) -> web.Response:
-        return web.json_response({"partitions": self.service.partition_status()})
+        return fastjson.json_response({"partitions": self.service.partition_status()})
 
     # ------------------------------------------------------------ partition admin (rebalancing)
 
@@ -153,7 +154,7 @@ class Handlers:
     async def replica_state(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
         p = parse_admin.partition_from_path(request.match_info["p"])
-        return web.json_response(self.admin(request).replica_state(p))
+        return fastjson.json_response(self.admin(request).replica_state(p))
 
     async def seed_snapshot(self, request: web.Request) -> web.StreamResponse:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
@@ -177,7 +178,7 @@ class Handlers:
         p = parse_admin.partition_from_path(request.match_info["p"])
         body = parse.decode_json_object(await request.read())
         source = parse_admin.admin_node_field(body, "source", allowed=frozenset({"source"}))
-        return web.json_response(await self.admin(request).join(p, source=source))
+        return fastjson.json_response(await self.admin(request).join(p, source=source))
 
     async def members(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
@@ -188,7 +189,7 @@ class Handlers:
         result = await self.admin(request).change_member(
             p, add=add, remove=remove, timeout=ctx.timeout_s
         )
-        return web.json_response(result)
+        return fastjson.json_response(result)
 
     async def leader(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
@@ -196,7 +197,7 @@ class Handlers:
         ctx = parse.parse_context(request.headers)
         body = parse.decode_json_object(await request.read())
         to = parse_admin.admin_node_field(body, "node_id", allowed=frozenset({"node_id"}))
-        return web.json_response(
+        return fastjson.json_response(
             await self.admin(request).transfer_leader(p, to=to, timeout=ctx.timeout_s)
         )
 
@@ -204,27 +205,28 @@ class Handlers:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
         p = parse_admin.partition_from_path(request.match_info["p"])
         ctx = parse.parse_context(request.headers)
-        return web.json_response(await self.admin(request).start_digest(p, timeout=ctx.timeout_s))
+        started = await self.admin(request).start_digest(p, timeout=ctx.timeout_s)
+        return fastjson.json_response(started)
 
     async def digest(self, request: web.Request) -> web.Response:
         query = parse.parse_query(request.raw_path, allowed=frozenset({"index"}))
         p = parse_admin.partition_from_path(request.match_info["p"])
         index = parse_admin.required_index(query, "index")
-        return web.json_response(self.admin(request).digest(p, index))
+        return fastjson.json_response(self.admin(request).digest(p, index))
 
     async def drop(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
         p = parse_admin.partition_from_path(request.match_info["p"])
-        return web.json_response(await self.admin(request).drop(p))
+        return fastjson.json_response(await self.admin(request).drop(p))
 
     # ------------------------------------------------------------ probes and docs
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.health())
+        return fastjson.json_response(self.service.health())
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, details = self.service.readiness()
-        return web.json_response({"ready": ready, **details}, status=200 if ready else 503)
+        return fastjson.json_response({"ready": ready, **details}, status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = prometheus_client.generate_latest(self.registry)
@@ -270,9 +272,9 @@ def batch_response(ops: list[Write], outcome: BatchOutcome) -> web.Response:
         first = first or err
         results.append({"index": i, "key": op.key, "applied": False, "error": err.to_dict()})
     if first is None:
-        return web.json_response({"applied": True, "results": results})
+        return fastjson.json_response({"applied": True, "results": results})
     if any(r["applied"] for r in results):
-        return web.json_response({"applied": False, "results": results})
+        return fastjson.json_response({"applied": False, "results": results})
     return http_errors.error_response(first, extra={"applied": False, "results": results})
 
 
