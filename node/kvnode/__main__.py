@@ -7,8 +7,6 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -106,19 +104,9 @@ def main() -> None:
     if problem:
         log.error("%s", problem)
         raise SystemExit(PORT_TAKEN_EXIT)
-    run(serve(settings))
-
-
-def run(main_coro: Coroutine[Any, Any, None]) -> None:
-    """Run the node on uvloop when it is installed (a runtime dependency on Linux): its event
-    loop and transports are C, which the profile of the request path asked for (the asyncio
-    selector loop and socket writes were among the hottest frames); plain asyncio otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main_coro)
-        return
-    uvloop.run(main_coro)
+    # Plain asyncio, not uvloop: uvloop writes to sockets holding the GIL, which delays the
+    # shared Raft ticker thread, and it showed no measurable gain (bench/COMPARE.md).
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":
