@@ -193,11 +193,11 @@ class DrainWatch(threading.Thread):
         self.cluster, self.ns, self.interval = cluster, ns, interval
         self.ticks: list[Tick] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._ips: list[str] = []
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 view = newest_view(self._ips)
                 pods = node_pods(self.cluster, self.ns)
@@ -210,10 +210,10 @@ class DrainWatch(threading.Thread):
                                            holders, frozenset(live)))  # fmt: skip
             except Exception as exc:  # a failed poll is recorded, the next one tries again
                 self.errors.append(repr(exc))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=30)
 
     def drained_while_live(self, node: str) -> Tick | None:
