@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 from kvharness import procs
 from kvharness.cluster import LocalCluster
 
@@ -184,30 +185,38 @@ class Tick:
 
 
 class DrainWatch(threading.Thread):
-    """Polls, in this order, the newest map (from the pods' `/v1/cluster`) and the node pods,
-    so a tick whose map lists no replica on a node while that node's pod is still live proves
-    the node was drained before its pod was deleted (maps only move forward)."""
+    """Polls, in this order, the map of `demo-0` (a node that stays; the executor installs the
+    final map on every staying node before it reports done) and the node pods, so a tick whose
+    map lists no replica on a node while that node's pod is still live proves the node was
+    drained before its pod was deleted (maps only move forward). Fast ticks (the Kubernetes
+    client, one HTTP GET): the window between the final map and the StatefulSet shrinking is
+    about one reconcile pass."""
 
-    def __init__(self, cluster: LocalCluster, ns: str, interval: float = 0.2) -> None:
+    def __init__(self, cluster: LocalCluster, ns: str, interval: float = 0.05) -> None:
         super().__init__(daemon=True, name="drain-watch")
-        self.cluster, self.ns, self.interval = cluster, ns, interval
+        self.ns, self.interval = ns, interval
+        self.api = kubernetes.client.CoreV1Api(
+            kubernetes.config.new_client_from_config(str(cluster.kubeconfig))
+        )
         self.ticks: list[Tick] = []
         self.errors: list[str] = []
         self._halt = threading.Event()
-        self._ips: list[str] = []
+
+    def _pods(self) -> dict[str, str | None]:
+        """Node pods neither terminating nor gone: name -> pod IP."""
+        items = self.api.list_namespaced_pod(self.ns, label_selector=NODE_LABELS).items
+        return {p.metadata.name: p.status.pod_ip for p in items
+                if p.metadata.deletion_timestamp is None}  # fmt: skip
 
     def run(self) -> None:
+        anchor = self._pods()["demo-0"]
+        assert anchor is not None
         while not self._halt.is_set():
             try:
-                view = newest_view(self._ips)
-                pods = node_pods(self.cluster, self.ns)
-                live = {p["metadata"]["name"]: p.get("status", {}).get("podIP") for p in pods
-                        if not p["metadata"].get("deletionTimestamp")}  # fmt: skip
-                self._ips = [ip for ip in live.values() if ip]
-                holders = frozenset(n for r in view["map"]["replicas"] for n in r) if view else None
-                if holders is not None:
-                    self.ticks.append(Tick(time.monotonic(), view["epoch"] if view else None,
-                                           holders, frozenset(live)))  # fmt: skip
+                view = cluster_view(anchor, timeout=2.0)
+                live = self._pods()
+                holders = frozenset(n for r in view["map"]["replicas"] for n in r)
+                self.ticks.append(Tick(time.monotonic(), view["epoch"], holders, frozenset(live)))
             except Exception as exc:  # a failed poll is recorded, the next one tries again
                 self.errors.append(repr(exc))
             self._halt.wait(self.interval)
@@ -215,6 +224,11 @@ class DrainWatch(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=30)
+
+    def transitions(self) -> list[Tick]:
+        """The ticks where the epoch or the live pods changed (for failure messages)."""
+        return [t for i, t in enumerate(self.ticks) if i == 0 or
+                (t.epoch, t.live) != (self.ticks[i - 1].epoch, self.ticks[i - 1].live)]  # fmt: skip
 
     def drained_while_live(self, node: str) -> Tick | None:
         """The first tick showing `node` live and holding no replica, if any."""

@@ -169,7 +169,8 @@ def test_kvcluster_lifecycle_under_load(
         assert watch.held_when_gone(node) == [], f"{node}'s pod went while a map listed it"
         proof = watch.drained_while_live(node)
         assert proof is not None, (
-            f"never saw {node} drained while its pod lived: {watch.ticks[-5:]}"
+            f"never saw {node} drained while its pod lived ({len(watch.ticks)} ticks, "
+            f"errors {watch.errors[:3]}): {watch.transitions()[-8:]}"
         )
     assert {p["metadata"]["name"] for p in node_pods(cluster, namespace)} == {
         "demo-0", "demo-1", "demo-2"}  # fmt: skip
