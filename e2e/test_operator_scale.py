@@ -9,7 +9,8 @@ One scenario, in order (each step needs the state the previous one left):
 3. scale back to 3 under load -> the leaving nodes are drained before their pods go; the
    default reclaim policy (retain) keeps and marks their volumes;
 4. `kubectl scale --replicas=2` and a changed `partitions` are refused by the API server;
-5. the operator pod is deleted mid-rebalance -> the new one resumes the persisted plan;
+5. the operator pod is deleted mid-rebalance (3 -> 4, reclaimPolicy now delete) -> the new
+   one resumes the persisted plan; back to 3, the drained node's PVC is deleted;
 6. deleting the KVCluster removes everything it owned (PVCs per policy: delete).
 The numbers the issue asks for are printed (`-s`) and logged.
 """
@@ -216,6 +217,20 @@ def test_kvcluster_lifecycle_under_load(
     assert new_pod["metadata"]["uid"] != old_pod["metadata"]["uid"]
     assert "RebalanceResumed" in [e["reason"] for e in kvc.events()]
     _verify(load, expected, numbers, "after the operator restart")
+
+    # 3b. reclaimPolicy delete at a scale-down: the drained node's volume goes with it.
+    kvc.kubectl("scale", "kvc/demo", "--replicas=3")
+    report(numbers, "scale 4 -> 3 (s)", round(kvc.wait_ready(3, timeout=600), 1))
+    procs.wait_until(
+        lambda: kvc.kubectl("get", "pvc", "data-demo-3", check=False).returncode != 0,
+        timeout=60, what="data-demo-3 deleted (reclaimPolicy delete)", on_timeout=kvc.dump,
+    )  # fmt: skip
+    assert "VolumesReclaimed" in [e["reason"] for e in kvc.events()]
+    names = {
+        p["metadata"]["name"] for p in cluster.kubectl_json("-n", namespace, "get", "pvc")["items"]
+    }
+    assert names == {"data-demo-0", "data-demo-1", "data-demo-2"}, names
+    _verify(load, expected, numbers, "after 4 -> 3")
 
     # 6. Delete the KVCluster: everything it owned goes, PVCs too (policy delete).
     kvc.kubectl("delete", "kvc", "demo", "--timeout=120s", timeout=150)
