@@ -144,6 +144,7 @@ def test_chart_rbac_on_a_real_apiserver(
         assert can("create", "statefulsets.apps", "-n", watched)
         assert can("delete", "pods", "-n", watched)
         assert can("delete", "persistentvolumeclaims", "-n", watched)
+        assert can("patch", "persistentvolumeclaims", "-n", watched)
         assert can("create", "poddisruptionbudgets.policy", "-n", watched)
         assert can("create", "events", "-n", watched)
         assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")

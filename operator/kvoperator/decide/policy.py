@@ -344,9 +344,12 @@ def _scale(
     if not_ready:
         msg = f"waiting for members to be ready before rebalancing: {', '.join(not_ready)}"
         return _waiting(obs, Phase.SCALING, "WaitingForMembers", msg, degraded=True)
-    not_running = [names.pod(o) for o in joiners if not obs.running([o])]
+    # Running is not enough: the rebalance announces its first map to the joiners at once, and
+    # a joiner whose process is not listening yet would miss it and fail every step.
+    answering = {n.ordinal for n in obs.nodes if n.reachable}
+    not_running = [names.pod(o) for o in joiners if not obs.running([o]) or o not in answering]
     if not_running:
-        msg = f"waiting for new pods to run: {', '.join(not_running)}"
+        msg = f"waiting for new pods to run and answer: {', '.join(not_running)}"
         return _waiting(obs, Phase.SCALING, "WaitingForPods", msg)
     zones = obs.zones()
     nodes = [

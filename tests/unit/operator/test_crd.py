@@ -69,7 +69,11 @@ def test_fields_without_default_exist(version: dict[str, Any], key: str) -> None
 
 
 def test_objects_default_to_empty_so_nested_defaults_apply(version: dict[str, Any]) -> None:
-    assert spec_schema(version)["default"] == {}
+    # Not `spec`: kube-apiserver 1.33 validates a default against the CEL rules of its own
+    # schema without the nested defaults, so `spec: {default: {}}` with the rule
+    # `self.replicas >= self.replicationFactor` is rejected ("no such key: replicas").
+    # parse_spec applies the defaults to a KVCluster without spec.
+    assert "default" not in spec_schema(version)
     for obj in ("storage", "scheduling"):
         assert field(version, obj)["default"] == {}
 
