@@ -191,6 +191,9 @@ class StepRunner:
     async def _seed(self, step: Step) -> int:
         leader, _ = await self.find_leader(step.partition)
         node = self._nodes[step.node_id]
+        # The joiner needs a map listing itself and the source; one that missed the announce
+        # (still starting) would otherwise only get it after some other step broadcasts.
+        await self._install(node, self._routing())
         result = await self._admin.join(node, step.partition, source=leader.node_id)
         return 0 if result.already_hosted else result.bytes
 

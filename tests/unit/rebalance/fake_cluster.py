@@ -169,6 +169,8 @@ class FakeCluster:
         me = await self._enter(node)
         if partition in me.data:
             return SeedResult(partition, already_hosted=True)
+        if not me.maps:  # as the real node: a joiner needs a map listing itself and the source
+            raise errors.Unavailable("this node has no partition map yet", retry_after=1)
         src = self.nodes[source]
         if source not in self.groups[partition].voters or partition not in src.data:
             raise errors.InvalidArgument(f"{source} holds no replica of {partition}")

@@ -143,6 +143,19 @@ async def test_transient_errors_are_retried(tmp_path: Path) -> None:
     assert all(v == 0 for v in cluster.failures.values())
 
 
+async def test_a_joiner_that_missed_the_announce_gets_the_map_before_its_seed(
+    tmp_path: Path,
+) -> None:
+    """A new node that did not answer the first map install (its process was still starting)
+    must not stall every SEED on it: the step installs the routing map first."""
+    base, target = scale(3, 4, partitions=6)
+    cluster = fake_for(base, target)
+    cluster.fail_next("n3", 1)  # the announce install on the joiner fails once
+    r = Rebalancer.create(str(tmp_path / "s.json"), base, target, admin=cluster, options=FAST)
+    await r.run()
+    check_done(cluster, base, target)
+
+
 async def test_a_crashed_run_resumes_without_skipping_steps(tmp_path: Path) -> None:
     base, target = scale(3, 4)
     cluster = fake_for(base, target)
