@@ -71,8 +71,10 @@ class ServiceApi(Protocol):
         index, members, lag."""
         ...
 
-    def health(self) -> dict[str, Any]:
-        """Liveness: the process and its tick thread are running."""
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: (alive, body). Not alive when the Raft ticker thread is dead or has not
+        ticked for longer than ``ticker_stall_s``; the body is then an error (``code``,
+        ``message``, ``reason``)."""
         ...
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

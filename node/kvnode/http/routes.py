@@ -222,7 +222,8 @@ class Handlers:
     # ------------------------------------------------------------ probes and docs
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return fastjson.json_response(self.service.health())
+        alive, body = self.service.health()
+        return fastjson.json_response(body, status=200 if alive else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, details = self.service.readiness()

@@ -31,7 +31,7 @@ from kvnode.core.ops import (
 )
 from kvnode.raft import commands
 from kvnode.raft.processor import ApplyResult
-from kvnode.service import mapstore, waiting
+from kvnode.service import liveness, mapstore, waiting
 from kvnode.service.forward import Forwarder
 from kvnode.service.groups_api import RaftGroups
 from kvnode.service.housekeeping import Housekeeper
@@ -338,14 +338,15 @@ class NodeService:
     def partition_status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self._groups.all_status()]
 
-    def health(self) -> dict[str, Any]:
-        lag = time.monotonic() - self._groups.ticker.last_loop_monotonic
-        alive = self._groups.ticker.alive and lag < 5.0
-        return {
-            "status": "ok" if alive else "failing",
-            "node_id": self.node_id,
-            "ticker_lag_s": lag,
-        }
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ticker = self._groups.ticker
+        verdict = liveness.judge(
+            alive=ticker.alive,
+            last_loop_monotonic=ticker.last_loop_monotonic,
+            now=time.monotonic(),
+            max_lag_s=self._settings.ticker_stall_s,
+        )
+        return verdict.ok, verdict.to_dict(self.node_id)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self._map is None:
@@ -354,7 +355,7 @@ class NodeService:
         hosted = [p for p in self._map.partitions_of(self.node_id) if self._groups.hosts(p)]
         statuses = {s.partition: s for s in self._groups.all_status()}
         leaderless = [p for p in hosted if (s := statuses.get(p)) is None or s.leader_addr is None]
-        ready = not leaderless and self.health()["status"] == "ok"
+        ready = not leaderless and self.health()[0]
         return ready, {
             "node_id": self.node_id,
             "epoch": self._map.epoch,

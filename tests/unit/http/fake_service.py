@@ -45,6 +45,7 @@ class FakeService:
     fail_with: errors.KvError | Exception | None = None
     failing_partitions: dict[int, errors.KvError] = field(default_factory=dict)
     ready: bool = True
+    alive: bool = True
     pmap: PartitionMap = field(default_factory=sample_map)
     _version: int = 0
 
@@ -184,8 +185,11 @@ class FakeService:
     def partition_status(self) -> list[dict[str, Any]]:
         return [{"partition": p, "role": "leader", "term": 1} for p in range(PARTITIONS)]
 
-    def health(self) -> dict[str, Any]:
-        return {"ok": True, "node_id": self.node_id}
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        if self.alive:
+            return True, {"status": "ok", "node_id": self.node_id, "ticker_lag_s": 0.01}
+        body = {"code": "unavailable", "message": "the Raft ticker thread is not running"}
+        return False, {**body, "reason": "ticker_dead", "node_id": self.node_id}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         return self.ready, {"partitions_without_leader": [] if self.ready else [2]}

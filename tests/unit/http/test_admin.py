@@ -122,7 +122,17 @@ async def test_partitions(client: Client) -> None:
 async def test_healthz(client: Client) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
-    assert await resp.json() == {"ok": True, "node_id": "n0"}
+    assert await resp.json() == {"status": "ok", "node_id": "n0", "ticker_lag_s": 0.01}
+
+
+async def test_healthz_fails_with_the_reason(client: Client, service: FakeService) -> None:
+    service.alive = False
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["code"] == "unavailable"
+    assert body["reason"] == "ticker_dead"
+    assert "ticker" in body["message"]
 
 
 @pytest.mark.parametrize(("ready", "status"), [(True, 200), (False, 503)])
