@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -50,3 +50,18 @@ class RaftCollector(Collector):
             fams["lag"].add_metric(lv, st.lag)
             fams["quorum"].add_metric(lv, 1 if st.has_quorum else 0)
         yield from fams.values()
+
+
+class DrainCollector(Collector):
+    """``ringkv_node_drained``: 1 while the node is drained for maintenance."""
+
+    def __init__(self, drained: Callable[[], bool], node_id: str) -> None:
+        self._drained = drained
+        self._node_id = node_id
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        fam = GaugeMetricFamily(
+            "ringkv_node_drained", "1 while drained (leads no partition)", labels=["node"]
+        )
+        fam.add_metric([self._node_id], 1 if self._drained() else 0)
+        yield fam

@@ -31,7 +31,7 @@ from kvnode.core.ops import (
 )
 from kvnode.raft import commands
 from kvnode.raft.processor import ApplyResult
-from kvnode.service import liveness, mapstore, waiting
+from kvnode.service import drain, liveness, mapstore, waiting
 from kvnode.service.forward import Forwarder
 from kvnode.service.groups_api import RaftGroups
 from kvnode.service.housekeeping import Housekeeper
@@ -61,6 +61,7 @@ class NodeService:
         self._map: PartitionMap | None = None
         self._map_lock = asyncio.Lock()
         self._inflight = 0
+        self._drained = False
         self.view = ClusterView(node_id=settings.node_id, groups=groups, forwarder=forwarder)
         self._router = Router(
             node_id=settings.node_id, groups=groups, view=self.view, current_map=self._require_map
@@ -85,6 +86,7 @@ class NodeService:
 
     async def start(self) -> None:
         os.makedirs(self._settings.data_dir, exist_ok=True)
+        self._drained = drain.load(self._settings.data_dir)
         # Every replica on disk first (joining ones are not in the map yet), then the map's.
         for p, (self_addr, peers) in self._groups.registered().items():
             await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
@@ -333,10 +335,53 @@ class NodeService:
     async def cluster_info(self) -> dict[str, Any]:
         pmap = self._require_map()
         view = await self.view.snapshot()
+        if self.node_id in view["nodes"]:
+            view["nodes"][self.node_id]["drained"] = self._drained
         return {"node_id": self.node_id, "epoch": pmap.epoch, "map": pmap.to_dict(), **view}
 
     def partition_status(self) -> list[dict[str, Any]]:
-        return [s.to_dict() for s in self._groups.all_status()]
+        # Each entry carries the node's drain flag: that is how other nodes' housekeeping
+        # learns not to hand this node leadership (ClusterView.drained_nodes).
+        return [{**s.to_dict(), "drained": self._drained} for s in self._groups.all_status()]
+
+    # -- maintenance drain (kvnode.service.drain) ----------------------------------------------
+    @property
+    def drained(self) -> bool:
+        return self._drained
+
+    async def set_drained(self, drained: bool, *, timeout: float) -> dict[str, Any]:
+        """Drain (or undrain) this node: persist the flag, then, when draining, hand away every
+        leadership and wait until none is left here or ``timeout`` passes. The report names
+        each hosted partition's leader; ``complete`` says whether this node leads nothing."""
+        await asyncio.to_thread(drain.save, self._settings.data_dir, drained)
+        self._drained = drained
+        log.info("node %s %s", self.node_id, "drained" if drained else "undrained")
+        deadline = time.monotonic() + timeout
+        while drained:
+            await self._housekeeper.balance_now()
+            if not self._led_here() or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return self.drain_report()
+
+    def drain_report(self) -> dict[str, Any]:
+        """``{"node_id", "drained", "complete", "leader_of": [p...], "partitions": [{"partition",
+        "leader"}]}`` (leader: node id or None); ``complete``: drained and leading nothing."""
+        led = self._led_here()
+        parts = []
+        for p in self._groups.hosted():
+            node = self.view.leader_node(p)
+            parts.append({"partition": p, "leader": None if node is None else node.node_id})
+        return {
+            "node_id": self.node_id,
+            "drained": self._drained,
+            "complete": self._drained and not led,
+            "leader_of": led,
+            "partitions": parts,
+        }
+
+    def _led_here(self) -> list[int]:
+        return [p for p in self._groups.hosted() if self._groups.is_leader(p)]
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         ticker = self._groups.ticker

@@ -46,6 +46,7 @@ class FakeService:
     failing_partitions: dict[int, errors.KvError] = field(default_factory=dict)
     ready: bool = True
     alive: bool = True
+    drained: bool = False
     pmap: PartitionMap = field(default_factory=sample_map)
     _version: int = 0
 
@@ -184,6 +185,14 @@ class FakeService:
 
     def partition_status(self) -> list[dict[str, Any]]:
         return [{"partition": p, "role": "leader", "term": 1} for p in range(PARTITIONS)]
+
+    def drain_report(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "drained": self.drained, "complete": self.drained}
+
+    async def set_drained(self, drained: bool, *, timeout: float) -> dict[str, Any]:
+        self.calls.append(("set_drained", (drained, timeout)))
+        self.drained = drained
+        return self.drain_report()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         if self.alive:
