@@ -65,3 +65,22 @@ class DrainCollector(Collector):
         )
         fam.add_metric([self._node_id], 1 if self._drained() else 0)
         yield fam
+
+
+class ReseedCollector(Collector):
+    """``ringkv_partition_needs_reseed``: 1 for each partition the map assigns here whose
+    replica this volume lost (kvnode.service.identity)."""
+
+    def __init__(self, needs_reseed: Callable[[], frozenset[int]], node_id: str) -> None:
+        self._needs_reseed = needs_reseed
+        self._node_id = node_id
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        fam = GaugeMetricFamily(
+            "ringkv_partition_needs_reseed",
+            "1: the map lists this node for the partition but its volume lost the replica",
+            labels=["node", "partition"],
+        )
+        for p in sorted(self._needs_reseed()):
+            fam.add_metric([self._node_id, str(p)], 1)
+        yield fam

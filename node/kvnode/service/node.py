@@ -31,7 +31,7 @@ from kvnode.core.ops import (
 )
 from kvnode.raft import commands
 from kvnode.raft.processor import ApplyResult
-from kvnode.service import drain, liveness, mapstore, waiting
+from kvnode.service import drain, identity, liveness, mapstore, waiting
 from kvnode.service.forward import Forwarder
 from kvnode.service.groups_api import RaftGroups
 from kvnode.service.housekeeping import Housekeeper
@@ -62,6 +62,8 @@ class NodeService:
         self._map_lock = asyncio.Lock()
         self._inflight = 0
         self._drained = False
+        self._identity: identity.Identity | None = None
+        self._empty_volume = False  # set by start(): this volume has no identity, map or replica
         self.view = ClusterView(node_id=settings.node_id, groups=groups, forwarder=forwarder)
         self._router = Router(
             node_id=settings.node_id, groups=groups, view=self.view, current_map=self._require_map
@@ -87,10 +89,17 @@ class NodeService:
     async def start(self) -> None:
         os.makedirs(self._settings.data_dir, exist_ok=True)
         self._drained = drain.load(self._settings.data_dir)
-        # Every replica on disk first (joining ones are not in the map yet), then the map's.
-        for p, (self_addr, peers) in self._groups.registered().items():
-            await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
+        registered = self._groups.registered()
         stored = mapstore.load(self._map_path)
+        self._identity = identity.load(self._settings.data_dir)
+        if self._identity is None and (stored is not None or registered):
+            # A volume from before incarnations: its replicas are its own (upgrade path).
+            self._identity = identity.new()
+            await asyncio.to_thread(identity.save, self._settings.data_dir, self._identity)
+        self._empty_volume = self._identity is None
+        # Every replica on disk first (joining ones are not in the map yet), then the map's.
+        for p, (self_addr, peers) in registered.items():
+            await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
         if stored is not None:
             await self._adopt(stored, persist=False)
         if self._settings.map_file:
@@ -126,6 +135,18 @@ class NodeService:
             return {"epoch": pmap.epoch, "changed": True}
 
     async def _adopt(self, pmap: PartitionMap, *, persist: bool) -> None:
+        if self._empty_volume:  # an empty volume's first map (kvnode.service.identity)
+            self._empty_volume = False
+            lost = identity.lost_partitions(pmap.epoch, pmap.partitions_of(self.node_id))
+            self._identity = identity.new(lost)
+            await asyncio.to_thread(identity.save, self._settings.data_dir, self._identity)
+            if lost:
+                log.error(
+                    "empty volume, but map epoch %d lists this node for partitions %s: not "
+                    "rejoining them as a voter, they need a reseed",
+                    pmap.epoch,
+                    sorted(lost),
+                )
         if persist:
             await asyncio.to_thread(mapstore.save, self._map_path, pmap)
         if not pmap.has_node(self.node_id):
@@ -133,6 +154,8 @@ class NodeService:
         else:
             me = pmap.node(self.node_id)
             for p in pmap.partitions_of(self.node_id):
+                if p in self.needs_reseed and not self._groups.hosts(p):
+                    continue
                 peers = [n.raft_addr(p) for n in pmap.replicas_of(p)]
                 await asyncio.to_thread(
                     self._groups.open_replica, p, self_addr=me.raft_addr(p), peers=peers
@@ -344,6 +367,18 @@ class NodeService:
         # learns not to hand this node leadership (ClusterView.drained_nodes).
         return [{**s.to_dict(), "drained": self._drained} for s in self._groups.all_status()]
 
+    # -- identity (kvnode.service.identity) ---------------------------------------------------
+    @property
+    def needs_reseed(self) -> frozenset[int]:
+        return frozenset() if self._identity is None else self._identity.needs_reseed
+
+    async def reseeded(self, partition: int) -> None:
+        """A fresh replica of ``partition`` was seeded and opened here: it is ours again."""
+        if self._identity is not None and partition in self._identity.needs_reseed:
+            self._identity = self._identity.reseeded(partition)
+            await asyncio.to_thread(identity.save, self._settings.data_dir, self._identity)
+            log.info("partition %d: reseeded, no longer needs a reseed", partition)
+
     # -- maintenance drain (kvnode.service.drain) ----------------------------------------------
     @property
     def drained(self) -> bool:
@@ -400,8 +435,12 @@ class NodeService:
         hosted = [p for p in self._map.partitions_of(self.node_id) if self._groups.hosts(p)]
         statuses = {s.partition: s for s in self._groups.all_status()}
         leaderless = [p for p in hosted if (s := statuses.get(p)) is None or s.leader_addr is None]
-        ready = not leaderless and self.health()[0]
+        reseed = sorted(self.needs_reseed)
+        ready = not leaderless and not reseed and self.health()[0]
+        details: dict[str, Any] = {"reason": f"partitions {reseed} need a reseed"} if reseed else {}
         return ready, {
+            **details,
+            "needs_reseed": reseed,
             "node_id": self.node_id,
             "epoch": self._map.epoch,
             "partitions": len(hosted),
