@@ -11,12 +11,17 @@ returns this node's preferred leaderships.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from kvnode.core.model import PartitionMap
+from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.raft.groups import ReplicaStatus
+from kvnode.service.groups_api import RaftGroups
 
 log = logging.getLogger(__name__)
 FILE = "drain.json"
@@ -73,3 +78,42 @@ def drain_target(
         if n != me and n not in drained and target in st.connected:
             return n, target
     return None
+
+
+def led_here(groups: RaftGroups) -> list[int]:
+    return [p for p in groups.hosted() if groups.is_leader(p)]
+
+
+async def until_leaderless(
+    groups: RaftGroups, balance: Callable[[], Awaitable[None]], timeout: float
+) -> None:
+    """Run balancing passes (which hand leaderships away) until this node leads nothing or
+    ``timeout`` passes; the caller reports which case it was."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await balance()
+        if not led_here(groups) or time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def report(
+    node_id: str,
+    drained: bool,
+    groups: RaftGroups,
+    leader_node: Callable[[int], NodeInfo | None],
+) -> dict[str, Any]:
+    """``{"node_id", "drained", "complete", "leader_of": [p...], "partitions": [{"partition",
+    "leader"}]}`` (leader: node id or None); ``complete``: drained and leading nothing."""
+    led = led_here(groups)
+    parts = []
+    for p in groups.hosted():
+        node = leader_node(p)
+        parts.append({"partition": p, "leader": None if node is None else node.node_id})
+    return {
+        "node_id": node_id,
+        "drained": drained,
+        "complete": drained and not led,
+        "leader_of": led,
+        "partitions": parts,
+    }

@@ -31,12 +31,13 @@ from kvnode.core.ops import (
 )
 from kvnode.raft import commands
 from kvnode.raft.processor import ApplyResult
-from kvnode.service import drain, identity, liveness, mapstore, waiting
+from kvnode.service import drain, liveness, mapstore, waiting
 from kvnode.service.forward import Forwarder
 from kvnode.service.groups_api import RaftGroups
 from kvnode.service.housekeeping import Housekeeper
 from kvnode.service.routing import Router
 from kvnode.service.view import ClusterView
+from kvnode.service.volume import VolumeState
 from kvnode.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,7 @@ class NodeService:
         self._map: PartitionMap | None = None
         self._map_lock = asyncio.Lock()
         self._inflight = 0
-        self._drained = False
-        self._identity: identity.Identity | None = None
-        self._empty_volume = False  # set by start(): this volume has no identity, map or replica
+        self._volume = VolumeState(settings.data_dir)
         self.view = ClusterView(node_id=settings.node_id, groups=groups, forwarder=forwarder)
         self._router = Router(
             node_id=settings.node_id, groups=groups, view=self.view, current_map=self._require_map
@@ -88,15 +87,9 @@ class NodeService:
 
     async def start(self) -> None:
         os.makedirs(self._settings.data_dir, exist_ok=True)
-        self._drained = drain.load(self._settings.data_dir)
         registered = self._groups.registered()
         stored = mapstore.load(self._map_path)
-        self._identity = identity.load(self._settings.data_dir)
-        if self._identity is None and (stored is not None or registered):
-            # A volume from before incarnations: its replicas are its own (upgrade path).
-            self._identity = identity.new()
-            await asyncio.to_thread(identity.save, self._settings.data_dir, self._identity)
-        self._empty_volume = self._identity is None
+        await self._volume.open(has_map=stored is not None, has_replicas=bool(registered))
         # Every replica on disk first (joining ones are not in the map yet), then the map's.
         for p, (self_addr, peers) in registered.items():
             await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
@@ -135,18 +128,7 @@ class NodeService:
             return {"epoch": pmap.epoch, "changed": True}
 
     async def _adopt(self, pmap: PartitionMap, *, persist: bool) -> None:
-        if self._empty_volume:  # an empty volume's first map (kvnode.service.identity)
-            self._empty_volume = False
-            lost = identity.lost_partitions(pmap.epoch, pmap.partitions_of(self.node_id))
-            self._identity = identity.new(lost)
-            await asyncio.to_thread(identity.save, self._settings.data_dir, self._identity)
-            if lost:
-                log.error(
-                    "empty volume, but map epoch %d lists this node for partitions %s: not "
-                    "rejoining them as a voter, they need a reseed",
-                    pmap.epoch,
-                    sorted(lost),
-                )
+        await self._volume.adopting(pmap, self.node_id)
         if persist:
             await asyncio.to_thread(mapstore.save, self._map_path, pmap)
         if not pmap.has_node(self.node_id):
@@ -359,64 +341,41 @@ class NodeService:
         pmap = self._require_map()
         view = await self.view.snapshot()
         if self.node_id in view["nodes"]:
-            view["nodes"][self.node_id]["drained"] = self._drained
+            view["nodes"][self.node_id]["drained"] = self.drained
         return {"node_id": self.node_id, "epoch": pmap.epoch, "map": pmap.to_dict(), **view}
 
     def partition_status(self) -> list[dict[str, Any]]:
         # Each entry carries the node's drain flag: that is how other nodes' housekeeping
         # learns not to hand this node leadership (ClusterView.drained_nodes).
-        return [{**s.to_dict(), "drained": self._drained} for s in self._groups.all_status()]
+        return [{**s.to_dict(), "drained": self.drained} for s in self._groups.all_status()]
 
     # -- identity (kvnode.service.identity) ---------------------------------------------------
     @property
     def needs_reseed(self) -> frozenset[int]:
-        return frozenset() if self._identity is None else self._identity.needs_reseed
+        return self._volume.needs_reseed
 
     async def reseeded(self, partition: int) -> None:
         """A fresh replica of ``partition`` was seeded and opened here: it is ours again."""
-        if self._identity is not None and partition in self._identity.needs_reseed:
-            self._identity = self._identity.reseeded(partition)
-            await asyncio.to_thread(identity.save, self._settings.data_dir, self._identity)
-            log.info("partition %d: reseeded, no longer needs a reseed", partition)
+        await self._volume.reseeded(partition)
 
     # -- maintenance drain (kvnode.service.drain) ----------------------------------------------
     @property
     def drained(self) -> bool:
-        return self._drained
+        return self._volume.drained
 
     async def set_drained(self, drained: bool, *, timeout: float) -> dict[str, Any]:
         """Drain (or undrain) this node: persist the flag, then, when draining, hand away every
         leadership and wait until none is left here or ``timeout`` passes. The report names
         each hosted partition's leader; ``complete`` says whether this node leads nothing."""
-        await asyncio.to_thread(drain.save, self._settings.data_dir, drained)
-        self._drained = drained
+        await self._volume.set_drained(drained)
         log.info("node %s %s", self.node_id, "drained" if drained else "undrained")
-        deadline = time.monotonic() + timeout
-        while drained:
-            await self._housekeeper.balance_now()
-            if not self._led_here() or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        if drained:
+            await drain.until_leaderless(self._groups, self._housekeeper.balance_now, timeout)
         return self.drain_report()
 
     def drain_report(self) -> dict[str, Any]:
-        """``{"node_id", "drained", "complete", "leader_of": [p...], "partitions": [{"partition",
-        "leader"}]}`` (leader: node id or None); ``complete``: drained and leading nothing."""
-        led = self._led_here()
-        parts = []
-        for p in self._groups.hosted():
-            node = self.view.leader_node(p)
-            parts.append({"partition": p, "leader": None if node is None else node.node_id})
-        return {
-            "node_id": self.node_id,
-            "drained": self._drained,
-            "complete": self._drained and not led,
-            "leader_of": led,
-            "partitions": parts,
-        }
-
-    def _led_here(self) -> list[int]:
-        return [p for p in self._groups.hosted() if self._groups.is_leader(p)]
+        """``drain.report`` of this node."""
+        return drain.report(self.node_id, self.drained, self._groups, self.view.leader_node)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         ticker = self._groups.ticker
