@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from kvnode.rebalance.http_admin import HttpNodeAdmin
 from kvnode.service.housekeeping import LEADER_BALANCE_INTERVAL_S
 
 from tests.support.clusters import eventually
@@ -66,8 +67,11 @@ async def test_drain_moves_leaderships_off_and_keeps_them_off(make_cluster) -> N
             await client.put(f"k{i}", f"v{i}")
 
     started = time.monotonic()
-    status, report = await call(url, "PUT", "/v1/admin/drain", {"drained": True})
-    assert status == 200, report
+    admin = HttpNodeAdmin(timeout_s=20)
+    try:
+        report = await admin.set_drained(pmap.node(node), True)
+    finally:
+        await admin.close()
     assert report["drained"] is True
     assert report["complete"] is True, report
     assert report["leader_of"] == []

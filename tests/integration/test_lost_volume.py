@@ -67,6 +67,7 @@ async def test_wiped_volume_is_refused_then_repaired(make_cluster) -> None:
         for p in range(PARTITIONS):
             st = (await get(f"{lost.http_url}/v1/admin/partitions/{p}"))[1]
             assert st == {"partition": p, "hosted": False, "needs_reseed": True}
+            assert (await admin.replica_state(lost, p)).needs_reseed
         metrics = (await get(lost.http_url + "/metrics"))[1]
         assert (
             f'ringkv_partition_needs_reseed{{node="{lost.node_id}",partition="0"}} 1.0' in metrics
