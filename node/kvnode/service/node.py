@@ -93,6 +93,9 @@ class NodeService:
         # Every replica on disk first (joining ones are not in the map yet), then the map's.
         for p, (self_addr, peers) in registered.items():
             await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
+            # Registered on disk yet marked lost: only a join (seed) creates it, and a kill -9
+            # came between the join opening it and clearing the mark. It is fresh: ours.
+            await self._volume.reseeded(p)
         if stored is not None:
             await self._adopt(stored, persist=False)
         if self._settings.map_file:

@@ -77,3 +77,17 @@ async def test_volume_from_before_incarnations_is_adopted(tmp_path: Path) -> Non
     svc, groups = await started(tmp_path, three_nodes(partitions=2, epoch=4))
     assert sorted(groups.opened) == [0, 1]
     assert svc.needs_reseed == frozenset()
+
+
+async def test_replica_seeded_before_a_crash_clears_its_mark(tmp_path: Path) -> None:
+    """kill -9 after a join opened the fresh replica but before the mark was cleared: the
+    replica registered on disk is the reseeded one, so the restart clears the mark."""
+    await started(tmp_path, three_nodes(partitions=2, epoch=4))
+    groups = FakeGroups("n0")
+    groups.registered = lambda: {0: ("n0:9000", ["n1:9000"])}  # type: ignore[method-assign]
+    settings = NodeSettings(node_id="n0", data_dir=str(tmp_path))
+    svc = NodeService(settings=settings, groups=groups, forwarder=None)  # type: ignore[arg-type]
+    await svc.start()
+    await svc.stop()
+    assert sorted(groups.opened) == [0]
+    assert svc.needs_reseed == frozenset({1})
