@@ -11,6 +11,7 @@ digests of all three replicas are equal and the node is ready again.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -85,7 +86,9 @@ async def test_wiped_volume_is_refused_then_repaired(make_cluster) -> None:
                 await client.put(f"k{i}", f"v{i}")
 
         for p in range(PARTITIONS):
-            await repair(admin, epoch2, p, lost.node_id)
+            # Partition 0: the node is killed -9 between the seed and the add, and restarts.
+            crash = (lambda: restart(h, lost.node_id)) if p == 0 else None
+            await repair(admin, epoch2, p, lost.node_id, after_join=crash)
 
         await h.wait_ready(timeout=60)
         status, body = await get(lost.http_url + "/readyz")
@@ -98,7 +101,29 @@ async def test_wiped_volume_is_refused_then_repaired(make_cluster) -> None:
         await admin.close()
 
 
-async def repair(admin: HttpNodeAdmin, pmap: PartitionMap, p: int, node_id: str) -> None:
+async def restart(h: Any, node_id: str) -> None:
+    """kill -9 and start again; wait until its HTTP API answers."""
+    h.cluster.kill_node(node_id)
+    h.cluster.start_node(node_id)
+    url = h.cluster.pmap.node(node_id).http_url
+
+    async def answers() -> bool:
+        try:
+            return (await get(url + "/readyz"))[0] in (200, 503)
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(answers, timeout=30, what=f"{node_id} answering after kill -9")
+
+
+async def repair(
+    admin: HttpNodeAdmin,
+    pmap: PartitionMap,
+    p: int,
+    node_id: str,
+    *,
+    after_join: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Remove the old voter, seed and add a fresh one, wait for catch-up, compare digests."""
 
     async def leader_id() -> str | None:
@@ -114,6 +139,11 @@ async def repair(admin: HttpNodeAdmin, pmap: PartitionMap, p: int, node_id: str)
     await admin.remove_member(leader, p, node_id)
     seed = await admin.join(pmap.node(node_id), p, source=lid)
     assert not seed.already_hosted
+    if after_join is not None:
+        await after_join()
+        st = await admin.replica_state(pmap.node(node_id), p)
+        assert st.hosted  # the seeded replica came back from its own disk
+        assert not st.needs_reseed
     await admin.add_member(leader, p, node_id)
     commit = (await admin.replica_state(leader, p)).commit_index
 
