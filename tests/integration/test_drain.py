@@ -5,6 +5,7 @@ its data directory), and gets its preferred leaderships back once undrained."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from kvnode.service.housekeeping import LEADER_BALANCE_INTERVAL_S
 from tests.support.clusters import eventually
 
 pytestmark = pytest.mark.integration
+log = logging.getLogger(__name__)
 
 PARTITIONS = 6
 
@@ -76,6 +78,7 @@ async def test_drain_moves_leaderships_off_and_keeps_them_off(make_cluster) -> N
     assert report["complete"] is True, report
     assert report["leader_of"] == []
     drain_s = time.monotonic() - started
+    log.info("drain of %s (led %s) took %.2fs", node, preferred, drain_s)
     assert drain_s < 15, f"drain took {drain_s:.1f}s"
     await stays_leaderless(url, node, seconds=3 * LEADER_BALANCE_INTERVAL_S + 1)
     await eventually(
@@ -102,7 +105,9 @@ async def test_drain_moves_leaderships_off_and_keeps_them_off(make_cluster) -> N
         ld = await leaders(other)
         return all(ld[p] == node for p in preferred)
 
+    started = time.monotonic()
     await eventually(back, timeout=30, what=f"{node} leading its preferred {preferred} again")
+    log.info("leaderships back %.2fs after undrain", time.monotonic() - started)
 
 
 async def _text(url: str) -> tuple[int, str]:
