@@ -17,7 +17,7 @@ from kvnode.raft.groups import GroupManager, RaftTuning
 from kvnode.service import mapstore
 from kvnode.service.admin import PartitionAdmin
 from kvnode.service.forward import Forwarder
-from kvnode.service.metrics import RaftCollector
+from kvnode.service.metrics import DrainCollector, RaftCollector, ReseedCollector
 from kvnode.service.node import NodeService
 from kvnode.settings import NodeSettings
 from kvnode.storage.leveldb import LevelDBStore
@@ -67,6 +67,8 @@ async def serve(settings: NodeSettings) -> None:
     service = NodeService(settings=settings, groups=groups, forwarder=Forwarder(http))
     registry = CollectorRegistry()
     registry.register(RaftCollector(groups, settings.node_id))
+    registry.register(DrainCollector(lambda: service.drained, settings.node_id))
+    registry.register(ReseedCollector(lambda: service.needs_reseed, settings.node_id))
     await service.start()
     admin = PartitionAdmin(service=service, groups=groups, http=http)
     app = make_app(service, registry=registry, admin=admin)

@@ -48,6 +48,10 @@ class NodeSettings:
     """Upper bound of the randomised election timeout."""
     leader_fallback_s: float = 2.0
     """A leader that hears from no majority for this long steps down."""
+    ticker_stall_s: float = 10.0
+    """/healthz fails (503) when the shared Raft ticker thread has not ticked for this long, so a
+    liveness probe restarts a stuck node. Several election timeouts: a tick delayed by load must
+    not get a healthy node restarted; must exceed election_max_s."""
     connection_retry_s: float = 1.0
     """Wait between reconnect attempts to a Raft peer."""
     compaction_min_entries: int = 20000
@@ -89,6 +93,8 @@ class NodeSettings:
             raise ValueError("election_min_s must exceed 3 x heartbeat_s")
         if self.election_max_s <= self.election_min_s:
             raise ValueError("election_max_s must exceed election_min_s")
+        if self.ticker_stall_s <= self.election_max_s:
+            raise ValueError("ticker_stall_s must exceed election_max_s")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NodeSettings:

@@ -71,8 +71,20 @@ class ServiceApi(Protocol):
         index, members, lag."""
         ...
 
-    def health(self) -> dict[str, Any]:
-        """Liveness: the process and its tick thread are running."""
+    def drain_report(self) -> dict[str, Any]:
+        """Maintenance drain state: ``{"node_id", "drained", "complete", "leader_of",
+        "partitions": [{"partition", "leader"}]}``."""
+        ...
+
+    async def set_drained(self, drained: bool, *, timeout: float) -> dict[str, Any]:
+        """Drain (hand away every leadership, keep them away, persisted) or undrain this node;
+        waits up to ``timeout`` for the leaderships to move; answers ``drain_report()``."""
+        ...
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: (alive, body). Not alive when the Raft ticker thread is dead or has not
+        ticked for longer than ``ticker_stall_s``; the body is then an error (``code``,
+        ``message``, ``reason``)."""
         ...
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

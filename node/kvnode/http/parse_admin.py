@@ -60,6 +60,17 @@ def parse_member_change(body: Mapping[str, Any]) -> tuple[str | None, str | None
     return (value, None) if name == "add" else (None, value)
 
 
+def parse_drain(body: Mapping[str, Any]) -> bool:
+    """``{"drained": true|false}``."""
+    _refuse_unknown(body, frozenset({"drained"}))
+    if "drained" not in body:
+        raise _bad("drained", "is required")
+    value = body["drained"]
+    if not isinstance(value, bool):
+        raise _bad("drained", f"must be true or false, got {_type_name(value)}")
+    return value
+
+
 MAP_FIELDS = frozenset({"epoch", "partitions", "replication", "nodes", "replicas"})
 NODE_FIELDS = frozenset({"node_id", "host", "http_port", "raft_port_base", "zone"})
 MAX_PORT = 65535

@@ -144,6 +144,17 @@ class Handlers:
     async def partitions(self, request: web.Request) -> web.Response:
         return fastjson.json_response({"partitions": self.service.partition_status()})
 
+    async def drain_state(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        return fastjson.json_response(self.service.drain_report())
+
+    async def set_drain(self, request: web.Request) -> web.Response:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        ctx = parse.parse_context(request.headers)
+        drained = parse_admin.parse_drain(parse.decode_json_object(await request.read()))
+        report = await self.service.set_drained(drained, timeout=ctx.timeout_s)
+        return fastjson.json_response(report)
+
     # ------------------------------------------------------------ partition admin (rebalancing)
 
     def admin(self, request: web.Request) -> api.AdminApi:
@@ -222,7 +233,8 @@ class Handlers:
     # ------------------------------------------------------------ probes and docs
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return fastjson.json_response(self.service.health())
+        alive, body = self.service.health()
+        return fastjson.json_response(body, status=200 if alive else 503)
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, details = self.service.readiness()
@@ -307,6 +319,8 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", "/v1/cluster", "cluster", "cluster"),
     ("PUT", "/v1/admin/map", "install_map", "admin"),
     ("GET", "/v1/admin/partitions", "partitions", "admin"),
+    ("GET", "/v1/admin/drain", "drain_state", "admin"),
+    ("PUT", "/v1/admin/drain", "set_drain", "admin"),
     ("GET", "/v1/admin/partitions/{p}", "replica_state", "admin"),
     ("DELETE", "/v1/admin/partitions/{p}", "drop", "admin"),
     ("GET", "/v1/admin/partitions/{p}/snapshot", "seed_snapshot", "admin"),

@@ -28,6 +28,7 @@ class ReplicaState:
     members: tuple[str, ...] = ()  # node ids of the Raft voters as this replica sees them
     keys: int = 0
     size_bytes: int = 0
+    needs_reseed: bool = False  # not hosted because this node's volume lost it (identity)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReplicaState:
@@ -42,6 +43,7 @@ class ReplicaState:
             members=tuple(str(m) for m in d.get("members", ())),
             keys=int(d.get("keys", 0)),
             size_bytes=int(d.get("size_bytes", 0)),
+            needs_reseed=bool(d.get("needs_reseed", False)),
         )
 
 

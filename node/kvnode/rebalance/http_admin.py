@@ -96,6 +96,11 @@ class HttpNodeAdmin:
         value = data.get("digest")
         return None if value is None else str(value)
 
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, Any]:
+        """Maintenance drain (``PUT /v1/admin/drain``): the node's drain report, ``complete``
+        once it leads nothing (it waits up to this client's timeout for that)."""
+        return await self._call(node, "PUT", "/v1/admin/drain", body={"drained": drained})
+
     async def drop(self, node: NodeInfo, partition: int) -> bool:
         data = await self._call(node, "DELETE", f"/v1/admin/partitions/{partition}")
         return bool(data["dropped"])

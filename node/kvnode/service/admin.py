@@ -94,7 +94,8 @@ class PartitionAdmin:
     def replica_state(self, partition: int) -> dict[str, Any]:
         pmap = self._map(partition)
         if not self._groups.hosts(partition):
-            return {"partition": partition, "hosted": False}
+            reseed = partition in self._service.needs_reseed
+            return {"partition": partition, "hosted": False, "needs_reseed": reseed}
         st = self._groups.status(partition)
         stats = self._groups.store(partition).stats()
         out: dict[str, Any] = {
@@ -178,6 +179,7 @@ class PartitionAdmin:
         await asyncio.to_thread(
             self._groups.open_replica, partition, self_addr=me.raft_addr(partition), peers=peers
         )
+        await self._service.reseeded(partition)
         seconds = time.monotonic() - started
         keys = self._groups.store(partition).stats().keys
         log.info(

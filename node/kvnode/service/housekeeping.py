@@ -8,7 +8,8 @@ Leader balancing: the first replica in the map is the partition's preferred lead
 spreads preferred leaders evenly. A leader that is not the preferred one hands leadership over
 (Raft TimeoutNow) once the preferred replica is connected and caught up, so the write load is
 spread across nodes instead of piling on whichever node won the first elections. The rule is
-``handoff_target``: never to a replica that is not a verified, caught-up voter of the current map.
+``handoff_target``: never to a replica that is not a verified, caught-up voter of the current map,
+nor to a drained node; a drained node hands away what it leads (``kvnode.service.drain``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kvnode.core import errors
 from kvnode.core.model import PartitionMap
 from kvnode.raft import commands
 from kvnode.raft.groups import ReplicaStatus
+from kvnode.service.drain import drain_target
 from kvnode.service.groups_api import RaftGroups
 from kvnode.settings import NodeSettings
 
@@ -77,20 +79,39 @@ class Housekeeper:
             except errors.KvError as exc:
                 log.debug("partition %d: expiry not proposed: %s", p, exc)
 
+    async def balance_now(self) -> None:
+        """One balancing pass at once (a drain does not wait for the next period)."""
+        await self._balance_once()
+
     async def _balance_once(self) -> None:
         pmap = self._service.pmap
         if pmap is None:
             return
-        for p in self._groups.hosted():
-            target = handoff_target(pmap, self._settings.node_id, p, self._groups.status(p))
+        me, drained_here = self._settings.node_id, self._service.drained
+        led = [p for p in self._groups.hosted() if self._groups.is_leader(p)]
+        if not led:
+            return
+        drained = await self._service.view.drained_nodes(max_age=LEADER_BALANCE_INTERVAL_S)
+        for p in led:
+            st = self._groups.status(p)
+            if drained_here:
+                target = drain_target(pmap, me, p, st, drained)
+                why = "this node is drained"
+            else:
+                target = handoff_target(pmap, me, p, st, drained)
+                why = "preferred replica"
             if target is None:
                 continue
-            log.info("partition %d: handing leadership to preferred replica %s", p, target[0])
+            log.info("partition %d: handing leadership to %s (%s)", p, target[0], why)
             await asyncio.to_thread(self._groups.transfer_leadership, p, target[1])
 
 
 def handoff_target(
-    pmap: PartitionMap, me: str, p: int, st: ReplicaStatus | None
+    pmap: PartitionMap,
+    me: str,
+    p: int,
+    st: ReplicaStatus | None,
+    drained: frozenset[str] = frozenset(),
 ) -> tuple[str, str] | None:
     """(node id, raft address) this leader should hand partition ``p`` to, or None.
 
@@ -98,13 +119,14 @@ def handoff_target(
     states exactly the Raft voters this leader sees (a map lagging a membership change is not
     acted on), and the preferred replica is a connected voter. During a move ``map_at`` puts a
     joiner first only once it is verified; PySyncObj itself refuses a target whose log is not
-    complete. Together: leadership never goes to an unverified or lagging replica.
+    complete. Together: leadership never goes to an unverified or lagging replica. Nor to a
+    ``drained`` node (maintenance drain, ``kvnode.service.drain``).
     """
     if st is None or st.role != "leader" or p >= pmap.partitions:
         return None
     replicas = pmap.replicas[p]
     preferred = replicas[0]
-    if preferred == me or not all(pmap.has_node(n) for n in replicas):
+    if preferred == me or preferred in drained or not all(pmap.has_node(n) for n in replicas):
         return None
     addrs = {pmap.node(n).raft_addr(p) for n in replicas}
     target = pmap.node(preferred).raft_addr(p)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -50,3 +50,37 @@ class RaftCollector(Collector):
             fams["lag"].add_metric(lv, st.lag)
             fams["quorum"].add_metric(lv, 1 if st.has_quorum else 0)
         yield from fams.values()
+
+
+class DrainCollector(Collector):
+    """``ringkv_node_drained``: 1 while the node is drained for maintenance."""
+
+    def __init__(self, drained: Callable[[], bool], node_id: str) -> None:
+        self._drained = drained
+        self._node_id = node_id
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        fam = GaugeMetricFamily(
+            "ringkv_node_drained", "1 while drained (leads no partition)", labels=["node"]
+        )
+        fam.add_metric([self._node_id], 1 if self._drained() else 0)
+        yield fam
+
+
+class ReseedCollector(Collector):
+    """``ringkv_partition_needs_reseed``: 1 for each partition the map assigns here whose
+    replica this volume lost (kvnode.service.identity)."""
+
+    def __init__(self, needs_reseed: Callable[[], frozenset[int]], node_id: str) -> None:
+        self._needs_reseed = needs_reseed
+        self._node_id = node_id
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        fam = GaugeMetricFamily(
+            "ringkv_partition_needs_reseed",
+            "1: the map lists this node for the partition but its volume lost the replica",
+            labels=["node", "partition"],
+        )
+        for p in sorted(self._needs_reseed()):
+            fam.add_metric([self._node_id, str(p)], 1)
+        yield fam

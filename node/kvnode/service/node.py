@@ -31,12 +31,13 @@ from kvnode.core.ops import (
 )
 from kvnode.raft import commands
 from kvnode.raft.processor import ApplyResult
-from kvnode.service import mapstore, waiting
+from kvnode.service import drain, liveness, mapstore, waiting
 from kvnode.service.forward import Forwarder
 from kvnode.service.groups_api import RaftGroups
 from kvnode.service.housekeeping import Housekeeper
 from kvnode.service.routing import Router
 from kvnode.service.view import ClusterView
+from kvnode.service.volume import VolumeState
 from kvnode.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class NodeService:
         self._map: PartitionMap | None = None
         self._map_lock = asyncio.Lock()
         self._inflight = 0
+        self._volume = VolumeState(settings.data_dir)
         self.view = ClusterView(node_id=settings.node_id, groups=groups, forwarder=forwarder)
         self._router = Router(
             node_id=settings.node_id, groups=groups, view=self.view, current_map=self._require_map
@@ -85,10 +87,15 @@ class NodeService:
 
     async def start(self) -> None:
         os.makedirs(self._settings.data_dir, exist_ok=True)
-        # Every replica on disk first (joining ones are not in the map yet), then the map's.
-        for p, (self_addr, peers) in self._groups.registered().items():
-            await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
+        registered = self._groups.registered()
         stored = mapstore.load(self._map_path)
+        await self._volume.open(has_map=stored is not None, has_replicas=bool(registered))
+        # Every replica on disk first (joining ones are not in the map yet), then the map's.
+        for p, (self_addr, peers) in registered.items():
+            await asyncio.to_thread(self._groups.open_replica, p, self_addr=self_addr, peers=peers)
+            # Registered on disk yet marked lost: only a join (seed) creates it, and a kill -9
+            # came between the join opening it and clearing the mark. It is fresh: ours.
+            await self._volume.reseeded(p)
         if stored is not None:
             await self._adopt(stored, persist=False)
         if self._settings.map_file:
@@ -124,6 +131,7 @@ class NodeService:
             return {"epoch": pmap.epoch, "changed": True}
 
     async def _adopt(self, pmap: PartitionMap, *, persist: bool) -> None:
+        await self._volume.adopting(pmap, self.node_id)
         if persist:
             await asyncio.to_thread(mapstore.save, self._map_path, pmap)
         if not pmap.has_node(self.node_id):
@@ -131,6 +139,8 @@ class NodeService:
         else:
             me = pmap.node(self.node_id)
             for p in pmap.partitions_of(self.node_id):
+                if p in self.needs_reseed and not self._groups.hosts(p):
+                    continue
                 peers = [n.raft_addr(p) for n in pmap.replicas_of(p)]
                 await asyncio.to_thread(
                     self._groups.open_replica, p, self_addr=me.raft_addr(p), peers=peers
@@ -333,19 +343,52 @@ class NodeService:
     async def cluster_info(self) -> dict[str, Any]:
         pmap = self._require_map()
         view = await self.view.snapshot()
+        if self.node_id in view["nodes"]:
+            view["nodes"][self.node_id]["drained"] = self.drained
         return {"node_id": self.node_id, "epoch": pmap.epoch, "map": pmap.to_dict(), **view}
 
     def partition_status(self) -> list[dict[str, Any]]:
-        return [s.to_dict() for s in self._groups.all_status()]
+        # Each entry carries the node's drain flag: that is how other nodes' housekeeping
+        # learns not to hand this node leadership (ClusterView.drained_nodes).
+        return [{**s.to_dict(), "drained": self.drained} for s in self._groups.all_status()]
 
-    def health(self) -> dict[str, Any]:
-        lag = time.monotonic() - self._groups.ticker.last_loop_monotonic
-        alive = self._groups.ticker.alive and lag < 5.0
-        return {
-            "status": "ok" if alive else "failing",
-            "node_id": self.node_id,
-            "ticker_lag_s": lag,
-        }
+    # -- identity (kvnode.service.identity) ---------------------------------------------------
+    @property
+    def needs_reseed(self) -> frozenset[int]:
+        return self._volume.needs_reseed
+
+    async def reseeded(self, partition: int) -> None:
+        """A fresh replica of ``partition`` was seeded and opened here: it is ours again."""
+        await self._volume.reseeded(partition)
+
+    # -- maintenance drain (kvnode.service.drain) ----------------------------------------------
+    @property
+    def drained(self) -> bool:
+        return self._volume.drained
+
+    async def set_drained(self, drained: bool, *, timeout: float) -> dict[str, Any]:
+        """Drain (or undrain) this node: persist the flag, then, when draining, hand away every
+        leadership and wait until none is left here or ``timeout`` passes. The report names
+        each hosted partition's leader; ``complete`` says whether this node leads nothing."""
+        await self._volume.set_drained(drained)
+        log.info("node %s %s", self.node_id, "drained" if drained else "undrained")
+        if drained:
+            await drain.until_leaderless(self._groups, self._housekeeper.balance_now, timeout)
+        return self.drain_report()
+
+    def drain_report(self) -> dict[str, Any]:
+        """``drain.report`` of this node."""
+        return drain.report(self.node_id, self.drained, self._groups, self.view.leader_node)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ticker = self._groups.ticker
+        verdict = liveness.judge(
+            alive=ticker.alive,
+            last_loop_monotonic=ticker.last_loop_monotonic,
+            now=time.monotonic(),
+            max_lag_s=self._settings.ticker_stall_s,
+        )
+        return verdict.ok, verdict.to_dict(self.node_id)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         if self._map is None:
@@ -354,8 +397,12 @@ class NodeService:
         hosted = [p for p in self._map.partitions_of(self.node_id) if self._groups.hosts(p)]
         statuses = {s.partition: s for s in self._groups.all_status()}
         leaderless = [p for p in hosted if (s := statuses.get(p)) is None or s.leader_addr is None]
-        ready = not leaderless and self.health()["status"] == "ok"
+        reseed = sorted(self.needs_reseed)
+        ready = not leaderless and not reseed and self.health()[0]
+        details: dict[str, Any] = {"reason": f"partitions {reseed} need a reseed"} if reseed else {}
         return ready, {
+            **details,
+            "needs_reseed": reseed,
             "node_id": self.node_id,
             "epoch": self._map.epoch,
             "partitions": len(hosted),

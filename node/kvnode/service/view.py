@@ -31,6 +31,7 @@ class ClusterView:
         self._map: PartitionMap | None = None
         self._remote: dict[int, tuple[int, str | None]] = {}  # partition -> (term, leader addr)
         self._reachable: dict[str, bool] = {}
+        self._drained: frozenset[str] = frozenset()
         self._fetched_at = 0.0
         self._refresh_lock = asyncio.Lock()
 
@@ -67,10 +68,18 @@ class ClusterView:
                 "reachable": n.node_id == self._node_id or self._reachable.get(n.node_id, False),
                 "leader_of": led.get(n.node_id, 0),
                 "replicas": len(pmap.partitions_of(n.node_id)),
+                "drained": n.node_id in self._drained,
             }
             for n in pmap.nodes
         }
         return {"leaders": leaders, "nodes": nodes}
+
+    async def drained_nodes(self, *, max_age: float) -> frozenset[str]:
+        """Other nodes that reported themselves drained, as of an answer at most ``max_age``
+        old (an unreachable node counts as not drained: it cannot be handed leadership anyway,
+        it is not connected)."""
+        await self._refresh(max_age=max_age)
+        return self._drained
 
     async def refresh(self, *, max_age: float, timeout: float) -> None:
         """Ask the other nodes again unless the last answer is younger than ``max_age``, each
@@ -88,13 +97,17 @@ class ClusterView:
                 *(self._fwd.partitions(n, timeout=timeout) for n in others), return_exceptions=True
             )
             remote: dict[int, tuple[int, str | None]] = {}
+            drained: set[str] = set()
             for node, ans in zip(others, answers, strict=True):
                 self._reachable[node.node_id] = not isinstance(ans, BaseException)
                 if isinstance(ans, BaseException):
                     continue
                 for st in ans:
+                    if st.get("drained"):
+                        drained.add(node.node_id)
                     p, term = int(st["partition"]), int(st["term"])
                     if st.get("leader") and term >= remote.get(p, (-1, None))[0]:
                         remote[p] = (term, str(st["leader"]))
             self._remote = remote
+            self._drained = frozenset(drained)
             self._fetched_at = time.monotonic()

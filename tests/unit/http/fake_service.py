@@ -45,6 +45,8 @@ class FakeService:
     fail_with: errors.KvError | Exception | None = None
     failing_partitions: dict[int, errors.KvError] = field(default_factory=dict)
     ready: bool = True
+    alive: bool = True
+    drained: bool = False
     pmap: PartitionMap = field(default_factory=sample_map)
     _version: int = 0
 
@@ -184,8 +186,19 @@ class FakeService:
     def partition_status(self) -> list[dict[str, Any]]:
         return [{"partition": p, "role": "leader", "term": 1} for p in range(PARTITIONS)]
 
-    def health(self) -> dict[str, Any]:
-        return {"ok": True, "node_id": self.node_id}
+    def drain_report(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "drained": self.drained, "complete": self.drained}
+
+    async def set_drained(self, drained: bool, *, timeout: float) -> dict[str, Any]:
+        self.calls.append(("set_drained", (drained, timeout)))
+        self.drained = drained
+        return self.drain_report()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        if self.alive:
+            return True, {"status": "ok", "node_id": self.node_id, "ticker_lag_s": 0.01}
+        body = {"code": "unavailable", "message": "the Raft ticker thread is not running"}
+        return False, {**body, "reason": "ticker_dead", "node_id": self.node_id}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         return self.ready, {"partitions_without_leader": [] if self.ready else [2]}

@@ -122,7 +122,17 @@ async def test_partitions(client: Client) -> None:
 async def test_healthz(client: Client) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
-    assert await resp.json() == {"ok": True, "node_id": "n0"}
+    assert await resp.json() == {"status": "ok", "node_id": "n0", "ticker_lag_s": 0.01}
+
+
+async def test_healthz_fails_with_the_reason(client: Client, service: FakeService) -> None:
+    service.alive = False
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["code"] == "unavailable"
+    assert body["reason"] == "ticker_dead"
+    assert "ticker" in body["message"]
 
 
 @pytest.mark.parametrize(("ready", "status"), [(True, 200), (False, 503)])
@@ -209,3 +219,39 @@ def test_openapi_error_codes_match_the_table() -> None:
 def _plain(canonical: str) -> str:
     """``/v1/kv/{key:.*}`` → ``/v1/kv/{key}`` (aiohttp may keep the regex in canonical)."""
     return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", canonical)
+
+
+async def test_drain_and_undrain(client: Client, service: FakeService) -> None:
+    resp = await client.get("/v1/admin/drain")
+    assert resp.status == 200
+    assert (await resp.json())["drained"] is False
+    resp = await client.put(
+        "/v1/admin/drain", json={"drained": True}, headers={"X-Ringkv-Timeout": "2"}
+    )
+    assert resp.status == 200
+    assert (await resp.json())["drained"] is True
+    assert service.calls[-1] == ("set_drained", (True, 2.0))
+    resp = await client.put("/v1/admin/drain", json={"drained": False})
+    assert (await resp.json())["drained"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [({}, "required"), ({"drained": "yes"}, "true or false"), ({"drained": 1}, "true or false")],
+)
+async def test_drain_bad_body(
+    client: Client, service: FakeService, body: object, fragment: str
+) -> None:
+    resp = await client.put("/v1/admin/drain", json=body)
+    assert resp.status == 400
+    err = await resp.json()
+    assert err["code"] == "invalid_argument"
+    assert err["field"] == "drained"
+    assert fragment in err["message"]
+    assert service.calls == []
+
+
+async def test_drain_unknown_field(client: Client, service: FakeService) -> None:
+    resp = await client.put("/v1/admin/drain", json={"drained": True, "now": 1})
+    assert resp.status == 400
+    assert service.calls == []
