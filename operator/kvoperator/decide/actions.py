@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from kvnode.core.model import PartitionMap
 
+from kvoperator.decide.health import QuorumHealth
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ReclaimPolicy
 from kvoperator.model.status import ClusterStatus, Condition, Phase, RebalanceProgress
@@ -64,6 +65,7 @@ class Decision:
     progress: RebalanceProgress | None = None
     rebalancing: bool = field(default=False)
     bootstrapped: bool = False  # the epoch-1 map reached every node once (persisted in status)
+    quorum: QuorumHealth = field(default_factory=lambda: QuorumHealth(lost=(), known=False))
 
     def status(self, names: ClusterNames, *, generation: int) -> ClusterStatus:
         rebalancing = Condition(
@@ -79,7 +81,13 @@ class Decision:
             selector=names.selector,
             observed_generation=generation,
             phase=self.phase,
-            conditions=(self.ready, self.progressing, rebalancing, degraded),
+            conditions=(
+                self.ready,
+                self.progressing,
+                rebalancing,
+                degraded,
+                self.quorum.condition(),
+            ),
             epoch=self.epoch,
             rebalance=self.progress,
             message=self.message,

@@ -34,6 +34,8 @@ class NodeReport:
     ordinal: int
     reachable: bool
     epoch: int | None = None  # None: reachable but no map yet
+    # The leader this node knows for each partition (index = partition), None: not told.
+    leaders: tuple[str | None, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class MapReport:
 
     reachable: bool
     pmap: PartitionMap | None = None
+    leaders: tuple[str | None, ...] | None = None  # ``leaders`` of the answer, by partition
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-CONDITION_TYPES = ("Ready", "Progressing", "Rebalancing", "Degraded")
+CONDITION_TYPES = ("Ready", "Progressing", "Rebalancing", "Degraded", "QuorumLost")
 
 
 class Phase(StrEnum):

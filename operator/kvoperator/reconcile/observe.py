@@ -139,7 +139,7 @@ async def _maps(
     reports, newest = [], None
     for pod, ans in zip(running, answers, strict=True):
         epoch = None if ans.pmap is None else ans.pmap.epoch
-        reports.append(NodeReport(pod.ordinal, ans.reachable, epoch))
+        reports.append(NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders))
         if ans.pmap is not None and (newest is None or ans.pmap.epoch > newest.epoch):
             newest = ans.pmap
     return tuple(reports), newest
