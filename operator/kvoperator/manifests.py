@@ -155,7 +155,7 @@ def statefulset(spec: ClusterSpec, names: ClusterNames, owner: Owner, *, replica
             "replicas": replicas,
             "serviceName": names.headless_service,
             "podManagementPolicy": "Parallel",
-            "updateStrategy": {"type": "RollingUpdate"},
+            "updateStrategy": {"type": "OnDelete"},  # the operator rolls (decide/rolling.py)
             "selector": {"matchLabels": names.labels},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": policy, "whenScaled": "Retain"},
             "template": {

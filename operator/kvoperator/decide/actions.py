@@ -48,7 +48,17 @@ class ReclaimVolumes:
     epoch: int
 
 
-Action = ApplyObjects | InstallMap | StartRebalance | ResumeRebalance | ReclaimVolumes
+@dataclass(frozen=True, slots=True)
+class RollPod:
+    """Rolling upgrade step: move the leaderships in ``transfers`` ((partition, to node)) off
+    the pod of ``ordinal``, then delete it so the StatefulSet (``OnDelete``) recreates it from
+    the new template."""
+
+    ordinal: int
+    transfers: tuple[tuple[int, str], ...] = ()
+
+
+Action = ApplyObjects | InstallMap | StartRebalance | ResumeRebalance | ReclaimVolumes | RollPod
 
 
 @dataclass(frozen=True, slots=True)

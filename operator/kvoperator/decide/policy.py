@@ -23,6 +23,7 @@ import dataclasses
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
 
+from kvoperator.decide import rolling
 from kvoperator.decide.actions import (
     Action,
     ApplyObjects,
@@ -30,6 +31,7 @@ from kvoperator.decide.actions import (
     InstallMap,
     ReclaimVolumes,
     ResumeRebalance,
+    RollPod,
     StartRebalance,
 )
 from kvoperator.decide.health import QuorumHealth, quorum_health
@@ -98,6 +100,8 @@ def _report_quorum(d: Decision, health: QuorumHealth) -> Decision:
     d = dataclasses.replace(d, quorum=health)
     if not health.lost:
         return d
+    # Never take a replica down for an upgrade while any partition is below quorum.
+    d = dataclasses.replace(d, actions=tuple(a for a in d.actions if not isinstance(a, RollPod)))
     msg = health.message
     if d.phase is Phase.READY:
         return dataclasses.replace(
@@ -131,6 +135,10 @@ def _with(d: Decision, *, actions: tuple[Action, ...]) -> Decision:
 def _span(pmap: PartitionMap) -> int:
     """How many StatefulSet ordinals a map needs (its highest ordinal + 1)."""
     return max((_ordinal(n.node_id) for n in pmap.nodes), default=-1) + 1
+
+
+def _pods(m: PartitionMap, ordinals: list[int]) -> list[str]:
+    return [n.node_id for n in m.nodes if _ordinal(n.node_id) in ordinals]
 
 
 def _ordinal(node_id: str) -> int:
@@ -293,7 +301,9 @@ def _at_rest(
     )
     repair: tuple[Action, ...] = (InstallMap(m, lagging),) if lagging else ()
     if members == target:
-        return _with(_converged(spec, obs, m), actions=repair + _reclaim(spec, obs, m))
+        c = _converged(spec, obs, m)
+        roll = () if repair else c.actions  # no pod goes down while a node's map lags
+        return _with(c, actions=repair + _reclaim(spec, obs, m) + roll)
     d = _scale(spec, obs, names, m, retry_after_s=retry_after_s)
     return d if d.actions else _with(d, actions=repair)
 
@@ -327,12 +337,33 @@ def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
     if extra or _reclaim(spec, obs, m):
         msg = "drained: removing " + (", ".join(extra) if extra else "volumes of removed nodes")
         return _waiting(obs, Phase.SCALING, "RemovingDrainedNodes", msg)
+    members = _members(m)
+    stale = rolling.outdated(obs, members)
     if ready < replicas:
         not_ready = [n.node_id for n in m.nodes if not obs.ready([_ordinal(n.node_id)])]
+        # Only while pods are still on the old template is a starting pod part of a roll (the
+        # last rolled pod's start shows as NodesNotReady: nothing tells it from a crash).
+        young, stuck = rolling.starting(obs, [_ordinal(x) for x in not_ready] if stale else [])
+        if stuck:
+            msg = (
+                f"rolling update stopped: {', '.join(sorted(_pods(m, stuck)))} not ready "
+                f"{round(rolling.STUCK_AFTER_S)}s after being recreated from the new template"
+            )
+            return _waiting(obs, Phase.DEGRADED, "RollingUpdateStuck", msg, degraded=True)
+        if young and len(young) == len(not_ready):
+            msg = f"rolling update: waiting for {', '.join(_pods(m, young))} to be ready"
+            msg += f" ({len(stale)} more to roll)" if stale else ""
+            return _waiting(obs, Phase.UPGRADING, "RollingUpdate", msg)
         msg = f"nodes not ready: {', '.join(sorted(not_ready))}"
         if m.epoch == 1:  # only right after the bootstrap: leaders are being elected
             return _waiting(obs, Phase.BOOTSTRAPPING, "NodesNotReady", msg)
         return _waiting(obs, Phase.DEGRADED, "NodesNotReady", msg, degraded=True)
+    if stale:
+        roll = rolling.next_roll(obs, m, stale)
+        moves = f", moving {len(roll.transfers)} leaderships off it" if roll.transfers else ""
+        msg = f"rolling update: replacing {_pods(m, [roll.ordinal])[0]}{moves}"
+        msg += f" ({len(stale) - 1} more to roll)"
+        return _with(_waiting(obs, Phase.UPGRADING, "RollingUpdate", msg), actions=(roll,))
     msg = f"{replicas} nodes ready at map epoch {epoch}"
     return Decision(
         actions=(),

@@ -18,6 +18,8 @@ class PodView:
     running: bool  # phase Running with an IP and not being deleted: its node API can answer
     ready: bool  # the Ready condition (the node's /readyz)
     zone: str | None = None  # the zone label of the Kubernetes node it runs on
+    revision: str | None = None  # its controller-revision-hash (the template it was made from)
+    created: float | None = None  # creationTimestamp, seconds since the epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class Observed:
     cluster_map: PartitionMap | None = None  # the newest map any reachable node holds
     rebalance: RebalanceView | None = None
     bootstrapped: bool = False  # status.bootstrapped: the first map reached every node once
+    update_revision: str | None = None  # the StatefulSet's status.updateRevision (OnDelete)
 
     def pod(self, ordinal: int) -> PodView | None:
         return next((p for p in self.pods if p.ordinal == ordinal), None)
