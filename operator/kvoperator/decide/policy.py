@@ -31,10 +31,10 @@ from kvoperator.decide.actions import (
     InstallMap,
     ReclaimVolumes,
     ResumeRebalance,
-    RollPod,
     StartRebalance,
 )
 from kvoperator.decide.health import QuorumHealth, quorum_health
+from kvoperator.decide.report import report_quorum
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.observed import Observed, RebalanceView
 from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
@@ -55,7 +55,7 @@ def decide(
     built from this spec (the StatefulSet carries the hash of what the operator would write)."""
     m, rb = obs.cluster_map, obs.rebalance
     if spec.paused:
-        paused = _report_quorum(_paused(obs), _health(obs))
+        paused = report_quorum(_paused(obs), _health(obs))
         return dataclasses.replace(paused, bootstrapped=_bootstrapped(obs))
     unfinished = rb is not None and not rb.finished
     if unfinished:
@@ -82,7 +82,7 @@ def decide(
         d = _bootstrap(spec, obs, names)
     else:
         d = _at_rest(spec, obs, names, m, retry_after_s=retry_after_s)
-    d = _report_quorum(d, _health(obs))
+    d = report_quorum(d, _health(obs))
     return dataclasses.replace(d, actions=apply + d.actions, bootstrapped=_bootstrapped(obs))
 
 
@@ -91,29 +91,6 @@ def _health(obs: Observed) -> QuorumHealth:
     if not _bootstrapped(obs):
         return QuorumHealth(lost=(), known=False)
     return quorum_health(obs.cluster_map, obs.nodes)
-
-
-def _report_quorum(d: Decision, health: QuorumHealth) -> Decision:
-    """Never papered over: a cluster with partitions below quorum is not Ready, and is Degraded
-    unless something more specific already explains it. Actions are unchanged: the partitions
-    that keep their quorum keep serving, and a running rebalance is the executor's to judge."""
-    d = dataclasses.replace(d, quorum=health)
-    if not health.lost:
-        return d
-    # Never take a replica down for an upgrade while any partition is below quorum.
-    d = dataclasses.replace(d, actions=tuple(a for a in d.actions if not isinstance(a, RollPod)))
-    msg = health.message
-    if d.phase is Phase.READY:
-        return dataclasses.replace(
-            d,
-            phase=Phase.DEGRADED,
-            message=msg,
-            ready=Condition("Ready", False, "QuorumLost", msg),
-            degraded=Condition("Degraded", True, "QuorumLost", msg),
-        )
-    if d.degraded is None:
-        return dataclasses.replace(d, degraded=Condition("Degraded", True, "QuorumLost", msg))
-    return d
 
 
 def _bootstrapped(obs: Observed) -> bool:
