@@ -146,6 +146,10 @@ async def test_an_image_change_rolls_every_pod_one_at_a_time() -> None:
     assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "ringkv:v2"
     assert h.kube.reasons().count("PodRolled") == 3
+    rolled = [msg for _, reason, msg in h.kube.events if reason == "PodRolled"]
+    moved = [m.split("(")[1].split(" ")[0] for m in rolled]  # "k/n leaderships moved"
+    assert all(a == b for a, b in (x.split("/") for x in moved)), rolled
+    assert any(x != "0/0" for x in moved), rolled  # leaders were moved off before a delete
     assert h.errors() == 0
 
 
