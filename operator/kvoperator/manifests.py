@@ -109,16 +109,27 @@ def client_service(names: ClusterNames, owner: Owner) -> Obj:
 
 def pdb(spec: ClusterSpec, names: ClusterNames, owner: Owner) -> Obj:
     """Voluntary disruptions may take down at most the replicas a partition can lose and keep
-    its quorum ((RF-1)//2, at least 1: with RF < 3 there is no quorum to protect)."""
+    its quorum: a quorum is RF//2+1 of RF, and k evicted pods can hold k replicas of one
+    partition (placement spreads replicas, so any k nodes may share one), hence (RF-1)//2.
+
+    For RF 1 or 2 that is 0: every replica is needed for the quorum, so no eviction is ever
+    allowed and a ``kubectl drain`` of a node running a ringkv pod blocks until the operator
+    or the user moves it (the PDB refuses, it does not lose a write). An earlier ``max(1, ..)``
+    let a drain take an RF-2 partition below quorum."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _meta(names, names.pdb, owner),
         "spec": {
-            "maxUnavailable": max(1, (spec.replication_factor - 1) // 2),
+            "maxUnavailable": max_unavailable(spec.replication_factor),
             "selector": {"matchLabels": names.labels},
         },
     }
+
+
+def max_unavailable(replication_factor: int) -> int:
+    """Pods that may be down at once while every partition keeps RF//2+1 replicas."""
+    return (replication_factor - 1) // 2
 
 
 def state_configmap(names: ClusterNames, owner: Owner, data: Mapping[str, str]) -> Obj:
@@ -144,7 +155,7 @@ def statefulset(spec: ClusterSpec, names: ClusterNames, owner: Owner, *, replica
             "replicas": replicas,
             "serviceName": names.headless_service,
             "podManagementPolicy": "Parallel",
-            "updateStrategy": {"type": "RollingUpdate"},
+            "updateStrategy": {"type": "OnDelete"},  # the operator rolls (decide/rolling.py)
             "selector": {"matchLabels": names.labels},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": policy, "whenScaled": "Retain"},
             "template": {

@@ -38,6 +38,9 @@ class OperatorMetrics:
         self.partitions_total = gauge("rebalance_partitions_total", "Partitions to move.")
         self.bytes_moved = gauge("rebalance_bytes_moved", "Bytes copied to joining replicas.")
         self.eta = gauge("rebalance_eta_seconds", "Estimated seconds left (-1: unknown).")
+        self.quorum_lost = gauge(
+            "partitions_quorum_lost", "Partitions without a quorum or a leader."
+        )
 
     def forget(self, namespace: str, cluster: str) -> None:
         """Drop a deleted cluster's series."""
@@ -50,6 +53,7 @@ class OperatorMetrics:
             self.partitions_total,
             self.bytes_moved,
             self.eta,
+            self.quorum_lost,
         ):
             with contextlib.suppress(KeyError):
                 g.remove(namespace, cluster)

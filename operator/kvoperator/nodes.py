@@ -44,7 +44,8 @@ class HttpNodeApi:
             log.debug("node %s did not answer: %s", node.node_id, e)
             return MapReport(reachable=False)
         try:
-            return MapReport(reachable=True, pmap=PartitionMap.from_dict(info["map"]))
+            pmap = PartitionMap.from_dict(info["map"])
+            return MapReport(reachable=True, pmap=pmap, leaders=_leaders(info, pmap.partitions))
         except (KeyError, TypeError, ValueError) as e:
             log.warning("node %s returned an unreadable map: %s", node.node_id, e)
             return MapReport(reachable=False)
@@ -54,3 +55,12 @@ class HttpNodeApi:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def _leaders(info: dict[str, object], partitions: int) -> tuple[str | None, ...] | None:
+    """``leaders`` of a ``/v1/cluster`` answer ({"<p>": node_id | None}) by partition; None
+    when the node did not say (an older node)."""
+    raw = info.get("leaders")
+    if not isinstance(raw, dict):
+        return None
+    return tuple(v if isinstance(v := raw.get(str(p)), str) else None for p in range(partitions))

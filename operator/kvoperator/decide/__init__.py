@@ -9,6 +9,7 @@ from kvoperator.decide.actions import (
     InstallMap,
     ReclaimVolumes,
     ResumeRebalance,
+    RollPod,
     StartRebalance,
 )
 from kvoperator.decide.policy import RETRY_AFTER_FAILURE_S, decide
@@ -23,6 +24,7 @@ __all__ = [
     "InstallMap",
     "ReclaimVolumes",
     "ResumeRebalance",
+    "RollPod",
     "StartRebalance",
     "decide",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from kvnode.core.model import PartitionMap
 
+from kvoperator.decide.health import QuorumHealth
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ReclaimPolicy
 from kvoperator.model.status import ClusterStatus, Condition, Phase, RebalanceProgress
@@ -47,7 +48,17 @@ class ReclaimVolumes:
     epoch: int
 
 
-Action = ApplyObjects | InstallMap | StartRebalance | ResumeRebalance | ReclaimVolumes
+@dataclass(frozen=True, slots=True)
+class RollPod:
+    """Rolling upgrade step: move the leaderships in ``transfers`` ((partition, to node)) off
+    the pod of ``ordinal``, then delete it so the StatefulSet (``OnDelete``) recreates it from
+    the new template."""
+
+    ordinal: int
+    transfers: tuple[tuple[int, str], ...] = ()
+
+
+Action = ApplyObjects | InstallMap | StartRebalance | ResumeRebalance | ReclaimVolumes | RollPod
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,7 @@ class Decision:
     progress: RebalanceProgress | None = None
     rebalancing: bool = field(default=False)
     bootstrapped: bool = False  # the epoch-1 map reached every node once (persisted in status)
+    quorum: QuorumHealth = field(default_factory=lambda: QuorumHealth(lost=(), known=False))
 
     def status(self, names: ClusterNames, *, generation: int) -> ClusterStatus:
         rebalancing = Condition(
@@ -79,7 +91,13 @@ class Decision:
             selector=names.selector,
             observed_generation=generation,
             phase=self.phase,
-            conditions=(self.ready, self.progressing, rebalancing, degraded),
+            conditions=(
+                self.ready,
+                self.progressing,
+                rebalancing,
+                degraded,
+                self.quorum.condition(),
+            ),
             epoch=self.epoch,
             rebalance=self.progress,
             message=self.message,

@@ -23,6 +23,7 @@ import dataclasses
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
 
+from kvoperator.decide import rolling
 from kvoperator.decide.actions import (
     Action,
     ApplyObjects,
@@ -32,6 +33,8 @@ from kvoperator.decide.actions import (
     ResumeRebalance,
     StartRebalance,
 )
+from kvoperator.decide.health import QuorumHealth, quorum_health
+from kvoperator.decide.report import report_quorum
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.observed import Observed, RebalanceView
 from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
@@ -52,7 +55,8 @@ def decide(
     built from this spec (the StatefulSet carries the hash of what the operator would write)."""
     m, rb = obs.cluster_map, obs.rebalance
     if spec.paused:
-        return dataclasses.replace(_paused(obs), bootstrapped=_bootstrapped(obs))
+        paused = report_quorum(_paused(obs), _health(obs))
+        return dataclasses.replace(paused, bootstrapped=_bootstrapped(obs))
     unfinished = rb is not None and not rb.finished
     if unfinished:
         assert rb is not None
@@ -78,7 +82,15 @@ def decide(
         d = _bootstrap(spec, obs, names)
     else:
         d = _at_rest(spec, obs, names, m, retry_after_s=retry_after_s)
+    d = report_quorum(d, _health(obs))
     return dataclasses.replace(d, actions=apply + d.actions, bootstrapped=_bootstrapped(obs))
+
+
+def _health(obs: Observed) -> QuorumHealth:
+    """Judged only once bootstrapped: before, leaderless partitions are being elected."""
+    if not _bootstrapped(obs):
+        return QuorumHealth(lost=(), known=False)
+    return quorum_health(obs.cluster_map, obs.nodes)
 
 
 def _bootstrapped(obs: Observed) -> bool:
@@ -100,6 +112,10 @@ def _with(d: Decision, *, actions: tuple[Action, ...]) -> Decision:
 def _span(pmap: PartitionMap) -> int:
     """How many StatefulSet ordinals a map needs (its highest ordinal + 1)."""
     return max((_ordinal(n.node_id) for n in pmap.nodes), default=-1) + 1
+
+
+def _pods(m: PartitionMap, ordinals: list[int]) -> list[str]:
+    return [n.node_id for n in m.nodes if _ordinal(n.node_id) in ordinals]
 
 
 def _ordinal(node_id: str) -> int:
@@ -262,7 +278,9 @@ def _at_rest(
     )
     repair: tuple[Action, ...] = (InstallMap(m, lagging),) if lagging else ()
     if members == target:
-        return _with(_converged(spec, obs, m), actions=repair + _reclaim(spec, obs, m))
+        c = _converged(spec, obs, m)
+        roll = () if repair else c.actions  # no pod goes down while a node's map lags
+        return _with(c, actions=repair + _reclaim(spec, obs, m) + roll)
     d = _scale(spec, obs, names, m, retry_after_s=retry_after_s)
     return d if d.actions else _with(d, actions=repair)
 
@@ -296,12 +314,33 @@ def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
     if extra or _reclaim(spec, obs, m):
         msg = "drained: removing " + (", ".join(extra) if extra else "volumes of removed nodes")
         return _waiting(obs, Phase.SCALING, "RemovingDrainedNodes", msg)
+    members = _members(m)
+    stale = rolling.outdated(obs, members)
     if ready < replicas:
         not_ready = [n.node_id for n in m.nodes if not obs.ready([_ordinal(n.node_id)])]
+        # Only while pods are still on the old template is a starting pod part of a roll (the
+        # last rolled pod's start shows as NodesNotReady: nothing tells it from a crash).
+        young, stuck = rolling.starting(obs, [_ordinal(x) for x in not_ready] if stale else [])
+        if stuck:
+            msg = (
+                f"rolling update stopped: {', '.join(sorted(_pods(m, stuck)))} not ready "
+                f"{round(rolling.STUCK_AFTER_S)}s after being recreated from the new template"
+            )
+            return _waiting(obs, Phase.DEGRADED, "RollingUpdateStuck", msg, degraded=True)
+        if young and len(young) == len(not_ready):
+            msg = f"rolling update: waiting for {', '.join(_pods(m, young))} to be ready"
+            msg += f" ({len(stale)} more to roll)" if stale else ""
+            return _waiting(obs, Phase.UPGRADING, "RollingUpdate", msg)
         msg = f"nodes not ready: {', '.join(sorted(not_ready))}"
         if m.epoch == 1:  # only right after the bootstrap: leaders are being elected
             return _waiting(obs, Phase.BOOTSTRAPPING, "NodesNotReady", msg)
         return _waiting(obs, Phase.DEGRADED, "NodesNotReady", msg, degraded=True)
+    if stale:
+        roll = rolling.next_roll(obs, m, stale)
+        moves = f", moving {len(roll.transfers)} leaderships off it" if roll.transfers else ""
+        msg = f"rolling update: replacing {_pods(m, [roll.ordinal])[0]}{moves}"
+        msg += f" ({len(stale) - 1} more to roll)"
+        return _with(_waiting(obs, Phase.UPGRADING, "RollingUpdate", msg), actions=(roll,))
     msg = f"{replicas} nodes ready at map epoch {epoch}"
     return Decision(
         actions=(),

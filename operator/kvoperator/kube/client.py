@@ -128,6 +128,16 @@ class KubernetesApi:
 
         return await self._run(call)
 
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        def call() -> None:
+            try:
+                self._core.delete_namespaced_pod(name, namespace, _request_timeout=self._timeout)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
+        await self._run(call)
+
     async def delete_pvc(self, namespace: str, name: str) -> None:
         def call() -> None:
             try:

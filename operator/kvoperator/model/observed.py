@@ -18,6 +18,8 @@ class PodView:
     running: bool  # phase Running with an IP and not being deleted: its node API can answer
     ready: bool  # the Ready condition (the node's /readyz)
     zone: str | None = None  # the zone label of the Kubernetes node it runs on
+    revision: str | None = None  # its controller-revision-hash (the template it was made from)
+    created: float | None = None  # creationTimestamp, seconds since the epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class NodeReport:
     ordinal: int
     reachable: bool
     epoch: int | None = None  # None: reachable but no map yet
+    # The leader this node knows for each partition (index = partition), None: not told.
+    leaders: tuple[str | None, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class MapReport:
 
     reachable: bool
     pmap: PartitionMap | None = None
+    leaders: tuple[str | None, ...] | None = None  # ``leaders`` of the answer, by partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,7 @@ class Observed:
     cluster_map: PartitionMap | None = None  # the newest map any reachable node holds
     rebalance: RebalanceView | None = None
     bootstrapped: bool = False  # status.bootstrapped: the first map reached every node once
+    update_revision: str | None = None  # the StatefulSet's status.updateRevision (OnDelete)
 
     def pod(self, ordinal: int) -> PodView | None:
         return next((p for p in self.pods if p.ordinal == ordinal), None)

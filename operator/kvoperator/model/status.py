@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-CONDITION_TYPES = ("Ready", "Progressing", "Rebalancing", "Degraded")
+CONDITION_TYPES = ("Ready", "Progressing", "Rebalancing", "Degraded", "QuorumLost")
 
 
 class Phase(StrEnum):
@@ -20,6 +20,7 @@ class Phase(StrEnum):
     READY = "Ready"
     SCALING = "Scaling"  # waiting for pods to run before a rebalance, or shrinking after one
     REBALANCING = "Rebalancing"
+    UPGRADING = "Upgrading"  # rolling pods onto a changed template, one at a time
     PAUSED = "Paused"
     DEGRADED = "Degraded"  # a problem the operator cannot fix by itself right now
 

@@ -61,6 +61,30 @@ async def act(ctx: Context, action: policy.Action) -> None:
             await ctx.event("RebalanceResumed", "resuming the persisted rebalance")
         case policy.ReclaimVolumes(pvcs=pvcs, policy=reclaim, epoch=epoch):
             await _reclaim(ctx, pvcs, reclaim, epoch)
+        case policy.RollPod(ordinal=ordinal, transfers=transfers):
+            await _roll(ctx, ordinal, transfers)
+
+
+async def _roll(ctx: Context, ordinal: int, transfers: tuple[tuple[int, str], ...]) -> None:
+    """Move the pod's leaderships away (best effort: the roll is safe without it, since every
+    partition keeps a quorum, it only spares clients an election), then delete the pod."""
+    pod = ctx.names.pod(ordinal)
+    node = ctx.names.node(ordinal)
+    moved, failed = 0, []
+    for partition, to in transfers:
+        try:
+            await ctx.nodes.admin.transfer_leader(node, partition, to)
+            moved += 1
+        except Exception as e:
+            failed.append(f"{partition}: {e}")
+    if failed:
+        log.warning("leadership moves off %s failed: %s", pod, "; ".join(failed))
+    await ctx.kube.delete_pod(ctx.names.namespace, pod)
+    await ctx.event(
+        "PodRolled",
+        f"{pod} deleted to be recreated from the new template "
+        f"({moved}/{len(transfers)} leaderships moved off it first)",
+    )
 
 
 async def _apply(ctx: Context, replicas: int) -> None:

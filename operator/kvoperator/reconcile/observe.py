@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kvnode.core import plan as planning
@@ -74,12 +75,26 @@ async def observe(
         cluster_map=newest,
         rebalance=rebalance,
         bootstrapped=bootstrapped,
+        update_revision=None if sts is None else (sts.get("status") or {}).get("updateRevision"),
     )
     annotations = {} if sts is None else sts["metadata"].get("annotations") or {}
     current = annotations.get(manifests.CONFIG_HASH_ANNOTATION) == manifests.config_hash(
         spec, names
     )
     return Observation(observed, objects_current=current)
+
+
+REVISION_LABEL = "controller-revision-hash"  # set by the StatefulSet controller on its pods
+
+
+def _timestamp(raw: object) -> float | None:
+    """An RFC 3339 timestamp of the API server as seconds since the epoch (None: unreadable)."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        return None
 
 
 def _condition(pod: Obj, kind: str) -> bool:
@@ -114,6 +129,8 @@ async def _pods(
                 running=running,
                 ready=running and _condition(pod, "Ready"),
                 zone=zone_of.get(node_name) if node_name else None,
+                revision=(meta.get("labels") or {}).get(REVISION_LABEL),
+                created=_timestamp(meta.get("creationTimestamp")),
             )
         )
     return tuple(sorted(views, key=lambda v: v.ordinal))
@@ -139,7 +156,7 @@ async def _maps(
     reports, newest = [], None
     for pod, ans in zip(running, answers, strict=True):
         epoch = None if ans.pmap is None else ans.pmap.epoch
-        reports.append(NodeReport(pod.ordinal, ans.reachable, epoch))
+        reports.append(NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders))
         if ans.pmap is not None and (newest is None or ans.pmap.epoch > newest.epoch):
             newest = ans.pmap
     return tuple(reports), newest

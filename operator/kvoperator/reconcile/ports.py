@@ -42,6 +42,10 @@ class KubeApi(Protocol):
 
     async def list_pvcs(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
 
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete (graceful); already gone is not an error."""
+        ...
+
     async def delete_pvc(self, namespace: str, name: str) -> None:
         """Delete; already gone is not an error."""
         ...

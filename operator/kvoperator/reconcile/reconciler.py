@@ -187,9 +187,11 @@ class Reconciler:
         old = body.get("status") or {}
         status = decision.status(names, generation=generation).to_dict(previous=old, now=_now_iso())
         self._record_metrics(status)
+        self._metrics.quorum_lost.labels(self._ns, self._name).set(len(decision.quorum.lost))
         if not _changed(old, status):
             return
         await self._kube.patch_cluster_status(self._ns, self._name, status)
+        await self._quorum_event(body, old, decision)
         if old.get("phase") != status["phase"]:
             warning = status["phase"] == Phase.DEGRADED.value
             await self._kube.emit_event(
@@ -198,6 +200,20 @@ class Reconciler:
                 message=status["message"] or status["phase"],
                 warning=warning,
             )
+
+    async def _quorum_event(self, body: Obj, old: Obj, decision: policy.Decision) -> None:
+        """``QuorumLost`` (warning) when the set of partitions without quorum changes to a
+        non-empty one, ``QuorumRestored`` when it empties (stable reasons, for alerting)."""
+        conds: list[Obj] = old.get("conditions") or []
+        before: Obj = next((c for c in conds if c.get("type") == "QuorumLost"), {})
+        now = decision.quorum.condition()
+        was_lost = before.get("status") == "True"
+        if now.status and (not was_lost or before.get("message") != now.message):
+            msg = now.message
+            await self._kube.emit_event(body, reason="QuorumLost", message=msg, warning=True)
+        elif was_lost and not now.status and decision.quorum.known:
+            msg = "every partition has a quorum and a leader again"
+            await self._kube.emit_event(body, reason="QuorumRestored", message=msg, warning=False)
 
     async def _blocked(
         self, body: Obj, names: ClusterNames, generation: int, reason: str, msg: str

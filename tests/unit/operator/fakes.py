@@ -10,6 +10,8 @@ real executor runs against it.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,6 +47,7 @@ def _matches(obj: Obj, labels: Mapping[str, str]) -> bool:
 
 class FakeKube:
     def __init__(self) -> None:
+        self.rolled: list[str] = []  # pods deleted by the operator (rolling update)
         self.objects: dict[Key, Obj] = {}
         self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
         self.statuses: list[Obj] = []  # every status patch, in order
@@ -81,7 +84,11 @@ class FakeKube:
             if kind != "StatefulSet":
                 continue
             replicas = sts["spec"]["replicas"]
-            labels = sts["spec"]["template"]["metadata"]["labels"]
+            template = sts["spec"]["template"]
+            raw = json.dumps(template, sort_keys=True).encode()
+            revision = f"{name}-{hashlib.sha256(raw).hexdigest()[:10]}"
+            sts.setdefault("status", {})["updateRevision"] = revision
+            labels = {**template["metadata"]["labels"], "controller-revision-hash": revision}
             claim = sts["spec"]["volumeClaimTemplates"][0]["metadata"]
             for i in range(replicas):
                 pod = f"{name}-{i}"
@@ -101,6 +108,19 @@ class FakeKube:
             if kind == "Pod":
                 status = "True" if ready(name) else "False"
                 pod["status"]["conditions"] = [{"type": "Ready", "status": status}]
+
+    def revisions(self, namespace: str = "ns") -> dict[str, str]:
+        """pod -> the template revision it was made from."""
+        return {
+            name: pod["metadata"]["labels"].get("controller-revision-hash", "")
+            for (kind, ns, name), pod in self.objects.items()
+            if kind == "Pod" and ns == namespace
+        }
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """OnDelete: the pod goes; the next ``run_controllers`` recreates it (same volume)."""
+        if self.objects.pop(("Pod", namespace, name), None) is not None:
+            self.rolled.append(name)
 
     def pod_running(self, namespace: str, name: str) -> bool:
         return ("Pod", namespace, name) in self.objects
@@ -215,7 +235,14 @@ class FakeNodes:
             self.names.namespace, node.node_id
         ):
             return MapReport(reachable=False)
-        return MapReport(reachable=True, pmap=self.map_of(node.node_id))
+        pmap = self.map_of(node.node_id)
+        leaders = None
+        if self.cluster is not None and pmap is not None:
+            groups = self.cluster.groups
+            leaders = tuple(
+                groups[p].leader if p in groups else None for p in range(pmap.partitions)
+            )
+        return MapReport(reachable=True, pmap=pmap, leaders=leaders)
 
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
         if node.node_id in self.deaf or not self.kube.pod_running(

@@ -143,7 +143,7 @@ def test_decide(case: Case) -> None:
     assert (out.degraded is not None and out.degraded.status) is case.degraded
     status = out.status(NAMES, generation=4)
     kinds = [c.type for c in status.conditions]
-    assert kinds == ["Ready", "Progressing", "Rebalancing", "Degraded"]
+    assert kinds == ["Ready", "Progressing", "Rebalancing", "Degraded", "QuorumLost"]
     assert status.selector == NAMES.selector
     assert status.observed_generation == 4
 

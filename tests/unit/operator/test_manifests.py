@@ -124,10 +124,21 @@ def test_services() -> None:
     assert client["spec"]["selector"] == NAMES.labels
 
 
-@pytest.mark.parametrize(("rf", "max_unavailable"), [(1, 1), (3, 1), (5, 2), (7, 3)])
+@pytest.mark.parametrize(
+    ("rf", "max_unavailable"), [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2), (7, 3)]
+)
 def test_pdb_keeps_every_quorum(rf: int, max_unavailable: int) -> None:
     s = parse_spec({"replicationFactor": rf, "replicas": rf}, default_image="x")
     assert manifests.pdb(s, NAMES, OWNER)["spec"]["maxUnavailable"] == max_unavailable
+
+
+@pytest.mark.parametrize("rf", range(1, 8))
+def test_pdb_worst_case_eviction_keeps_a_quorum(rf: int) -> None:
+    """Whatever pods the budget lets go, the worst case is that all of them hold a replica of
+    the same partition: the replicas left must still be a majority of RF."""
+    allowed = manifests.max_unavailable(rf)
+    assert rf - allowed >= rf // 2 + 1
+    assert rf - (allowed + 1) < rf // 2 + 1  # and the budget is not stricter than needed
 
 
 def test_everything_is_owned_by_the_cluster() -> None:

@@ -55,6 +55,20 @@ async def test_a_node_with_a_map(aiohttp_server: Any) -> None:
         await api.close()
     assert report.reachable
     assert report.pmap == pmap
+    assert report.leaders is None  # this answer did not tell leaders
+
+
+async def test_the_leaders_a_node_knows(aiohttp_server: Any) -> None:
+    pmap = cluster_map(range(3), epoch=7, partitions=4)
+    leaders = {"0": "demo-0", "1": None, "2": "demo-2", "3": 5}  # 5: garbage -> unknown
+    body = {"epoch": 7, "map": pmap.to_dict(), "leaders": leaders}
+    server = await serve(aiohttp_server, web.json_response(body))
+    api = HttpNodeApi(timeout_s=2)
+    try:
+        report = await api.read_map(node_at(server))
+    finally:
+        await api.close()
+    assert report.leaders == ("demo-0", None, "demo-2", None)
 
 
 async def test_a_node_without_a_map_is_reachable(aiohttp_server: Any) -> None:

@@ -1,0 +1,33 @@
+"""How quorum health shapes a decision (split from ``policy`` to keep it readable)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kvoperator.decide.actions import Decision, RollPod
+from kvoperator.decide.health import QuorumHealth
+from kvoperator.model.status import Condition, Phase
+
+
+def report_quorum(d: Decision, health: QuorumHealth) -> Decision:
+    """Never papered over: a cluster with partitions below quorum is not Ready, and is Degraded
+    unless something more specific already explains it. No rolling-upgrade step is taken (it
+    would take a replica down); other actions stand: the partitions that keep their quorum
+    keep serving, and a running rebalance is the executor's to judge."""
+    d = dataclasses.replace(d, quorum=health)
+    if not health.lost:
+        return d
+    # Never take a replica down for an upgrade while any partition is below quorum.
+    d = dataclasses.replace(d, actions=tuple(a for a in d.actions if not isinstance(a, RollPod)))
+    msg = health.message
+    if d.phase is Phase.READY:
+        return dataclasses.replace(
+            d,
+            phase=Phase.DEGRADED,
+            message=msg,
+            ready=Condition("Ready", False, "QuorumLost", msg),
+            degraded=Condition("Degraded", True, "QuorumLost", msg),
+        )
+    if d.degraded is None:
+        return dataclasses.replace(d, degraded=Condition("Degraded", True, "QuorumLost", msg))
+    return d

@@ -1,0 +1,165 @@
+"""The operator-driven rolling upgrade: decide() rows for each phase, and a whole roll through
+the reconciler against fake Kubernetes and the fake node cluster (one pod at a time, followers
+first, leaderships moved off before the delete, paused stops it)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kvoperator import decide as d
+from kvoperator.decide import rolling
+from kvoperator.model.observed import NodeReport, Observed
+from kvoperator.model.status import Phase
+
+from tests.unit.operator.builders import NAMES, NOW, cluster_map, observed, spec
+from tests.unit.operator.harness import Harness
+
+PMAP = cluster_map(range(3), partitions=6, epoch=3)
+OLD, NEW = "demo-old", "demo-new"
+
+
+def leaders_by(pattern: dict[int, int]) -> tuple[str | None, ...]:
+    """partition -> ordinal of its leader."""
+    return tuple(NAMES.pod(pattern[p]) for p in range(PMAP.partitions))
+
+
+# demo-0 leads 3 partitions, demo-1 leads 2, demo-2 leads 1 (each leader is a replica: RF 3
+# on 3 nodes puts every node in every partition).
+LEADERS = leaders_by({0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 2})
+
+
+def obs(revisions: dict[int, str], *, ready: list[int] | None = None,
+        created: dict[int, float] | None = None, leaders: tuple[str | None, ...] = LEADERS,
+        up: list[int] | None = None) -> Observed:  # fmt: skip
+    base = observed(sts=3, running=range(3), ready=range(3) if ready is None else ready,
+                    pmap=PMAP, bootstrapped=True)  # fmt: skip
+    pods = tuple(
+        dataclasses.replace(
+            p, revision=revisions[p.ordinal], created=(created or {}).get(p.ordinal, NOW - 3600)
+        )
+        for p in base.pods
+    )
+    alive = range(3) if up is None else up
+    nodes = tuple(
+        NodeReport(o, reachable=o in alive, epoch=3, leaders=leaders if o in alive else None)
+        for o in range(3)
+    )
+    return dataclasses.replace(base, pods=pods, nodes=nodes, update_revision=NEW)
+
+
+def decide(o: Observed, **fields: object) -> d.Decision:
+    return d.decide(spec(replicas=3, partitions=6, **fields), o, NAMES, objects_current=True)
+
+
+def test_all_current_is_ready() -> None:
+    out = decide(obs({0: NEW, 1: NEW, 2: NEW}))
+    assert out.phase is Phase.READY
+    assert out.actions == ()
+
+
+def test_the_follower_with_fewest_leaderships_goes_first_and_its_leaderships_move() -> None:
+    out = decide(obs({0: OLD, 1: OLD, 2: OLD}))
+    assert out.phase is Phase.UPGRADING
+    (roll,) = out.actions
+    assert roll == d.RollPod(2, ((5, "demo-1"),))  # demo-1 leads 2 < demo-0's 3
+    assert "2 more to roll" in out.message
+    assert out.ready.status is False
+    assert out.degraded is None
+
+
+def test_the_node_with_most_leaderships_goes_last() -> None:
+    out = decide(obs({0: OLD, 1: NEW, 2: NEW}))
+    (roll,) = out.actions
+    assert isinstance(roll, d.RollPod)
+    assert roll.ordinal == 0
+    # Its three leaderships go to the others, spread by how many each already leads.
+    assert [p for p, _ in roll.transfers] == [0, 1, 2]
+    assert {to for _, to in roll.transfers} == {"demo-1", "demo-2"}
+
+
+def test_waits_for_the_rolled_pod_to_be_ready() -> None:
+    o = obs({0: OLD, 1: OLD, 2: NEW}, ready=[0, 1], created={2: NOW - 5})
+    out = decide(o)
+    assert out.phase is Phase.UPGRADING
+    assert out.actions == ()
+    assert "waiting for demo-2" in out.message
+    assert out.degraded is None
+
+
+def test_a_rolled_pod_that_never_gets_ready_stops_the_roll() -> None:
+    o = obs({0: OLD, 1: OLD, 2: NEW}, ready=[0, 1],
+            created={2: NOW - rolling.STUCK_AFTER_S - 1})  # fmt: skip
+    out = decide(o)
+    assert out.phase is Phase.DEGRADED
+    assert out.actions == ()
+    assert out.degraded is not None
+    assert out.degraded.reason == "RollingUpdateStuck"
+
+
+def test_an_old_pod_not_ready_is_not_rolled_over() -> None:
+    out = decide(obs({0: OLD, 1: OLD, 2: OLD}, ready=[0, 1]))
+    assert out.actions == ()
+    assert out.phase is Phase.DEGRADED
+
+
+def test_no_roll_while_a_partition_has_no_leader() -> None:
+    leaders = (*LEADERS[:5], None)
+    out = decide(obs({0: OLD, 1: OLD, 2: OLD}, leaders=leaders))
+    assert out.actions == ()
+    assert out.quorum.lost == (5,)
+
+
+def test_paused_stops_the_roll() -> None:
+    out = decide(obs({0: OLD, 1: OLD, 2: OLD}), paused=True)
+    assert out.phase is Phase.PAUSED
+    assert out.actions == ()
+
+
+def test_unknown_revisions_roll_nothing() -> None:
+    o = obs({0: OLD, 1: OLD, 2: OLD})
+    out = decide(dataclasses.replace(o, update_revision=None))
+    assert out.phase is Phase.READY
+    base = dataclasses.replace(o, pods=tuple(dataclasses.replace(p, revision=None) for p in o.pods))
+    assert decide(base).phase is Phase.READY
+
+
+async def test_an_image_change_rolls_every_pod_one_at_a_time() -> None:
+    h = Harness({"replicas": 3, "partitions": 6})
+    await h.ready()
+    before = h.kube.revisions()
+    assert len(set(before.values())) == 1
+    h.kube.update_spec(image="ringkv:v2")
+    down_at_once = 0
+
+    def done() -> bool:
+        nonlocal down_at_once
+        missing = 3 - len(h.kube.revisions())
+        down_at_once = max(down_at_once, missing)
+        revs = set(h.kube.revisions().values())
+        return h.converged() and len(revs) == 1 and revs != set(before.values())
+
+    await h.until("rolled", done)
+    assert sorted(h.kube.rolled) == ["demo-0", "demo-1", "demo-2"]
+    assert down_at_once <= 1
+    sts = h.kube.get("StatefulSet", "ns", "demo")
+    assert sts is not None
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "ringkv:v2"
+    assert h.kube.reasons().count("PodRolled") == 3
+    rolled = [msg for _, reason, msg in h.kube.events if reason == "PodRolled"]
+    moved = [m.split("(")[1].split(" ")[0] for m in rolled]  # "k/n leaderships moved"
+    assert all(a == b for a, b in (x.split("/") for x in moved)), rolled
+    assert any(x != "0/0" for x in moved), rolled  # leaders were moved off before a delete
+    assert h.errors() == 0
+
+
+async def test_pause_mid_roll_stops_it() -> None:
+    h = Harness({"replicas": 3, "partitions": 6})
+    await h.ready()
+    h.kube.update_spec(image="ringkv:v2")
+    await h.until("first pod rolled", lambda: len(h.kube.rolled) == 1)
+    h.kube.update_spec(paused=True)
+    for _ in range(20):
+        await h.step()
+    assert len(h.kube.rolled) == 1
+    assert h.status["phase"] == "Paused"
