@@ -75,6 +75,8 @@ def _precondition(op: Op, state: State) -> bool | None:
     value, version = state
     if op.if_value is not None and value != op.if_value:
         return False
+    if op.if_version == 0:
+        return value is None  # ringkv: version 0 means "only if absent"
     if op.if_version is not None:
         if value is None:
             return False
@@ -89,8 +91,9 @@ def step(op: Op, state: State) -> list[State]:
     if op.outcome == "unknown":
         if op.kind == "read":
             return [state]
-        took = [] if (op.kind == "cas" and _precondition(op, state) is False) else [(op.value, None)]
-        return [state, *took]
+        if op.kind == "cas" and _precondition(op, state) is False:
+            return [state]
+        return [state, (op.value, None)]
     if op.kind == "read":
         if op.value is None:
             return [state] if state[0] is None else []

@@ -293,8 +293,12 @@ class GroupManager:
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[readindex.Outcome] = loop.create_future()
 
+        def settle(result: readindex.Outcome) -> None:
+            if not outcome.done():
+                outcome.set_result(result)
+
         def done(result: readindex.Outcome) -> None:  # ticker thread
-            loop.call_soon_threadsafe(lambda: outcome.done() or outcome.set_result(result))
+            loop.call_soon_threadsafe(settle, result)
 
         def register() -> readindex.Begin:
             begun = replica.read_index.begin(done, now=time.monotonic(), deadline=deadline)

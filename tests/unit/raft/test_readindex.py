@@ -134,11 +134,12 @@ def test_falls_back_when_not_leader_or_nothing_of_this_term_is_committed() -> No
     assert ri.begin(out.append, now=0, deadline=5) is Begin.FALLBACK
     view.commit = 7  # compacted away: unknown term
     assert ri.begin(out.append, now=0, deadline=5) is Begin.FALLBACK
-    assert out == [] and view.sent == []
+    assert out == []
+    assert view.sent == []
 
 
 def test_refusal_from_a_later_term_deposes_and_stale_acks_are_ignored() -> None:
-    view, ri, out = setup()
+    _, ri, out = setup()
     ri.begin(out.append, now=0, deadline=5)
     ri.on_tick(0.0)
     ri.on_ack("b", ack("b", 1, term=2))  # an answer to a probe of our earlier term
@@ -159,7 +160,7 @@ def test_loss_of_leadership_or_term_fails_pending_reads() -> None:
 
 
 def test_unanswered_round_is_resent_and_reads_expire_at_their_deadline() -> None:
-    view, ri, out = setup()
+    _, ri, out = setup()
     ri.begin(out.append, now=0, deadline=1.0)
     ri.on_tick(0.0)
     ri.on_tick(0.05)
@@ -176,7 +177,8 @@ def test_single_voter_serves_without_a_round() -> None:
     view.others = []
     ri.begin(out.append, now=0, deadline=5)
     ri.on_tick(0.0)
-    assert out == [Outcome.SERVE] and view.sent == []
+    assert out == [Outcome.SERVE]
+    assert view.sent == []
 
 
 def test_a_peer_acknowledges_only_while_not_past_the_probe_term() -> None:
@@ -184,4 +186,5 @@ def test_a_peer_acknowledges_only_while_not_past_the_probe_term() -> None:
     assert answer_probe(probe, 5) == {"type": ACK, "term": 5, "seq": 9, "ok": True, "peer": 5}
     assert answer_probe(probe, 4)["ok"]  # not caught up with term 5 yet: voted in no later term
     refused = answer_probe(probe, 6)
-    assert not refused["ok"] and refused["peer"] == 6
+    assert not refused["ok"]
+    assert refused["peer"] == 6
