@@ -137,7 +137,8 @@ def sequential_history(draw: st.DrawFn) -> list[Op]:
             new = draw(st.sampled_from(["a", "b", "c"]))
             if kind == "cas_version":
                 expect = draw(st.integers(0, version + 1))
-                holds = value is not None and expect == version
+                # ringkv: if_version=0 means "only if absent"
+                holds = value is None if expect == 0 else (value is not None and expect == version)
                 cond: dict[str, object] = {"if_version": expect}
             else:
                 exp_value = draw(st.sampled_from(["a", "b", "c"]))
