@@ -3,13 +3,15 @@
 Every PySyncObj object is created, ticked and destroyed in the ``SharedTicker`` thread. The
 asyncio side sees plain snapshots (``ReplicaStatus``, refreshed on every full tick) and awaits
 proposals through ``bridge.submit``. The pieces live beside it: configuration (``tuning``),
-hosting on disk and seeding (``registry``), coalesced strong-read barriers (``barriers``),
+hosting on disk and seeding (``registry``), strong reads by ReadIndex (``readindex``) with
+coalesced log barriers as the fallback (``barriers``),
 status views (``status``), and every PySyncObj patch (``compat``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -298,7 +300,8 @@ class GroupManager:
                 outcome.set_result(result)
 
         def done(result: readindex.Outcome) -> None:  # ticker thread
-            loop.call_soon_threadsafe(settle, result)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, result)
 
         def register() -> readindex.Begin:
             begun = replica.read_index.begin(done, now=time.monotonic(), deadline=deadline)
