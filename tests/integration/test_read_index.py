@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -121,7 +123,11 @@ async def _under_fault(
         load.stop.set()
         await asyncio.wait_for(runner, 15)
     verdict = check(load.recorder.ops, budget=2_000_000)
-    assert verdict.ok, verdict.detail[-6000:]
+    if not verdict.ok:
+        dump = os.path.join(trio.root, "history.json")
+        with open(dump, "w") as f:  # noqa: ASYNC230 (test failure path)
+            json.dump([dataclasses.asdict(o) for o in load.recorder.ops], f)
+        raise AssertionError(f"history in {dump}\n{verdict.detail[-6000:]}")
     assert load.count("read") >= 30, load.recorder.ops[-20:]
     assert load.count("write") >= 10, load.recorder.ops[-20:]
     return load
