@@ -373,7 +373,14 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     def _reconcile_append(self, message: dict[str, Any]) -> dict[str, Any]:
         """Rewrite an append-entries so PySyncObj's handler follows Raft §5.3 (appendfix)."""
         if "prevLogIdx" not in message:
-            return message
+            # A snapshot transmission (or its placeholder while the leader prepares the dump) has
+            # no log position to check, yet PySyncObj raises the commit index from it to
+            # min(leader commit, own last index): a deposed leader healing from a partition then
+            # commits and applies its own conflicting entries (seen: their writes acknowledged
+            # and reads served from them, before the snapshot overwrote them). Only checked
+            # append-entries may advance the commit index.
+            own = int(self._SyncObj__raftCommitIndex)
+            return {**message, "commit_index": min(int(message["commit_index"]), own)}
         if message.get("transmission") == "finish":
             # A single large entry sent in chunks: assemble it here so it goes through the same
             # rule as any other entry.
