@@ -40,6 +40,10 @@ class NodeSettings:
     """'process': an acknowledged write survives kill -9 of every replica (page cache, no fsync).
     'fsync': the Raft journal and LevelDB are synced before a replica acknowledges, so it also
     survives a simultaneous power loss of every replica, at a throughput cost."""
+    read_mode: str = "readindex"
+    """How a strong read is made linearizable. 'readindex': the leader confirms it still leads
+    with a quorum probe round after the read arrives, no log entry (node/DESIGN.md). 'barrier':
+    a coalesced barrier entry through the Raft log per round of reads (slower, the fallback)."""
     heartbeat_s: float = 0.15
     """Raft append-entries period (heartbeat) of every group."""
     election_min_s: float = 1.0
@@ -88,6 +92,10 @@ class NodeSettings:
         if self.durability not in ("process", "fsync"):
             raise ValueError(
                 f"{PREFIX}DURABILITY must be 'process' or 'fsync', not {self.durability!r}"
+            )
+        if self.read_mode not in ("readindex", "barrier"):
+            raise ValueError(
+                f"{PREFIX}READ_MODE must be 'readindex' or 'barrier', not {self.read_mode!r}"
             )
         if self.election_min_s <= 3 * self.heartbeat_s:
             raise ValueError("election_min_s must exceed 3 x heartbeat_s")

@@ -1,12 +1,11 @@
 """Raft groups in-process: three GroupManagers (three shared tickers) over real sockets and real
 LevelDB stores. Covers what is awkward to observe through HTTP: snapshots and journal compaction,
-restart without replaying history, snapshot catch-up of a far-behind follower, and read-barrier
-coalescing.
+restart without replaying history, snapshot catch-up of a far-behind follower, and a strong read
+failing on an isolated leader (read coalescing: test_read_index.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -66,15 +65,6 @@ async def test_far_behind_follower_catches_up_from_a_snapshot(trio: Trio) -> Non
     digest = await trio.converged(1, [0, 1, 2], timeout=60)
     assert trio.gm(2).store(1).stats().keys == 1550
     assert digest == leader.store(1).digest()
-
-
-async def test_read_barriers_are_coalesced(trio: Trio) -> None:
-    leader = trio.gm(await trio.leader(0))
-    await trio.put_many(0, 10, prefix="b")
-    before = leader.store(0).applied_index()
-    await asyncio.gather(*(leader.read_barrier(0, timeout=10) for _ in range(500)))
-    used = leader.store(0).applied_index() - before
-    assert 1 <= used <= 50, f"500 concurrent strong reads used {used} barrier entries"
 
 
 async def test_strong_read_barrier_fails_on_an_isolated_leader(trio: Trio) -> None:

@@ -13,7 +13,8 @@ What lives here:
 * ``SyncedJournalPath``: ``createJournal`` is wrapped so ``durability=fsync`` gets a journal
   that syncs each appended entry and the term/vote file before PySyncObj answers.
 * ``CompatSyncObj``: the base class of a replica. It applies Raft §5.3 to append-entries
-  (``kvnode.raft.appendfix``) and adds pre-vote with leader stickiness (``kvnode.raft.prevote``).
+  (``kvnode.raft.appendfix``), adds pre-vote with leader stickiness (``kvnode.raft.prevote``)
+  and the probe rounds of ReadIndex (``kvnode.raft.readindex``).
 * Fault injection used by the integration tests (cutting one Raft link, sending a raw message,
   rewinding a leader's next index): it touches private transport state, so it is checked too.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from pysyncobj import syncobj as pso_syncobj
 from pysyncobj import transport as pso_transport
 from pysyncobj import version as pso_version
 
-from kvnode.raft import appendfix, prevote
+from kvnode.raft import appendfix, prevote, readindex
 
 REQUIRED_VERSION = "0.3.17"
 
@@ -84,7 +86,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "code",
         "_SyncObj__recvTransmission _SyncObj__otherNodes _SyncObj__selfNode "
         "_SyncObj__raftElectionDeadline _SyncObj__transferInProgress _SyncObj__raftState "
-        "_SyncObj__raftCurrentTerm _SyncObj__transport _SyncObj__raftNextIndex",
+        "_SyncObj__raftCurrentTerm _SyncObj__transport _SyncObj__raftNextIndex "
+        "_SyncObj__raftCommitIndex",
     ),
     *_req("TCPTransport", "attr", "send _shouldConnect ready"),
     *_req("TCPTransport", "code", "_preventConnectNodes _connections"),
@@ -241,12 +244,14 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         self._prevote_round: prevote.Round | None = None
         self._prevote_won_at_term: int | None = None
         self.prevote_rounds = 0  # rounds started (observability and tests)
+        self.read_index = readindex.ReadIndexer(self, resend_s=conf.appendEntriesPeriod)
         super().__init__(self_addr, peers, conf)
 
     # -- ticks: pre-vote gate in front of PySyncObj's election timer ------------------------
     def _onTick(self, timeToWait: float = 0.0) -> None:
         self._prevote_gate()
         SyncObj._onTick(self, timeToWait)
+        self.read_index.on_tick(time.monotonic())
 
     def _prevote_gate(self) -> None:
         """When the election timer has fired, let PySyncObj campaign only after a won pre-vote
@@ -331,6 +336,13 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         if kind == "pre_vote_response":
             self._count_prevote(node, message)
             return
+        if kind == readindex.PROBE:
+            answer = readindex.answer_probe(message, int(self._SyncObj__raftCurrentTerm))
+            self._SyncObj__transport.send(node, answer)
+            return
+        if kind == readindex.ACK:
+            self.read_index.on_ack(str(node.id), message)
+            return
         if kind == "append_entries":
             if message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
                 self._leader_contact_at = _clock()
@@ -361,7 +373,14 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     def _reconcile_append(self, message: dict[str, Any]) -> dict[str, Any]:
         """Rewrite an append-entries so PySyncObj's handler follows Raft §5.3 (appendfix)."""
         if "prevLogIdx" not in message:
-            return message
+            # A snapshot transmission (or its placeholder while the leader prepares the dump) has
+            # no log position to check, yet PySyncObj raises the commit index from it to
+            # min(leader commit, own last index): a deposed leader healing from a partition then
+            # commits and applies its own conflicting entries (seen: their writes acknowledged
+            # and reads served from them, before the snapshot overwrote them). Only checked
+            # append-entries may advance the commit index.
+            own = int(self._SyncObj__raftCommitIndex)
+            return {**message, "commit_index": min(int(message["commit_index"]), own)}
         if message.get("transmission") == "finish":
             # A single large entry sent in chunks: assemble it here so it goes through the same
             # rule as any other entry.
@@ -405,6 +424,25 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     def cluster_nodes(self) -> set[Any]:
         """The voter Node objects, this replica included (what PySyncObj snapshots record)."""
         return set(self._SyncObj__otherNodes) | {self._SyncObj__selfNode}
+
+    # -- what ReadIndex reads and sends (readindex.RaftView; ticker thread) --------------------
+    def ri_is_leader(self) -> bool:
+        return bool(self._SyncObj__raftState == _RAFT_STATE.LEADER)
+
+    def ri_term(self) -> int:
+        return int(self._SyncObj__raftCurrentTerm)
+
+    def ri_commit_index(self) -> int:
+        return int(self._SyncObj__raftCommitIndex)
+
+    def ri_last_applied(self) -> int:
+        return int(self.raftLastApplied)
+
+    def ri_others(self) -> list[str]:
+        return [str(n.id) for n in self._SyncObj__otherNodes]
+
+    def ri_send(self, peer: str, message: dict[str, Any]) -> None:
+        self._SyncObj__transport.send(self._node(peer), message)
 
     # -- fault injection (integration tests; ticker thread) ------------------------------------
     def cut_link(self, addr: str) -> None:

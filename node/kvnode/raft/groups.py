@@ -3,13 +3,15 @@
 Every PySyncObj object is created, ticked and destroyed in the ``SharedTicker`` thread. The
 asyncio side sees plain snapshots (``ReplicaStatus``, refreshed on every full tick) and awaits
 proposals through ``bridge.submit``. The pieces live beside it: configuration (``tuning``),
-hosting on disk and seeding (``registry``), coalesced strong-read barriers (``barriers``),
+hosting on disk and seeding (``registry``), strong reads by ReadIndex (``readindex``) with
+coalesced log barriers as the fallback (``barriers``),
 status views (``status``), and every PySyncObj patch (``compat``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kvnode.core import errors
-from kvnode.raft import bridge, commands, registry
+from kvnode.raft import bridge, commands, readindex, registry
 from kvnode.raft.barriers import BarrierCoalescer
 from kvnode.raft.processor import CommandProcessor
 from kvnode.raft.replica import PartitionReplica, SeedCapture
@@ -275,9 +277,58 @@ class GroupManager:
         )
 
     async def read_barrier(self, partition: int, *, timeout: float) -> None:
-        """Return once a barrier proposed after this call began has been applied locally."""
-        self._replica(partition)
-        await self._barriers.wait(partition, timeout=timeout)
+        """Return once a local read of ``partition`` is linearizable: every write acknowledged
+        before this call began is applied here. ``read_mode`` 'readindex' confirms leadership
+        with a quorum probe round (``raft.readindex``); 'barrier', or a replica that cannot use
+        ReadIndex now (a follower, a leader with nothing of its term committed), appends a
+        coalesced barrier entry to the log (``raft.barriers``)."""
+        replica = self._replica(partition)
+        deadline = time.monotonic() + timeout
+        if self._tuning.read_mode == "readindex" and await self._read_index(
+            replica, deadline, timeout
+        ):
+            return
+        await self._barriers.wait(partition, timeout=max(0.01, deadline - time.monotonic()))
+
+    async def _read_index(self, replica: PartitionReplica, deadline: float, timeout: float) -> bool:
+        """True once served by ReadIndex; False when the caller must use the barrier."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[readindex.Outcome] = loop.create_future()
+
+        def settle(result: readindex.Outcome) -> None:
+            if not outcome.done():
+                outcome.set_result(result)
+
+        def done(result: readindex.Outcome) -> None:  # ticker thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, result)
+
+        def register() -> readindex.Begin:
+            begun = replica.read_index.begin(done, now=time.monotonic(), deadline=deadline)
+            self.ticker.mark_dirty(replica)  # the probe goes out on this loop iteration
+            return begun
+
+        p = replica.partition
+        try:
+            begun = await asyncio.wait_for(asyncio.wrap_future(self.ticker.post(register)), timeout)
+            if begun is readindex.Begin.FALLBACK:
+                return False
+            result = await asyncio.wait_for(outcome, max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            result = readindex.Outcome.EXPIRED
+        if result is readindex.Outcome.SERVE:
+            return True
+        if result is readindex.Outcome.DEPOSED:
+            raise errors.NotLeader(
+                f"partition {p}: leadership lost before the read was confirmed",
+                partition=p,
+                leader=None,
+            )
+        raise errors.Unavailable(
+            f"partition {p}: read not confirmed by a quorum within {timeout:.1f}s",
+            partition=p,
+            retry_after=1,
+        )
 
     async def propose_barrier(self, partition: int, *, timeout: float = 5.0) -> None:
         replica = self._replica(partition)

@@ -97,6 +97,13 @@ class SharedTicker:
         self._wake()
         return fut.result(timeout)
 
+    def post(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` for the ticker thread without waiting (for the event loop)."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._calls.put((fn, fut))
+        self._wake()
+        return fut
+
     @contextlib.contextmanager
     def constructing(self) -> Iterator[_FacadePoller]:
         """Within this block (ticker thread only), new SyncObjs get a facade poller."""

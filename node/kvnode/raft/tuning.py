@@ -35,6 +35,7 @@ class RaftTuning:
     connection_retry_s: float = _DEFAULTS["connection_retry_s"]
     compaction_min_entries: int = _DEFAULTS["compaction_min_entries"]
     compaction_min_time_s: float = _DEFAULTS["compaction_min_time_s"]
+    read_mode: str = _DEFAULTS["read_mode"]
     fsync: bool = _DEFAULTS["durability"] == "fsync"
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from kvnode.raft.tuning import RaftTuning
 from kvnode.settings import NodeSettings
 
@@ -26,9 +27,18 @@ def test_from_settings_copies_every_field() -> None:
         compaction_min_entries=7,
         compaction_min_time_s=8.0,
         durability="fsync",
+        read_mode="barrier",
     )
     tuning = RaftTuning.from_settings(settings)
     for f in dataclasses.fields(RaftTuning):
         if f.name != "fsync":
             assert getattr(tuning, f.name) == getattr(settings, f.name), f.name
     assert tuning.fsync
+
+
+def test_read_mode_defaults_to_readindex_and_is_validated() -> None:
+    assert RaftTuning().read_mode == "readindex"
+    env = {"KVNODE_NODE_ID": "n", "KVNODE_DATA_DIR": "/tmp/x"}
+    assert NodeSettings.from_env({**env, "KVNODE_READ_MODE": "barrier"}).read_mode == "barrier"
+    with pytest.raises(ValueError, match="KVNODE_READ_MODE"):
+        NodeSettings.from_env({**env, "KVNODE_READ_MODE": "lease"})
