@@ -16,15 +16,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.raft_trio import Trio, until
+from tests.integration.raft_trio import FAST, Trio, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 P = 0
 
 
+# Stickiness is judged against the election timeout: a node that heard no heartbeat for that long
+# may rightly grant a vote. The three groups share one process (one GIL), so on a CPU-starved
+# machine the leader's heartbeats can stall for most of FAST's 0.8 s; these tests assert that a
+# healthy leader is never deposed, so they give it election timeouts a busy machine cannot eat.
+STICKY = dataclasses.replace(FAST, election_min_s=2.5, election_max_s=4.0, leader_fallback_s=3.0)
+
+
 @pytest.fixture
 async def trio(tmp_path) -> AsyncIterator[Trio]:
-    t = Trio(str(tmp_path), partitions=1)
+    t = Trio(str(tmp_path), partitions=1, tuning=STICKY)
     try:
         for i in range(3):
             await t.start(i)
@@ -106,7 +113,7 @@ async def test_healed_follower_does_not_depose_the_leader(trio: Trio) -> None:
             or trio.leaders(P) != [li]
             or trio.term(_third, P) != term
         ),
-        timeout=30,
+        timeout=60,
         what="three election timeouts of the cut-off follower",
     )
     assert trio.leaders(P) == [li]
@@ -184,7 +191,7 @@ async def test_a_one_voter_group_still_elects_itself(tmp_path) -> None:
     from kvnode.raft.groups import GroupManager
     from kvnode.storage.leveldb import LevelDBStore
 
-    from tests.integration.raft_trio import FAST, PORT_BASE, free_loopback
+    from tests.integration.raft_trio import PORT_BASE, free_loopback
 
     host = free_loopback([PORT_BASE])
     gm = GroupManager(
