@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kvharness.cluster import write_image_map
+from kvharness.cluster import snapshot_image_code, write_image_map
 from kvharness.kubelet import images, services
 from kvharness.kubelet.envvars import UnsupportedSpec
 from kvharness.kubelet.runtime import DEFAULT_PATH
@@ -146,3 +146,19 @@ def test_terminating_pods_are_not_service_targets() -> None:
     pod = _pod("db-0", app="db")
     pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert services.service_records([(pod, "127.0.16.1", True)], [_svc("db", {"app": "db"})]) == []
+
+
+def test_image_code_is_a_content_keyed_copy_outside_the_checkout(tmp_path: Path) -> None:
+    """Pods may mount volumes over the checkout's location (the operator mounts /tmp); the image's
+    code is a copy in the cache, the same directory for the same code."""
+    import kvnode
+    import kvoperator
+
+    first = snapshot_image_code(tmp_path)
+    assert first == snapshot_image_code(tmp_path)
+    assert first.parent == tmp_path / "e2e-image"
+    for mod in (kvnode, kvoperator):
+        src = Path(mod.__file__).parent
+        assert (first / src.name / "__init__.py").read_bytes() == (src / "__init__.py").read_bytes()
+    assert (first / "kvnode" / "openapi.yaml").is_file()
+    assert not list(first.rglob("__pycache__"))

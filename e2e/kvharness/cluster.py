@@ -7,9 +7,11 @@ state file as the control plane, so either caller can stop everything by process
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,8 +32,8 @@ IMAGE_MAP = HARNESS_ROOT / "images.json"
 def write_image_map(path: Path, *, root: str, pythonpath: str | None) -> Path:
     """Instantiate e2e/images.json for this machine: `{root}` becomes the installation that
     plays the image (by default the virtualenv running the harness, where `./dev` installed
-    the project with its console scripts). A PYTHONPATH set for the harness (a developer's
-    worktree checkout) is passed on, so the "image" runs the code under test."""
+    the project with its console scripts). ``pythonpath`` (the snapshot of the code under test,
+    see snapshot_image_code) goes on the containers' PYTHONPATH, so the "image" runs that code."""
     doc = json.loads(IMAGE_MAP.read_text().replace("{root}", root))
     # The harness's own directory (e2e/cluster puts it there) is no part of the image.
     parts = [p for p in (pythonpath or "").split(":") if p and Path(p) != HARNESS_ROOT]
@@ -41,6 +43,44 @@ def write_image_map(path: Path, *, root: str, pythonpath: str | None) -> Path:
             entry.setdefault("env", {})["PYTHONPATH"] = pythonpath
     path.write_text(json.dumps(doc, indent=1))
     return path
+
+
+def snapshot_image_code(cache: Path) -> Path:
+    """Copy the code the harness imports (``kvnode``, ``kvoperator``: a developer's worktree or
+    the checkout) into ``<cache>/e2e-image/<content hash>/`` and return that directory, which the
+    image map puts on the containers' PYTHONPATH.
+
+    Why a copy: the checkout may live anywhere, including under /tmp, and a pod that mounts a
+    volume over a path that contains it (the operator's chart mounts an emptyDir at /tmp) would no
+    longer see its own program. In a real image the code lives in the image (/opt/ringkv), never
+    under a pod's mounts; the cache directory plays that part. Keyed by content, so parallel
+    runs of different code never share a copy and a re-run reuses it."""
+    import kvnode
+    import kvoperator
+
+    packages = [Path(m.__file__).resolve().parent for m in (kvnode, kvoperator)]
+    files = sorted(
+        (pkg.name, f.relative_to(pkg))
+        for pkg in packages
+        for f in pkg.rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts
+    )
+    by_name = {pkg.name: pkg for pkg in packages}
+    digest = hashlib.sha256()
+    for name, rel in files:
+        digest.update(f"{name}/{rel}\0".encode())
+        digest.update((by_name[name] / rel).read_bytes())
+    dest = cache / "e2e-image" / digest.hexdigest()[:16]
+    if not dest.is_dir():
+        tmp = dest.with_name(f"{dest.name}.tmp.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for pkg in packages:
+            shutil.copytree(pkg, tmp / pkg.name, ignore=shutil.ignore_patterns("__pycache__"))
+        try:
+            tmp.rename(dest)
+        except OSError:  # another run made the same copy first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 class LocalCluster:
@@ -80,10 +120,11 @@ class LocalCluster:
         version = (HARNESS_ROOT / "k8sbin" / "K8S_VERSION").read_text().strip()
         env = {**os.environ, "PYTHONPATH": str(HARNESS_ROOT), "PYTHONUNBUFFERED": "1"}
         pki = pki_mod.Pki(self.run_dir / "pki")
+        cache = Path(os.environ.get("RINGKV_CACHE", Path.home() / ".cache" / "ringkv"))
         image_map = write_image_map(
             self.run_dir / "images.json",
             root=self.image_root,
-            pythonpath=os.environ.get("PYTHONPATH"),
+            pythonpath=str(snapshot_image_code(cache)),
         )
         assert self._slot_fd is not None
         child = procs.start(
