@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from kvnode.core.model import PartitionMap
+from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 
 from tests.support.clusters import eventually
@@ -134,9 +134,22 @@ async def repair(
                     return st.leader_id
         return None
 
+    async def on_leader(call: Callable[[NodeInfo], Awaitable[Any]], what: str) -> Any:
+        """``call(leader)`` on whoever leads ``p`` now: leadership may move between two admin
+        calls (an election on a busy machine, housekeeping's hand-off to the preferred
+        replica), and every call below is idempotent, so NotLeader means "ask again"."""
+
+        async def attempt() -> Any:
+            lid = await leader_id()
+            if lid is None:
+                return None
+            result = await call(pmap.node(lid))
+            return (result,)
+
+        return (await eventually(attempt, timeout=30, what=f"{what} on the leader of {p}"))[0]
+
+    await on_leader(lambda leader: admin.remove_member(leader, p, node_id), "remove")
     lid = await eventually(leader_id, timeout=30, what=f"a leader of {p} other than {node_id}")
-    leader = pmap.node(lid)
-    await admin.remove_member(leader, p, node_id)
     seed = await admin.join(pmap.node(node_id), p, source=lid)
     assert not seed.already_hosted
     if after_join is not None:
@@ -144,15 +157,15 @@ async def repair(
         st = await admin.replica_state(pmap.node(node_id), p)
         assert st.hosted  # the seeded replica came back from its own disk
         assert not st.needs_reseed
-    await admin.add_member(leader, p, node_id)
-    commit = (await admin.replica_state(leader, p)).commit_index
+    await on_leader(lambda leader: admin.add_member(leader, p, node_id), "add")
+    commit = (await on_leader(lambda leader: admin.replica_state(leader, p), "state")).commit_index
 
     async def caught_up() -> bool:
         st = await admin.replica_state(pmap.node(node_id), p)
         return st.hosted and st.last_applied >= commit and st.leader_id is not None
 
     await eventually(caught_up, timeout=30, what=f"catch-up of {p}")
-    index = await admin.start_digest(leader, p)
+    index = await on_leader(lambda leader: admin.start_digest(leader, p), "digest")
 
     async def digests() -> list[str] | None:
         got = [await admin.digest(n, p, index) for n in pmap.nodes]
@@ -160,5 +173,5 @@ async def repair(
 
     got = await eventually(digests, timeout=30, what=f"digests of {p}")
     assert len(set(got)) == 1, got
-    members = (await admin.replica_state(leader, p)).members
+    members = (await on_leader(lambda leader: admin.replica_state(leader, p), "state")).members
     assert sorted(members) == sorted(n.node_id for n in pmap.nodes)
