@@ -24,7 +24,7 @@ from typing import Any
 
 from kvnode import localconf, localprocs
 from kvnode.client import NodeHttp
-from kvnode.core import errors
+from kvnode.core import errors, files
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
 from kvnode.localconf import MAX_PARTITIONS, node_info
@@ -135,10 +135,7 @@ class LocalCluster:
         self._save_state()
 
     def _write_json(self, name: str, body: Any) -> None:
-        tmp = os.path.join(self.base_dir, f"{name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=1)
-        os.replace(tmp, os.path.join(self.base_dir, name))
+        files.write_json_atomic(os.path.join(self.base_dir, name), body, durable=False, indent=1)
 
     def _save_state(self) -> None:
         self._write_json(STATE_FILE, {"map": self.pmap.to_dict(), "env": self.env})

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from kvnode.core import files
+
 log = logging.getLogger(__name__)
 
 PID_DIR = "pids"
@@ -45,10 +47,9 @@ class ProcInfo:
 def record_pid(base_dir: str, node_id: str, pid: int) -> None:
     path = os.path.join(base_dir, PID_DIR)
     os.makedirs(path, exist_ok=True)
-    tmp = os.path.join(path, f".{node_id}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(f"{pid}\n")
-    os.replace(tmp, os.path.join(path, f"{node_id}.pid"))
+    files.write_atomic(
+        os.path.join(path, f"{node_id}.pid"), f"{pid}\n".encode("ascii"), durable=False
+    )
 
 
 def forget_pid(base_dir: str, node_id: str) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 
 from pysyncobj import SERIALIZER_STATE
 
+from kvnode.core import files
 from kvnode.storage import snapshot
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class BackgroundDump:
         if self._outcome == "ok" and not self._cancel.is_set():
             try:
                 os.replace(self._bg_path, self._dump_path)
-                snapshot.fsync_dir(os.path.dirname(os.path.abspath(self._dump_path)))
+                files.fsync_dir(os.path.dirname(os.path.abspath(self._dump_path)))
                 return int(SERIALIZER_STATE.SUCCESS)
             except OSError:
                 log.exception("%s: could not install the dump", self._label)

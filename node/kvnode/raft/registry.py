@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Callable
 
-from kvnode.storage import snapshot
+from kvnode.core import files
 from kvnode.storage.engine import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,7 @@ def write_registration(pdir: str, partition: int, self_addr: str, peers: list[st
     path = os.path.join(pdir, REPLICA_FILE)
     if os.path.exists(path):
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"partition": partition, "self_addr": self_addr, "peers": peers}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    snapshot.fsync_dir(pdir)
+    files.write_json_atomic(path, {"partition": partition, "self_addr": self_addr, "peers": peers})
 
 
 def install_seed(pdir: str, open_store: Callable[[str], PartitionStore]) -> bytes:
@@ -73,7 +67,7 @@ def install_seed(pdir: str, open_store: Callable[[str], PartitionStore]) -> byte
     finally:
         store.close()
     os.replace(seed, os.path.join(pdir, SNAPSHOT_FILE))
-    snapshot.fsync_dir(pdir)
+    files.fsync_dir(pdir)
     return header
 
 
@@ -84,6 +78,6 @@ def remove_dir(data_dir: str, pdir: str) -> bool:
     trash = pdir + ".dropping"
     shutil.rmtree(trash, ignore_errors=True)
     os.replace(pdir, trash)  # atomic: a crash leaves either the replica or garbage
-    snapshot.fsync_dir(data_dir)
+    files.fsync_dir(data_dir)
     shutil.rmtree(trash, ignore_errors=True)
     return True

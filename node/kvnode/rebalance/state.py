@@ -11,12 +11,12 @@ nodes were told; replaying from it re-runs at most the steps in flight, which ar
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from kvnode.core import files
 from kvnode.core.model import PartitionMap
 from kvnode.core.plan import MigrationPlan, PartitionMove, PlanProgress, StepKind
 
@@ -181,18 +181,7 @@ def decode(raw: str, *, source: str) -> RebalanceState:
 
 def save(path: str, state: RebalanceState) -> None:
     """Write ``state`` to ``path`` atomically and durably."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(encode(state))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.write_atomic(path, encode(state).encode("utf-8"))
 
 
 def load(path: str) -> RebalanceState | None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kvnode.core import files
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.raft.groups import ReplicaStatus
 from kvnode.service.groups_api import RaftGroups
@@ -38,20 +39,7 @@ def load(data_dir: str) -> bool:
 
 def save(data_dir: str, drained: bool) -> None:
     """Persist the flag so that a crash leaves the old or the new value, never a torn file."""
-    path = os.path.join(data_dir, FILE)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, json.dumps({"drained": drained}).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    files.write_json_atomic(os.path.join(data_dir, FILE), {"drained": drained})
     log.info("drain flag saved: %s", drained)
 
 

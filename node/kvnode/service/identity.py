@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from kvnode.core import files
+
 log = logging.getLogger(__name__)
 FILE = "incarnation.json"
 
@@ -66,18 +68,5 @@ def load(data_dir: str) -> Identity | None:
 def save(data_dir: str, ident: Identity) -> None:
     """Atomic and fsynced: written before the map it guards, so a crash in between leaves an
     identity without a map (harmless), never a map without one."""
-    path = os.path.join(data_dir, FILE)
     body = {"incarnation": ident.incarnation, "needs_reseed": sorted(ident.needs_reseed)}
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, json.dumps(body).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    files.write_json_atomic(os.path.join(data_dir, FILE), body)

@@ -36,7 +36,7 @@ from typing import Any
 
 import plyvel
 
-from kvnode.core import model
+from kvnode.core import files, model
 from kvnode.storage import engine, snapshot
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class LevelDBStore:
                 self.destroy(old)
                 os.rename(self._path, old)
                 os.rename(tmp, self._path)
-                snapshot.fsync_dir(os.path.dirname(os.path.abspath(self._path)))
+                files.fsync_dir(os.path.dirname(os.path.abspath(self._path)))
             finally:
                 _recover_swap(self._path)
                 self._db = _open_db(self._path, self._options)
@@ -315,7 +315,7 @@ def _recover_swap(path: str) -> None:
             log.warning("storage %s: restoring the pre-swap data", path)
             os.rename(old, path)
         if os.path.exists(path):
-            snapshot.fsync_dir(os.path.dirname(os.path.abspath(path)))
+            files.fsync_dir(os.path.dirname(os.path.abspath(path)))
     for leftover in (loading, old):
         if os.path.exists(leftover):
             shutil.rmtree(leftover, ignore_errors=True)

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from kvnode.core import files
+
 MAGIC = b"RKVSNAP\x00"
 VERSION = 1
 END_MARKER = 0xFFFFFFFF
@@ -120,18 +122,9 @@ def write_snapshot(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    files.fsync_dir(os.path.dirname(os.path.abspath(path)))
     assert enc.info is not None
     return enc.info
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename/creation in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SnapshotDecoder:
