@@ -1,17 +1,16 @@
 """Three in-process nodes' GroupManagers (three shared tickers) over real sockets and real LevelDB.
 
-Each trio gets its own loopback address (127.201.x.y) with fixed ports below the ephemeral
-range, so parallel suites and sockets in TIME-WAIT elsewhere cannot take them; the address is
-checked free before use. Node i hosts partition p's replica on port 20000 + 100·i + p.
+Each trio gets its own loopback address (claimed like every test cluster's, see
+``tests.support.addresses``) with fixed ports below the ephemeral range, so parallel suites and
+sockets in TIME-WAIT elsewhere cannot take them. Node i hosts partition p's replica on port
+20000 + 100·i + p.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -24,6 +23,8 @@ from kvnode.raft.replica import PartitionReplica
 from kvnode.storage.engine import PartitionStore
 from kvnode.storage.leveldb import LevelDBStore
 
+from tests.support.addresses import Claim, claim_ports
+
 T = TypeVar("T")
 PORT_BASE = 20000
 FAST = RaftTuning(
@@ -34,23 +35,17 @@ FAST = RaftTuning(
     compaction_min_entries=300,
     compaction_min_time_s=3600,
 )
-_hosts = itertools.count()
+_held: list[Claim] = []  # claims kept for the life of the process (see free_loopback)
 
 
 def free_loopback(ports: list[int]) -> str:
-    """A 127.201.x.y address on which every port in ``ports`` can be bound now."""
-    salt = os.getpid() % 200
-    for _ in range(200):
-        n = next(_hosts)
-        host = f"127.201.{(salt + n // 250) % 250 + 1}.{n % 250 + 1}"
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return host
-    raise RuntimeError("no free 127.201.x.y loopback address for a Raft trio")
+    """A loopback address of this process's own (``tests.support.addresses``: locked against
+    parallel processes, every port in ``ports`` bindable now). The claim is held until the
+    process exits: trios are few per session, and a released address could be reclaimed while
+    a stopped trio's sockets still linger."""
+    claim = claim_ports(ports)
+    _held.append(claim)
+    return claim.host
 
 
 async def until(

@@ -36,6 +36,7 @@ FIRST_A = 100
 A_VALUES = 100
 PER_OCTET = 254  # 1..254
 MAX_ATTEMPTS = 2000
+EPHEMERAL_FIRST = 32768
 _counter = itertools.count()
 
 
@@ -117,6 +118,14 @@ def claim_address(
     if problem:
         raise ValueError(problem)
     ports = layout_ports(nodes=nodes, partitions=partitions, base_port=base_port)
+    return claim_ports(ports, base_port=base_port, pid=pid)
+
+
+def claim_ports(ports: list[int], *, base_port: int = 0, pid: int | None = None) -> Claim:
+    """Claim a fresh loopback address on which every one of ``ports`` binds now (for clusters
+    that do not use the localconf layout, such as in-process Raft trios)."""
+    if any(not 0 < port < EPHEMERAL_FIRST for port in ports):
+        raise ValueError(f"test ports must be below the ephemeral range {EPHEMERAL_FIRST}")
     pid = os.getpid() if pid is None else pid
     busy: list[str] = []
     for _ in range(MAX_ATTEMPTS):

@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from kvnode.core import files
 
 
@@ -28,7 +27,7 @@ def test_failed_rename_keeps_old_target_and_removes_temporary(tmp_path):
     target = tmp_path / "taken"
     target.mkdir()  # a directory cannot be replaced by a file: the rename fails
     (target / "inside").write_text("kept")
-    with pytest.raises(OSError):
+    with pytest.raises(IsADirectoryError):
         files.write_atomic(str(target), b"new")
     assert (target / "inside").read_text() == "kept"
     assert sorted(os.listdir(tmp_path)) == ["taken"]
