@@ -20,7 +20,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kvharness import controlplane, procs
+import prereq
+from kvharness import procs
 from kvharness.cluster import LocalCluster
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,7 @@ def pytest_runtest_makereport(
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A running control plane + process kubelet, shared by the session's e2e tests."""
-    bin_dir = controlplane.k8s_bin_dir()
-    if not (bin_dir / "kube-apiserver").exists() or os.geteuid() != 0:
-        reason = f"no Kubernetes binaries in {bin_dir} (run e2e/setup.sh) or not root"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    prereq.require_control_plane()
     run_dir = tmp_path_factory.mktemp("cluster")
     local = LocalCluster(run_dir)
     seconds = local.start()
@@ -80,10 +76,7 @@ def helm_binary() -> Path:
     cache = Path(os.environ.get("RINGKV_CACHE", Path.home() / ".cache" / "ringkv"))
     path = cache / f"helm-{version}" / "bin" / "helm"
     if not path.exists():
-        reason = f"no helm at {path} (run e2e/setup.sh or e2e/build-helm.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        prereq.unavailable(f"no helm at {path} (run e2e/setup.sh or e2e/build-helm.sh)")
     return path
 
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import prereq
 import pytest
 from kvharness import controlplane, procs
 from kvharness.kubelet import runtime
@@ -41,11 +42,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.timeout(600)
 def test_dev_kube_up_status_down(tmp_path: Path) -> None:
-    if not (controlplane.k8s_bin_dir() / "kube-apiserver").exists() or os.geteuid() != 0:
-        reason = "needs the Kubernetes binaries (e2e/setup.sh) and root"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    prereq.require_control_plane()
     run_dir = tmp_path / "kube"
     try:
         up = dev(run_dir, "kube", "up", timeout=540)
