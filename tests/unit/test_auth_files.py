@@ -42,7 +42,8 @@ def test_rotation_is_seen_within_the_interval(tmp_path: Path) -> None:
     assert watched.get().authenticate(old) is not None
     clock.now = 1.0
     table = watched.get()
-    assert table.authenticate(new) is not None and table.authenticate(old) is None
+    assert table.authenticate(new) is not None
+    assert table.authenticate(old) is None
     assert watched.reloads == 1
 
 
@@ -71,7 +72,7 @@ def test_a_broken_file_keeps_the_last_good_table_and_logs_once(
 
 
 def test_a_missing_or_invalid_file_fails_at_start(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):
         files.tokens_file(str(tmp_path / "nope.json"))
     bad = tmp_path / "bad.json"
     bad.write_text('{"tokens": [{"name": "x"}]}')
@@ -103,5 +104,5 @@ def test_secret_file_strips_newline_and_follows_symlink_swaps(tmp_path: Path) ->
 
 @pytest.mark.parametrize("raw", [b"", b"\n", b"two words", "é\xff".encode("latin-1")])
 def test_secret_file_content_must_be_one_token(raw: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"one token|utf-8"):
         files.parse_secret(raw)

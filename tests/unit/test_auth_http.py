@@ -165,7 +165,8 @@ async def test_role_matrix(
     elif ROLES[who] < need:
         assert resp.status == 403
         doc = await resp.json()
-        assert doc["code"] == "permission_denied" and doc["required"] == need.label
+        assert doc["code"] == "permission_denied"
+        assert doc["required"] == need.label
     else:
         assert resp.status not in (401, 403), await resp.text()
 
@@ -178,7 +179,8 @@ async def test_other_schemes_and_malformed_headers_are_401(authed: Client) -> No
 
 async def test_unknown_path_is_still_404(authed: Client) -> None:
     resp = await authed.get("/v1/nothing-here")
-    assert resp.status == 404 and (await resp.json())["code"] == "no_route"
+    assert resp.status == 404
+    assert (await resp.json())["code"] == "no_route"
 
 
 async def test_routes_added_later_need_admin_by_default(
@@ -240,11 +242,14 @@ async def test_a_batch_is_refused_whole_if_any_key_is_out_of_scope(
     resp = await authed.post("/v1/batch", json={"ops": [inside, outside]}, headers=bearer("app"))
     assert resp.status == 403
     doc = await resp.json()
-    assert doc["keys"] == ["b"] and doc["code"] == "permission_denied"
-    assert "app/a" not in service.data and "b" not in service.data
+    assert doc["keys"] == ["b"]
+    assert doc["code"] == "permission_denied"
+    assert "app/a" not in service.data
+    assert "b" not in service.data
     assert not [c for c in service.calls if c[0] == "batch"]
     resp = await authed.post("/v1/batch", json={"ops": [inside]}, headers=bearer("app"))
-    assert resp.status == 200 and service.data["app/a"].value == "1"
+    assert resp.status == 200
+    assert service.data["app/a"].value == "1"
     # Bad input from an authenticated scoped caller is still the usual 400.
     resp = await authed.post("/v1/batch", json={"ops": "x"}, headers=bearer("app"))
     assert resp.status == 400
@@ -279,7 +284,8 @@ async def test_the_token_is_never_in_responses_logs_or_metrics(
         assert secret not in logs
         assert tokens.hash_token(secret) not in logs
         for text in bodies:
-            assert secret not in text and tokens.hash_token(secret) not in text
+            assert secret not in text
+            assert tokens.hash_token(secret) not in text
 
 
 async def test_auth_off_is_todays_behaviour(client: Client) -> None:

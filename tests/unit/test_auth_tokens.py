@@ -17,7 +17,8 @@ def table(*entries: dict[str, Any]) -> tokens.TokenTable:
 def test_new_tokens_are_random_prefixed_and_hash_to_sha256() -> None:
     a, b = tokens.new_token(), tokens.new_token()
     assert a != b
-    assert a.startswith("rkv_") and len(a) >= 40
+    assert a.startswith("rkv_")
+    assert len(a) >= 40
     assert tokens.hash_token(a) == hashlib.sha256(a.encode()).hexdigest()
 
 
@@ -27,9 +28,12 @@ def test_authenticate_finds_the_entry_by_hash_only() -> None:
         tokens.entry_json(name="reader", role=Role.READ, token=r),
         tokens.entry_json(name="app", role=Role.WRITE, token=w, prefix="app/"),
     )
-    assert t.authenticate(r) is not None and t.authenticate(r).name == "reader"  # type: ignore[union-attr]
+    assert t.authenticate(r) is not None
+    assert t.authenticate(r).name == "reader"
     entry = t.authenticate(w)
-    assert entry is not None and entry.role is Role.WRITE and entry.prefix == "app/"
+    assert entry is not None
+    assert entry.role is Role.WRITE
+    assert entry.prefix == "app/"
     assert t.authenticate(tokens.new_token()) is None
     assert t.authenticate(tokens.hash_token(r)) is None  # the hash is not a credential
     assert t.authenticate("") is None
@@ -37,19 +41,26 @@ def test_authenticate_finds_the_entry_by_hash_only() -> None:
 
 def test_roles_are_ordered_admin_write_read() -> None:
     entry = tokens.TokenEntry("x", Role.WRITE, b"\0" * 32)
-    assert entry.can(Role.READ) and entry.can(Role.WRITE) and not entry.can(Role.ADMIN)
+    assert entry.can(Role.READ)
+    assert entry.can(Role.WRITE)
+    assert not entry.can(Role.ADMIN)
     assert tokens.TokenEntry("a", Role.ADMIN, b"\0" * 32).can(Role.WRITE)
     assert not tokens.TokenEntry("r", Role.READ, b"\0" * 32).can(Role.WRITE)
 
 
 def test_prefix_scope_of_keys_and_listings() -> None:
     e = tokens.TokenEntry("s", Role.WRITE, b"\0" * 32, prefix="app/")
-    assert e.covers_key("app/x") and not e.covers_key("other") and not e.covers_key("app")
+    assert e.covers_key("app/x")
+    assert not e.covers_key("other")
+    assert not e.covers_key("app")
     assert e.outside(["app/1", "b", "app/2", "c"]) == ["b", "c"]
-    assert e.covers_prefix("app/") and e.covers_prefix("app/sub") and not e.covers_prefix("")
+    assert e.covers_prefix("app/")
+    assert e.covers_prefix("app/sub")
+    assert not e.covers_prefix("")
     assert not e.covers_prefix("ap")
     free = tokens.TokenEntry("f", Role.READ, b"\0" * 32)
-    assert free.covers_key("anything") and free.covers_prefix("")
+    assert free.covers_key("anything")
+    assert free.covers_prefix("")
 
 
 @pytest.mark.parametrize(
@@ -78,7 +89,7 @@ def test_invalid_files_are_refused_with_the_reason(doc: Any, problem: str) -> No
 
 def test_a_token_pasted_instead_of_its_hash_is_refused_without_echoing_it() -> None:
     secret = tokens.new_token()
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="64 hex digits") as info:
         tokens.parse_table({"tokens": [{"name": "a", "role": "read", "sha256": secret}]})
     assert secret not in str(info.value)
 
