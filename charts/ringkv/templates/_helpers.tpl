@@ -56,6 +56,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: [pods]
   verbs: [get, list, watch, delete]
 - apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]  # only the one spec.auth names: the cluster credential for node admin calls
+- apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, patch, delete]  # patch: the retired-at-epoch annotation (retain)
 - apiGroups: [policy]
