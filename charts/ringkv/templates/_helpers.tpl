@@ -57,7 +57,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: [get, list, watch, delete]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]  # only the one spec.auth names: the cluster credential for node admin calls
+  verbs: [get]  # never list/watch: the operator reads only the Secret spec.auth names
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, patch, delete]  # patch: the retired-at-epoch annotation (retain)
