@@ -85,6 +85,13 @@ def pod_ips(cluster: LocalCluster, ns: str) -> dict[str, str]:
 def test_spec_auth_refuses_anonymous_accepts_the_secrets_token_and_still_scales(
     kvc: Kvc, cluster: LocalCluster, namespace: str
 ) -> None:
+    # The API server itself refuses an unusable spec.auth.
+    for bad, why in (({}, "secretName"), ({"secretName": "s", "metrics": "maybe"}, "metrics")):
+        spec = {**KVCLUSTER, "spec": {**KVCLUSTER["spec"], "auth": bad}}  # type: ignore[dict-item]
+        done = kvc.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(spec),
+                           check=False)  # fmt: skip
+        assert done.returncode != 0, f"spec.auth={bad} was accepted"
+        assert why in done.stderr, done.stderr
     cluster_token, writer = tokens.new_token(), tokens.new_token()
     kvc.kubectl("apply", "-f", "-", stdin=json.dumps(auth_secret(cluster_token, writer)))
     kvc.kubectl("apply", "-f", "-", stdin=json.dumps(KVCLUSTER))

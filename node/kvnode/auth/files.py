@@ -99,7 +99,10 @@ def parse_tokens_file(raw: bytes) -> tokens.TokenTable:
 
 def parse_secret(raw: bytes) -> str:
     """A file holding one token (surrounding whitespace, e.g. a trailing newline, ignored)."""
-    value = raw.decode("utf-8").strip()
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("must hold one token in UTF-8") from None  # no byte of it in the error
     if not value or any(c.isspace() for c in value):
         raise ValueError("must hold exactly one token")
     return value
