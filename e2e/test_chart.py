@@ -95,7 +95,9 @@ def test_rbac_is_least_privilege(helm: Path) -> None:
         for rule in _rules(objs):
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], f"wildcard in {rule}"
-            assert "secrets" not in rule["resources"], "the operator needs no Secrets"
+            if "secrets" in rule["resources"]:  # spec.auth's Secret: the cluster credential
+                assert rule["resources"] == ["secrets"], rule
+                assert rule["verbs"] == ["get"], "get the named Secret; never list or watch"
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
     custom = docs(render(helm, "custom"))
     roles = [o for o in custom if o["kind"] == "Role"]
@@ -151,7 +153,10 @@ def test_chart_rbac_on_a_real_apiserver(
         assert can("list", "namespaces")
         assert can("get", "nodes")  # zone label of a node pod's node
         assert not can("list", "nodes")
-        assert not can("get", "secrets", "-n", watched)
+        assert can("get", "secrets", "-n", watched)  # the one spec.auth names
+        assert not can("list", "secrets", "-n", watched)
+        assert not can("watch", "secrets", "-n", watched)
+        assert not can("get", "secrets", "-n", namespace)  # not watched
         assert not can("create", "pods", "-n", watched)
         assert not can("patch", "kvclusters.ringkv.io", "-n", "default")  # not watched
         assert not can("create", "statefulsets.apps", "-n", namespace)

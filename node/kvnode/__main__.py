@@ -11,8 +11,12 @@ import socket
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from kvnode.auth import files as auth_files
+from kvnode.auth import tokens as auth_tokens
 from kvnode.client import NodeHttp
+from kvnode.client.transport import TokenSource
 from kvnode.http.app import ApiRunner, make_app
+from kvnode.http.auth import AuthConfig
 from kvnode.raft.groups import GroupManager, RaftTuning
 from kvnode.service import mapstore
 from kvnode.service.admin import PartitionAdmin
@@ -25,6 +29,34 @@ from kvnode.storage.leveldb import LevelDBStore
 log = logging.getLogger("kvnode")
 
 PORT_TAKEN_EXIT = 69  # sysexits EX_UNAVAILABLE: a port this node must listen on is taken
+CONFIG_EXIT = 78  # sysexits EX_CONFIG: the tokens or credential file is unusable
+
+
+def auth_setup(settings: NodeSettings) -> tuple[AuthConfig | None, TokenSource]:
+    """The API's auth and the credential for node-to-node calls; (None, None) when no tokens
+    file is configured (auth off). Raises ValueError/OSError for an unusable file."""
+    if not settings.auth_tokens_file or not settings.cluster_token_file:
+        log.warning(
+            "node %s: AUTHENTICATION IS OFF (no KVNODE_AUTH_TOKENS_FILE): anyone who reaches "
+            "port %d can read, write and administer this cluster",
+            settings.node_id,
+            settings.http_port,
+        )
+        return None, None
+    interval = settings.auth_reload_s
+    table = auth_files.tokens_file(settings.auth_tokens_file, interval_s=interval)
+    credential = auth_files.secret_file(settings.cluster_token_file, interval_s=interval)
+    problem = auth_tokens.credential_problem(table.get(), credential.get())
+    if problem:
+        raise ValueError(f"{problem} ({settings.cluster_token_file})")
+    log.info(
+        "node %s: bearer-token auth on, tokens: %s; /metrics %s",
+        settings.node_id,
+        auth_tokens.describe(table.get().entries),
+        settings.auth_metrics,
+    )
+    config = AuthConfig(table=table.get, metrics_open=settings.auth_metrics == "open")
+    return config, lambda _url: credential.get()
 
 
 def taken_port(settings: NodeSettings) -> str | None:
@@ -55,7 +87,7 @@ def taken_port(settings: NodeSettings) -> str | None:
     return None
 
 
-async def serve(settings: NodeSettings) -> None:
+async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: TokenSource) -> None:
     sync = settings.durability == "fsync"
     groups = GroupManager(
         data_dir=settings.data_dir,
@@ -63,7 +95,7 @@ async def serve(settings: NodeSettings) -> None:
         open_store=lambda path: LevelDBStore.open(path, sync=sync),
     )
     groups.start()
-    http = NodeHttp()
+    http = NodeHttp(token=credential)
     service = NodeService(settings=settings, groups=groups, forwarder=Forwarder(http))
     registry = CollectorRegistry()
     registry.register(RaftCollector(groups, settings.node_id))
@@ -71,7 +103,7 @@ async def serve(settings: NodeSettings) -> None:
     registry.register(ReseedCollector(lambda: service.needs_reseed, settings.node_id))
     await service.start()
     admin = PartitionAdmin(service=service, groups=groups, http=http)
-    app = make_app(service, registry=registry, admin=admin)
+    app = make_app(service, registry=registry, admin=admin, auth=auth)
     runner = ApiRunner(app, node_id=settings.node_id, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
@@ -106,9 +138,14 @@ def main() -> None:
     if problem:
         log.error("%s", problem)
         raise SystemExit(PORT_TAKEN_EXIT)
+    try:
+        auth, credential = auth_setup(settings)
+    except (OSError, ValueError) as exc:
+        log.error("node %s cannot start: auth configuration: %s", settings.node_id, exc)
+        raise SystemExit(CONFIG_EXIT) from None
     # Plain asyncio, not uvloop: uvloop writes to sockets holding the GIL, which delays the
     # shared Raft ticker thread, and it showed no measurable gain (bench/COMPARE.md).
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, auth, credential))
 
 
 if __name__ == "__main__":

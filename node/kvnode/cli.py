@@ -9,7 +9,11 @@ Every result is one JSON document on stdout; every error is one JSON document
 2     usage: bad arguments or bad input (invalid_argument, too_large)
 3     not found (``get`` of a missing key)
 4     precondition failed (``cas``, conditional ``put``/``delete``/``batch``)
+5     refused: no or unknown token (unauthenticated), or not allowed (permission_denied)
 ====  ==========================================================================
+
+The token (``--token`` or ``RINGKV_TOKEN``) is sent as ``Authorization: Bearer``; ``ringkv
+token new`` makes one and the tokens-file entry holding its hash.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from kvnode.client import BatchOp, BatchResult, SyncClient
 from kvnode.core import errors
 
 EXIT_OK, EXIT_GENERAL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PRECONDITION = 0, 1, 2, 3, 4
+EXIT_AUTH = 5
 EXIT_BY_CODE = {
+    errors.Unauthenticated.code: EXIT_AUTH,
+    errors.PermissionDenied.code: EXIT_AUTH,
     errors.InvalidArgument.code: EXIT_USAGE,
     errors.TooLarge.code: EXIT_USAGE,
     errors.NotFound.code: EXIT_NOT_FOUND,
@@ -41,9 +48,11 @@ class LocalClusterError(errors.KvError):
     code = "local_failed"
 
 
-def make_client(endpoints: list[str], *, timeout: float, direct: bool) -> SyncClient:
+def make_client(
+    endpoints: list[str], *, timeout: float, direct: bool, token: str | None = None
+) -> SyncClient:
     """The client the commands use (tests replace this factory)."""
-    return SyncClient(endpoints, timeout=timeout, direct=direct)
+    return SyncClient(endpoints, timeout=timeout, direct=direct, token=token)
 
 
 def exit_code(err: errors.KvError) -> int:
@@ -116,15 +125,25 @@ def _endpoints(ctx: click.Context, param: click.Parameter, raw: str) -> list[str
     show_default=True,
     help="Go straight to partition leaders (or let the first node forward).",
 )
+@click.option(
+    "--token",
+    envvar="RINGKV_TOKEN",
+    default=None,
+    show_default=False,
+    help="Bearer token (env RINGKV_TOKEN); needed when the cluster has auth on.",
+)
 @click.pass_context
-def cli(ctx: click.Context, endpoints: list[str], timeout: float, direct: bool) -> None:
+def cli(
+    ctx: click.Context, endpoints: list[str], timeout: float, direct: bool, token: str | None
+) -> None:
     """ringkv: a partitioned, Raft-replicated key-value store."""
-    ctx.obj = {"endpoints": endpoints, "timeout": timeout, "direct": direct}
+    ctx.obj = {"endpoints": endpoints, "timeout": timeout, "direct": direct, "token": token}
 
 
 def _client(ctx: click.Context) -> SyncClient:
     root = ctx.find_root().obj
-    return make_client(root["endpoints"], timeout=root["timeout"], direct=root["direct"])
+    kwargs = {"token": root["token"].strip()} if root["token"] else {}
+    return make_client(root["endpoints"], timeout=root["timeout"], direct=root["direct"], **kwargs)
 
 
 CONSISTENCY = click.Choice(["strong", "eventual"])
@@ -278,6 +297,50 @@ def cluster(ctx: click.Context) -> None:
 
 
 @cli.group()
+def token() -> None:
+    """Make bearer tokens and their tokens-file entries (README, Security)."""
+
+
+@token.command("new")
+@click.option("--name", required=True, help="Shown in logs and errors (not secret).")
+@click.option("--role", type=click.Choice(["read", "write", "admin"]), required=True)
+@click.option("--prefix", default=None, help="Only keys starting with this (not for admin).")
+@click.option(
+    "--tokens-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append the entry to this tokens file (nodes reload it; created if missing).",
+)
+def token_new(name: str, role: str, prefix: str | None, tokens_file: str | None) -> None:
+    """Print a new random token and the entry (its SHA-256) for the tokens file. The token is
+    shown once: store it where its user reads it (a file, a Secret)."""
+    from kvnode import localauth
+    from kvnode.auth import tokens
+
+    secret = tokens.new_token()
+    entry = tokens.entry_json(name=name, role=tokens.Role.parse(role), token=secret, prefix=prefix)
+    try:
+        tokens.parse_table({"tokens": [entry]})
+        if tokens_file:
+            localauth.add_token(tokens_file, entry)
+    except (OSError, ValueError) as exc:
+        where = "tokens_file" if tokens_file else "role"
+        raise errors.InvalidArgument(str(exc), field=where) from None
+    emit({"token": secret, "entry": entry, **({"added_to": tokens_file} if tokens_file else {})})
+
+
+@token.command("hash")
+def token_hash() -> None:
+    """Read a token on stdin; print its tokens-file hash (for tokens made elsewhere)."""
+    from kvnode.auth import tokens
+
+    raw = sys.stdin.read().strip()
+    if not raw or any(c.isspace() for c in raw):
+        raise errors.InvalidArgument("stdin must hold exactly one token", field="stdin")
+    emit({"sha256": tokens.hash_token(raw)})
+
+
+@cli.group()
 def local() -> None:
     """Run a local cluster of node processes on this machine."""
 
@@ -305,8 +368,19 @@ LOCAL_DIR = click.option(
     show_default=True,
     help="HTTP of node i: base+i; its Raft ports: base+10000+1000i+partition (all < 32768).",
 )
+@click.option(
+    "--auth",
+    is_flag=True,
+    help="Turn bearer-token auth on: makes <dir>/auth/ (tokens file, cluster and admin tokens).",
+)
 def local_up(
-    nodes: int, partitions: int, replication: int, base_dir: str | None, host: str, base_port: int
+    nodes: int,
+    partitions: int,
+    replication: int,
+    base_dir: str | None,
+    host: str,
+    base_port: int,
+    auth: bool,
 ) -> None:
     """Start (or restart, keeping data) the local cluster and wait until it serves."""
     if replication > nodes:
@@ -322,6 +396,7 @@ def local_up(
                 base_dir=base_dir,
                 host=host,
                 base_port=base_port,
+                auth=auth,
             )
         )
     )

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kvnode import localconf, localprocs
+from kvnode import localauth, localconf, localprocs
 from kvnode.client import NodeHttp
 from kvnode.core import errors, files
 from kvnode.core.model import NodeInfo, PartitionMap
@@ -124,6 +124,11 @@ class LocalCluster:
     @property
     def host(self) -> str:
         return self.pmap.nodes[0].host
+
+    def http(self) -> NodeHttp:
+        """A transport carrying the cluster credential when auth is on (``kvnode.localauth``):
+        readiness probes, ``/v1/cluster`` and rebalancing are cluster-internal calls."""
+        return NodeHttp(token=localauth.cluster_token(self.env))
 
     def new_node(self, i: int) -> NodeInfo:
         return node_info(i, host=self.host, base_port=self.base_port)
@@ -308,7 +313,7 @@ class LocalCluster:
         want = nodes or [n for n in self.node_ids if n in self.procs or self.is_running(n)]
         deadline = time.monotonic() + timeout
         last: Any = None
-        http = NodeHttp()
+        http = self.http()
         try:
             while time.monotonic() < deadline:
                 self._raise_if_exited(want)
@@ -360,7 +365,7 @@ async def node_views(cluster: LocalCluster) -> dict[str, dict[str, Any] | None]:
     """``/v1/cluster`` as each running node answers it right now (None: not running or no
     answer within 3 s)."""
     views: dict[str, dict[str, Any] | None] = {}
-    http = NodeHttp()
+    http = cluster.http()
     try:
         for node_id in cluster.node_ids:
             views[node_id] = None
@@ -431,7 +436,8 @@ async def scale_cluster(
     path = os.path.join(cluster.base_dir, REBALANCE_FILE)
     previous = rebalance_state.load(path)
     unfinished = previous is not None and not previous.status.finished
-    admin = HttpNodeAdmin(timeout_s=15.0)
+    http = cluster.http()
+    admin = HttpNodeAdmin(http, timeout_s=15.0)
     try:
         if abort:
             if not unfinished:
@@ -479,6 +485,7 @@ async def scale_cluster(
         return _finish_local(cluster, rb, final)
     finally:
         await admin.close()
+        await http.close()
 
 
 def _finish_local(
@@ -534,8 +541,10 @@ async def up(
     host: str = localconf.DEFAULT_HOST,
     base_port: int = localconf.DEFAULT_BASE_PORT,
     timeout: float = 90.0,
+    auth: bool = False,
 ) -> dict[str, Any]:
-    """Start (or restart, keeping data) the local cluster and wait until it serves."""
+    """Start (or restart, keeping data) the local cluster and wait until it serves. ``auth``
+    turns bearer-token auth on (``kvnode.localauth``; it stays on for later ``up``s)."""
     where = localconf.resolve_state_dir(base_dir)
     if os.path.exists(os.path.join(where.path, STATE_FILE)):  # noqa: ASYNC240 (one stat)
         cluster = LocalCluster.load(where.path)
@@ -548,8 +557,20 @@ async def up(
             host=host,
             base_port=base_port,
         )
+    if auth and localauth.TOKENS_ENV not in cluster.env:
+        cluster.env.update(localauth.ensure_auth_files(cluster.base_dir).node_env())
+        cluster.set_map(cluster.pmap)  # records the env in cluster.json
     cluster.start_all()
     info = await cluster.wait_ready(timeout=timeout)
+    hint = f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}"
+    auth_doc: Any = "OFF: anyone who reaches these ports can read, write and administer it"
+    if localauth.TOKENS_ENV in cluster.env:
+        admin_file = localauth.ensure_auth_files(cluster.base_dir).admin_token_file
+        hint += f" RINGKV_TOKEN=$(cat {admin_file})"
+        auth_doc = {
+            "tokens_file": cluster.env[localauth.TOKENS_ENV],
+            "admin_token_file": admin_file,
+        }
     return {
         "dir": cluster.base_dir,
         "dir_from": where.source,
@@ -558,7 +579,8 @@ async def up(
         "partitions": cluster.pmap.partitions,
         "replication": cluster.pmap.replication,
         "leaders": info["leaders"],
-        "hint": f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}",
+        "auth": auth_doc,
+        "hint": hint,
     }
 
 

@@ -78,6 +78,17 @@ class NodeSettings:
     """Most operations in one batch."""
     max_body_bytes: int = _DEFAULT_LIMITS.max_body_bytes
     """Largest HTTP request body."""
+    auth_tokens_file: str | None = None
+    """JSON tokens file (README, Security): bearer tokens by SHA-256 with a role and an optional
+    key prefix. Unset: authentication is OFF and anyone who reaches the port may do anything."""
+    cluster_token_file: str | None = None
+    """File holding this node's cluster credential: an admin token listed in the tokens file,
+    sent on every node-to-node call (forwarding, rebalance, seeding). Required with auth."""
+    auth_metrics: str = "open"
+    """'open': /metrics needs no token (Prometheus scrapes it as it is); 'token': any valid
+    token of the tokens file."""
+    auth_reload_s: float = 1.0
+    """At most this long after the tokens or credential file changes, the new one is in use."""
 
     @property
     def limits(self) -> Limits:
@@ -97,6 +108,17 @@ class NodeSettings:
             raise ValueError(
                 f"{PREFIX}READ_MODE must be 'readindex' or 'barrier', not {self.read_mode!r}"
             )
+        if self.auth_metrics not in ("open", "token"):
+            raise ValueError(
+                f"{PREFIX}AUTH_METRICS must be 'open' or 'token', not {self.auth_metrics!r}"
+            )
+        if self.auth_tokens_file and not self.cluster_token_file:
+            raise ValueError(
+                f"{PREFIX}AUTH_TOKENS_FILE needs {PREFIX}CLUSTER_TOKEN_FILE: nodes call each "
+                "other with that admin token"
+            )
+        if self.auth_reload_s <= 0:
+            raise ValueError(f"{PREFIX}AUTH_RELOAD_S must be positive")
         if self.election_min_s <= 3 * self.heartbeat_s:
             raise ValueError("election_min_s must exceed 3 x heartbeat_s")
         if self.election_max_s <= self.election_min_s:

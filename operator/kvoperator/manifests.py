@@ -11,6 +11,9 @@ lets Kubernetes garbage-collect it with the KVCluster. Why the StatefulSet looks
 * Readiness is ``/readyz`` (a map and a leader for every hosted partition), liveness ``/healthz``.
 * PVCs outlive scale-downs (``whenScaled: Retain``): the operator itself applies
   ``storage.reclaimPolicy`` once a removed ordinal is drained and its pod is gone.
+* ``spec.auth``: the Secret is a read-only volume at ``/etc/ringkv/auth`` and the node reads
+  its tokens file and cluster credential from there (re-read when the kubelet updates them).
+  The probes stay unauthenticated: ``/healthz`` and ``/readyz`` are always open.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kvoperator.model import auth as model_auth
 from kvoperator.model import names as n
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
@@ -173,6 +177,11 @@ def _pod_spec(spec: ClusterSpec, names: ClusterNames) -> Obj:
         "enableServiceLinks": False,
         "containers": [_container(spec, names)],
     }
+    if spec.auth is not None:
+        # 0444: the node runs as uid 10001 (Dockerfile) and the files are root's; nothing else
+        # runs in the pod. A change of the Secret's content is no template change: no roll.
+        secret = {"secretName": spec.auth.secret_name, "defaultMode": 0o444}
+        pod["volumes"] = [{"name": model_auth.VOLUME, "secret": secret}]
     sched = spec.scheduling
     if sched.affinity:
         pod["affinity"] = dict(sched.affinity)
@@ -191,6 +200,26 @@ def _field(name: str, path: str) -> Obj:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+def _auth_env(spec: ClusterSpec) -> list[Obj]:
+    if spec.auth is None:
+        return []
+    d = model_auth.MOUNT_DIR
+    return [
+        _env("KVNODE_AUTH_TOKENS_FILE", f"{d}/{model_auth.TOKENS_KEY}"),
+        _env("KVNODE_CLUSTER_TOKEN_FILE", f"{d}/{model_auth.CLUSTER_TOKEN_KEY}"),
+        _env("KVNODE_AUTH_METRICS", spec.auth.metrics.value),
+    ]
+
+
+def _mounts(spec: ClusterSpec) -> list[Obj]:
+    mounts: list[Obj] = [{"name": n.DATA_VOLUME, "mountPath": n.DATA_DIR}]
+    if spec.auth is not None:
+        mounts.append(
+            {"name": model_auth.VOLUME, "mountPath": model_auth.MOUNT_DIR, "readOnly": True}
+        )
+    return mounts
+
+
 def _container(spec: ClusterSpec, names: ClusterNames) -> Obj:
     domain = f"{names.headless_service}.{names.namespace}.svc.{names.cluster_domain}"
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2}
@@ -207,6 +236,7 @@ def _container(spec: ClusterSpec, names: ClusterNames) -> Obj:
             _env("KVNODE_HTTP_PORT", str(n.HTTP_PORT)),
             _env("KVNODE_RAFT_PORT_BASE", str(n.RAFT_PORT_BASE)),
             _env("KVNODE_DURABILITY", spec.durability.value),
+            *_auth_env(spec),
         ],
         "readinessProbe": {**probe, "failureThreshold": 3},
         "livenessProbe": {
@@ -216,7 +246,7 @@ def _container(spec: ClusterSpec, names: ClusterNames) -> Obj:
             "failureThreshold": 6,
         },
         "resources": dict(spec.resources),
-        "volumeMounts": [{"name": n.DATA_VOLUME, "mountPath": n.DATA_DIR}],
+        "volumeMounts": _mounts(spec),
     }
 
 

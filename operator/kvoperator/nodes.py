@@ -8,6 +8,7 @@ service code. Implements ``kvoperator.reconcile.ports.NodeApi``.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 
 from kvnode.client import NodeHttp
 from kvnode.core import errors
@@ -21,8 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class HttpNodeApi:
+    """One transport for every KVCluster; the bearer token of a call is chosen by the node's
+    host (``use_credential``), since each secured cluster has its own cluster credential."""
+
     def __init__(self, *, timeout_s: float = 3.0, admin_timeout_s: float = 15.0) -> None:
-        self._http = NodeHttp()
+        self._credentials: dict[str, str] = {}
+        self._http = NodeHttp(token=self.token_for)
         self._admin = HttpNodeAdmin(self._http, timeout_s=admin_timeout_s)
         self._timeout = timeout_s
 
@@ -52,6 +57,20 @@ class HttpNodeApi:
 
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
         await self._admin.install_map(node, pmap)
+
+    def use_credential(self, domain: str, token: str | None) -> None:
+        if token is None:
+            self._credentials.pop(domain, None)
+        else:
+            self._credentials[domain] = token
+
+    def token_for(self, base_url: str) -> str | None:
+        """The credential of the cluster whose node ``base_url`` points at (None: no auth)."""
+        host = urllib.parse.urlsplit(base_url).hostname or ""
+        for domain, token in self._credentials.items():
+            if host.endswith("." + domain):
+                return token
+        return None
 
     async def close(self) -> None:
         await self._http.close()

@@ -64,7 +64,9 @@ class FakeClient:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeClient:
     client = FakeClient()
 
-    def factory(endpoints: list[str], *, timeout: float, direct: bool) -> FakeClient:
+    def factory(
+        endpoints: list[str], *, timeout: float, direct: bool, token: str | None = None
+    ) -> FakeClient:
         client.made_with = {"endpoints": endpoints, "timeout": timeout, "direct": direct}
         return client
 
@@ -355,6 +357,7 @@ def test_local_up_status_down(fake_local: dict[str, Any]) -> None:
         "base_dir": None,  # resolved by kvnode.local (--dir, $RINGKV_LOCAL_DIR, checkout, home)
         "host": "127.0.0.1",
         "base_port": 7100,
+        "auth": False,
     }
     result = run("local", "status", "--dir", "d1")
     assert out(result) == {"dir": "d1", "nodes": {}}

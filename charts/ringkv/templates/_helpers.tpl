@@ -56,6 +56,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: [pods]
   verbs: [get, list, watch, delete]
 - apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]  # never list/watch: the operator reads only the Secret spec.auth names
+- apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, patch, delete]  # patch: the retired-at-epoch annotation (retain)
 - apiGroups: [policy]

@@ -68,7 +68,9 @@ class Client:
     """Async client over one or more node endpoints (``http://host:port``).
 
     Use as ``async with Client([...]) as c:`` or call ``close()``. ``timeout`` is the deadline of
-    each operation, retries included.
+    each operation, retries included. ``token`` is a bearer token (the CLI takes it from
+    ``RINGKV_TOKEN``) sent with every request, ``/v1/cluster`` refreshes included; ignored when
+    ``http`` is given (that transport carries its own).
     """
 
     def __init__(
@@ -78,13 +80,14 @@ class Client:
         timeout: float = 5.0,
         direct: bool = True,
         http: NodeHttp | None = None,
+        token: str | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._routing = Routing(endpoints)
         self._timeout = timeout
         self._direct = direct
-        self._http = http or NodeHttp()
+        self._http = http or NodeHttp(token=token)
         self._owns_http = http is None
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = 0.0

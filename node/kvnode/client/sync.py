@@ -27,7 +27,12 @@ class SyncClient:
     """Blocking client with the same methods as ``Client``; use as a context manager."""
 
     def __init__(
-        self, endpoints: Sequence[str], *, timeout: float = 5.0, direct: bool = True
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        direct: bool = True,
+        token: str | None = None,
     ) -> None:
         self._timeout = timeout
         self._loop = asyncio.new_event_loop()
@@ -35,7 +40,7 @@ class SyncClient:
             target=self._loop.run_forever, name="ringkv-sync-client", daemon=True
         )
         self._thread.start()
-        self._client = self._run(_make(endpoints, op_timeout=timeout, direct=direct))
+        self._client = self._run(_make(endpoints, op_timeout=timeout, direct=direct, token=token))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -137,6 +142,8 @@ class SyncClient:
         return self._run(self._client.cluster())
 
 
-async def _make(endpoints: Sequence[str], *, op_timeout: float, direct: bool) -> Client:
+async def _make(
+    endpoints: Sequence[str], *, op_timeout: float, direct: bool, token: str | None
+) -> Client:
     """Build the client inside the loop thread (its lock and session belong to that loop)."""
-    return Client(endpoints, timeout=op_timeout, direct=direct)
+    return Client(endpoints, timeout=op_timeout, direct=direct, token=token)

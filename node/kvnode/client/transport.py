@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import aiohttp
@@ -31,6 +31,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON_CONTENT_TYPE = "application/json"
 
 Headers = CIMultiDictProxy[str]
+# A bearer token for every request: fixed, or looked up per node base URL at each call (the
+# node re-reads its cluster credential file; the operator has one credential per cluster).
+TokenSource = str | Callable[[str], str | None] | None
 
 # Failures where the connection was never established, so nothing was sent. aiohttp >= 3.10
 # tells a connect timeout apart from a read timeout; older versions do not (then a connect
@@ -46,11 +49,22 @@ class NodeHttp:
 
     Pass a ``session`` to share one; otherwise one is created on first use (inside the running
     loop) and closed by ``close()``. ``path`` must already be percent-encoded (``/v1/kv/a%2Fb``).
+    ``token`` (see ``TokenSource``) is sent as ``Authorization: Bearer`` on every request; it is
+    never logged nor put in an error.
     """
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession | None = None, *, token: TokenSource = None
+    ) -> None:
         self._session = session
         self._owns_session = session is None
+        self._token = token
+
+    def _auth(self, base_url: str, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        token = self._token(base_url) if callable(self._token) else self._token
+        if not token or (headers is not None and "Authorization" in headers):
+            return headers
+        return {**(headers or {}), "Authorization": f"Bearer {token}"}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -94,6 +108,7 @@ class NodeHttp:
             # orjson, encoded once here (aiohttp's json= would run json.dumps and encode again).
             data = _encode(json_body)
             headers = {**(headers or {}), "Content-Type": JSON_CONTENT_TYPE}
+        headers = self._auth(base_url, headers)
         try:
             async with self._get_session().request(
                 method,
@@ -133,7 +148,9 @@ class NodeHttp:
         )
         written = 0
         try:
-            async with self._get_session().get(url, timeout=client_timeout) as resp:
+            async with self._get_session().get(
+                url, headers=self._auth(base_url, None), timeout=client_timeout
+            ) as resp:
                 if not 200 <= resp.status < 300:
                     raw = await resp.read()
                     raise _error_for(

@@ -96,6 +96,18 @@ class UnknownOutcome(KvError):
     code = "unknown_outcome"
 
 
+class Unauthenticated(KvError):
+    """No credential, or one the node does not know (HTTP 401 with ``WWW-Authenticate``)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDenied(KvError):
+    """The credential is known but its role or key prefix does not allow this (HTTP 403)."""
+
+    code = "permission_denied"
+
+
 class Internal(KvError):
     """A bug or an unexpected failure; never used for bad input."""
 
@@ -115,6 +127,8 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         Unavailable,
         Overloaded,
         UnknownOutcome,
+        Unauthenticated,
+        PermissionDenied,
         Internal,
     )
 }

@@ -4,8 +4,10 @@
 fake) to the handlers; nothing here knows about Raft or storage. Two middlewares wrap every
 request: the outer one records metrics, the inner one turns every exception into a JSON error
 response (domain errors via the ``errors`` table, aiohttp's own 404/405/413 likewise, anything
-else a logged 500). Requests the HTTP parser refuses before routing get the same JSON body from
-``ApiRunner``'s connection handler, so no request ever ends in a non-JSON error.
+else a logged 500). With ``auth`` a third, innermost one checks bearer tokens (``http.auth``),
+so its 401/403 are JSON errors too. Requests the HTTP parser refuses before routing get the
+same JSON body from ``ApiRunner``'s connection handler, so no request ever ends in a non-JSON
+error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiohttp.web_request import BaseRequest
 
 from kvnode.core import errors
 from kvnode.http import api, routes
+from kvnode.http import auth as http_auth
 from kvnode.http import errors as http_errors
 from kvnode.http.metrics import HttpMetrics
 
@@ -35,16 +38,23 @@ def make_app(
     *,
     registry: prometheus_client.CollectorRegistry,
     admin: api.AdminApi | None = None,
+    auth: http_auth.AuthConfig | None = None,
 ) -> web.Application:
-    """The HTTP API of one node over ``service``; metrics are registered on ``registry``."""
+    """The HTTP API of one node over ``service``; metrics are registered on ``registry``.
+    Without ``auth`` every request is allowed (no tokens file configured)."""
     metrics = HttpMetrics(registry)
     limits = service.limits
+    middlewares = [_metrics_middleware(metrics), _error_middleware(service)]
+    if auth is not None:
+        middlewares.append(
+            http_auth.auth_middleware(auth.table, limits=limits, metrics_open=auth.metrics_open)
+        )
     app = web.Application(
         client_max_size=limits.max_body_bytes,
         # A legal key plus a legal if_value, percent-encoded, must fit in the request line
         # (aiohttp's default of 8190 bytes would answer a non-JSON 400 first).
         handler_args={"max_line_size": 3 * (limits.max_key_bytes + limits.max_value_bytes) + 4096},
-        middlewares=[_metrics_middleware(metrics), _error_middleware(service)],
+        middlewares=middlewares,
     )
     routes.add_routes(app, routes.Handlers(service, registry=registry, admin=admin))
 

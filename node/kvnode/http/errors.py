@@ -45,6 +45,8 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.Overloaded.code: 429,
     errors.UnknownOutcome.code: 504,
     errors.Internal.code: 500,
+    errors.Unauthenticated.code: 401,
+    errors.PermissionDenied.code: 403,
     NoRoute.code: 404,
     MethodNotAllowed.code: 405,
 }
@@ -60,7 +62,10 @@ def status_of(err: errors.KvError) -> int:
 
 def error_headers(err: errors.KvError) -> dict[str, str]:
     """Extra headers for an error: ``Retry-After`` (whole seconds, at least 1) when retriable,
-    ``Allow`` on a 405 (RFC 9110 requires it; the body's ``allowed`` lists the same)."""
+    ``Allow`` on a 405 (RFC 9110 requires it; the body's ``allowed`` lists the same),
+    ``WWW-Authenticate`` on a 401 (RFC 6750: the scheme the client must use)."""
+    if err.code == errors.Unauthenticated.code:
+        return {"WWW-Authenticate": 'Bearer realm="ringkv"'}
     if err.code == MethodNotAllowed.code:
         allowed = err.details.get("allowed")
         return {"Allow": ", ".join(allowed) if isinstance(allowed, list) else ""}

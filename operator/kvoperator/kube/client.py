@@ -110,6 +110,9 @@ class KubernetesApi:
     async def get_configmap(self, namespace: str, name: str) -> Obj | None:
         return await self._run(self.get_configmap_sync, namespace, name)
 
+    async def get_secret(self, namespace: str, name: str) -> Obj | None:
+        return await self._run(self._get, self._core.read_namespaced_secret, name, namespace)
+
     async def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         def call() -> list[Obj]:
             res = self._core.list_namespaced_pod(

@@ -90,12 +90,14 @@ class ClusterNames:
     def pvc(self, ordinal: int) -> str:
         return f"{DATA_VOLUME}-{self.pod(ordinal)}"
 
+    @property
+    def node_domain(self) -> str:
+        """The DNS domain every node host of this cluster ends with (the headless Service's)."""
+        return f"{self.headless_service}.{self.namespace}.svc.{self.cluster_domain}"
+
     def host(self, ordinal: int) -> str:
         """The pod's stable DNS name (what ``NodeInfo.host`` holds, forever)."""
-        return (
-            f"{self.pod(ordinal)}.{self.headless_service}.{self.namespace}"
-            f".svc.{self.cluster_domain}"
-        )
+        return f"{self.pod(ordinal)}.{self.node_domain}"
 
     def node(self, ordinal: int, *, zone: str | None = None) -> NodeInfo:
         return NodeInfo(

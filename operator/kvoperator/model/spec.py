@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "storage.size": "1Gi",
     "storage.reclaimPolicy": "retain",
     "scheduling.zoneLabel": DEFAULT_ZONE_LABEL,
+    "auth.metrics": "open",
 }
 
 
@@ -50,6 +51,19 @@ class ReclaimPolicy(StrEnum):
 class Durability(StrEnum):
     PROCESS = "process"
     FSYNC = "fsync"
+
+
+class AuthMetrics(StrEnum):
+    OPEN = "open"  # /metrics needs no token
+    TOKEN = "token"  # any valid token
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSpec:
+    """Bearer-token auth from a Secret (``kvoperator.model.auth`` says what it holds)."""
+
+    secret_name: str
+    metrics: AuthMetrics = AuthMetrics.OPEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +94,8 @@ class ClusterSpec:
     durability: Durability = Durability.PROCESS
     paused: bool = False
     scheduling: SchedulingSpec = SchedulingSpec()
+    auth: AuthSpec | None = None
+    """None: authentication is off (anyone who reaches a node may do anything)."""
 
 
 class _Reader:
@@ -166,6 +182,7 @@ def parse_spec(raw: Mapping[str, Any] | None, *, default_image: str) -> ClusterS
         durability=r.enum(d, "durability", "spec", Durability),
         paused=paused,
         scheduling=_scheduling(r, r.obj(d, "scheduling", "spec")),
+        auth=_auth(r, d),
     )
     if problems:
         raise SpecError(problems)
@@ -191,4 +208,16 @@ def _scheduling(r: _Reader, d: Mapping[str, Any]) -> SchedulingSpec:
         tolerations=r.list_(d, "tolerations", "spec.scheduling"),
         topology_spread_constraints=r.list_(d, "topologySpreadConstraints", "spec.scheduling"),
         zone_label=label,
+    )
+
+
+def _auth(r: _Reader, d: Mapping[str, Any]) -> AuthSpec | None:
+    if d.get("auth") is None:
+        return None
+    raw = r.obj(d, "auth", "spec")
+    name = r.str_(raw, "secretName", "spec.auth", None)
+    if not name:
+        r.problems.append("spec.auth.secretName: the Secret holding the tokens must be named")
+    return AuthSpec(
+        secret_name=name or "", metrics=r.enum(raw, "metrics", "spec.auth", AuthMetrics)
     )

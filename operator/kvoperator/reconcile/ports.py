@@ -40,6 +40,11 @@ class KubeApi(Protocol):
 
     async def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
 
+    async def get_secret(self, namespace: str, name: str) -> Obj | None:
+        """The Secret (values base64 as the API returns them); None if it does not exist.
+        Only the one ``spec.auth`` names is ever read, and its values are never logged."""
+        ...
+
     async def list_pvcs(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
 
     async def delete_pod(self, namespace: str, name: str) -> None:
@@ -80,6 +85,11 @@ class NodeApi(Protocol):
 
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
         """``PUT /v1/admin/map``: same map again is a no-op; an older epoch is refused."""
+        ...
+
+    def use_credential(self, domain: str, token: str | None) -> None:
+        """Send ``token`` as the bearer token on every call (admin calls included) to nodes
+        whose host ends with ``.domain`` (one cluster's headless-Service domain); None: none."""
         ...
 
     async def close(self) -> None: ...

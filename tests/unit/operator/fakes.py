@@ -75,6 +75,9 @@ class FakeKube:
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
         return self.objects.get((kind, namespace, name))
 
+    async def get_secret(self, namespace: str, name: str) -> Obj | None:
+        return copy.deepcopy(self.objects.get(("Secret", namespace, name)))
+
     def names(self, kind: str) -> list[str]:
         return sorted(k[2] for k in self.objects if k[0] == kind)
 
@@ -215,6 +218,7 @@ class FakeNodes:
         self.bootstrap: dict[str, PartitionMap] = {}  # before the FakeCluster exists
         self.installs = 0
         self.deaf: set[str] = set()  # pods running whose node does not answer (yet)
+        self.credentials: dict[str, str] = {}  # use_credential: domain -> token
         self._admin = _Admin(self)
 
     @property
@@ -264,6 +268,12 @@ class FakeNodes:
                 if not pmap.has_node(self.names.pod(o))
             ]
             self.cluster = FakeCluster(pmap, extra=extra)
+
+    def use_credential(self, domain: str, token: str | None) -> None:
+        if token is None:
+            self.credentials.pop(domain, None)
+        else:
+            self.credentials[domain] = token
 
     async def close(self) -> None:
         pass
