@@ -96,6 +96,13 @@ class UnknownOutcome(KvError):
     code = "unknown_outcome"
 
 
+class Compacted(KvError):
+    """A watch asked to resume from a position older than the change history kept;
+    ``details['partition']`` names one such partition, ``details['kept_after']`` what is kept."""
+
+    code = "compacted"
+
+
 class Internal(KvError):
     """A bug or an unexpected failure; never used for bad input."""
 
@@ -115,6 +122,7 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         Unavailable,
         Overloaded,
         UnknownOutcome,
+        Compacted,
         Internal,
     )
 }
