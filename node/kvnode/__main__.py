@@ -12,7 +12,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kvnode.client import NodeHttp
-from kvnode.http import watch as watch_http
 from kvnode.http.app import ApiRunner, make_app
 from kvnode.raft.groups import GroupManager, RaftTuning
 from kvnode.service import mapstore
@@ -74,7 +73,6 @@ async def serve(settings: NodeSettings) -> None:
     registry.register(ReseedCollector(lambda: service.needs_reseed, settings.node_id))
     await service.start()
     admin = PartitionAdmin(service=service, groups=groups, http=http)
-    app = make_app(service, registry=registry, admin=admin)
     watches = WatchService(
         node_id=settings.node_id,
         histories=groups,
@@ -87,7 +85,7 @@ async def serve(settings: NodeSettings) -> None:
         ),
         registry=registry,
     )
-    watch_http.add_routes(app, watches, settings.limits)
+    app = make_app(service, registry=registry, admin=admin, watches=watches)
     runner = ApiRunner(app, node_id=settings.node_id, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_request import BaseRequest
 
 from kvnode.core import errors
-from kvnode.http import api, routes
+from kvnode.http import api, routes, watch
 from kvnode.http import errors as http_errors
 from kvnode.http.metrics import HttpMetrics
 
@@ -35,6 +35,7 @@ def make_app(
     *,
     registry: prometheus_client.CollectorRegistry,
     admin: api.AdminApi | None = None,
+    watches: watch.WatchApi | None = None,
 ) -> web.Application:
     """The HTTP API of one node over ``service``; metrics are registered on ``registry``."""
     metrics = HttpMetrics(registry)
@@ -47,6 +48,7 @@ def make_app(
         middlewares=[_metrics_middleware(metrics), _error_middleware(service)],
     )
     routes.add_routes(app, routes.Handlers(service, registry=registry, admin=admin))
+    watch.add_routes(app, watches, limits)
 
     async def stamp_node(request: web.Request, response: web.StreamResponse) -> None:
         response.headers[NODE_HEADER] = service.node_id

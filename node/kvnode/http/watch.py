@@ -78,9 +78,10 @@ def _bad(field: str, what: str) -> errors.InvalidArgument:
 
 
 def parse_prefix(query: Mapping[str, str], limits: Limits) -> str:
+    """The key prefix (as ``GET /v1/kv`` takes it: at most a key's length, else 413)."""
     prefix = query.get("prefix", "")
-    if len(prefix.encode("utf-8", "surrogatepass")) > limits.max_key_bytes or "\x00" in prefix:
-        raise _bad("prefix", f"must be at most {limits.max_key_bytes} bytes, without NUL")
+    if len(prefix.encode("utf-8", "surrogatepass")) > limits.max_key_bytes:
+        raise errors.TooLarge("prefix longer than a key may be", field="prefix")
     return prefix
 
 
@@ -103,9 +104,15 @@ def parse_int(query: Mapping[str, str], name: str, *, low: int, high: int, defau
 
 
 class WatchHandlers:
-    def __init__(self, watches: WatchApi, limits: Limits) -> None:
-        self._watches = watches
+    def __init__(self, watches: WatchApi | None, limits: Limits) -> None:
+        self._service = watches
         self._limits = limits
+
+    @property
+    def _watches(self) -> WatchApi:
+        if self._service is None:
+            raise errors.Unavailable("this node does not serve watches", retry_after=1)
+        return self._service
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         query = parse.parse_query(request.raw_path, allowed=WATCH_PARAMS)
@@ -176,8 +183,9 @@ class WatchHandlers:
         return fastjson.json_response(body)
 
 
-def add_routes(app: web.Application, watches: WatchApi, limits: Limits) -> None:
-    """Add the watch routes to a node's app (before it starts)."""
+def add_routes(app: web.Application, watches: WatchApi | None, limits: Limits) -> None:
+    """Add the watch routes to a node's app (``make_app``); without a service they answer
+    503 (an app built without one, as in tests of other routes)."""
     h = WatchHandlers(watches, limits)
     app.router.add_route("GET", "/v1/watch", h.watch, name="watch.get")
     app.router.add_route("GET", "/v1/internal/watch", h.internal_watch, name="internal_watch.get")

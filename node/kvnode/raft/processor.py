@@ -12,7 +12,7 @@ index and applied index move together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvnode.core import errors, model, ops
 from kvnode.raft.commands import BarrierCmd, Command, DigestCmd, ExpireCmd, WriteCmd
@@ -54,7 +54,7 @@ class ApplyResult:
     results: tuple[ops.WriteResult, ...] = ()
     failure: ConditionFailure | None = None
     expired: int = 0
-    effects: tuple[Effect, ...] = ()
+    effects: tuple[Effect, ...] = field(default=(), compare=False)  # derived: not the outcome
 
     @property
     def ok(self) -> bool:

@@ -50,6 +50,14 @@ def decode(token: str, partitions: int) -> dict[int, Position]:
         raise _bad(str(exc)) from None
 
 
+def partitions_of(token: str) -> int:
+    """The partition count a token was made for (InvalidArgument if it is not a token)."""
+    count = token[len(TOKEN_PREFIX) :].partition(".")[0] if token.startswith(TOKEN_PREFIX) else ""
+    if not _COUNT.fullmatch(count) or int(count) < 1:
+        raise _bad(f"is not a resume token: {token[:60]!r}")
+    return int(count)
+
+
 def parse_from(raw: str | None, partitions: int) -> dict[int, Position] | None:
     """``from_version`` as positions: None (absent: from now), a token, or an integer N
     (every partition from version N inclusive)."""
