@@ -7,8 +7,9 @@ Then one task per partition (``_pump``) reads its ``Feed`` into the watcher's bu
 order per partition; ``Watch.batches`` hands the buffer to the HTTP layer and keeps the
 *delivered* position of every partition, which is the resume token it reports.
 
-Bounded memory: the buffer holds at most ``buffer_bytes`` (plus one read); a full buffer makes
-the pumps wait instead of reading. A watcher that keeps falling behind is cut off when its
+Bounded memory: the buffer holds at most ``buffer_bytes`` plus one change per partition (each
+partition reads at most its share of the room left, and a read returns at least one change); a
+full buffer makes the pumps wait instead of reading. A watcher that keeps falling behind is cut off when its
 position leaves the history (``compacted``); one whose connection takes nothing for
 ``stall_s`` is cut off by the HTTP layer (``slow_consumer``). Every cut-off ends with an event
 naming the reason and the token to resume from.
@@ -128,7 +129,9 @@ class Watch:
         failures = 0
         while self._end is None:
             await self._room.wait()
-            room = max(1, self._svc.limits.buffer_bytes - self._bytes)
+            # Each partition reads at most its share of the room left, so all of them together
+            # stay within the buffer, overshooting by at most one change each.
+            room = max(1, (self._svc.limits.buffer_bytes - self._bytes) // len(self._feeds))
             try:
                 batch = await feed.fetch(
                     self._fetched[p], prefix=self.prefix, max_bytes=room, wait_s=POLL_WAIT_S
