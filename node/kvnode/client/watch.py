@@ -103,7 +103,9 @@ class Watcher:
         self._idle = idle_timeout
         self._rng = random.Random()
         self.reconnects = 0
+        """Streams opened after the first one (each resumed from ``token``)."""
         self.source: str | None = None
+        """The node URL serving the current (or last) stream."""
 
     @property
     def token(self) -> str | None:
@@ -120,17 +122,17 @@ class Watcher:
             await self._session.close()
 
     async def _run(self) -> AsyncIterator[WatchEvent]:
-        failures = 0
+        failures = attempt = 0
         try:
             while True:
                 urls = self._candidates()
-                url = urls[(self.reconnects + failures) % len(urls)]
+                url = urls[attempt % len(urls)]
+                attempt += 1  # whatever ends this stream, the next attempt tries the next node
                 try:
                     async for event in self._stream(url):
                         failures = 0
                         yield event
-                    self.reconnects += 1  # the server ended the stream: resume elsewhere
-                    continue
+                    continue  # the server ended the stream (shutdown, slow reader): resume
                 except FATAL:
                     raise
                 except (errors.KvError, aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -157,6 +159,8 @@ class Watcher:
         async with session.get(url + "/v1/watch", params=params, timeout=timeout) as resp:
             if resp.status != 200:
                 raise _error(resp.status, await resp.read())
+            if self.source is not None:
+                self.reconnects += 1
             self.source = url
             buffer = bytearray()
             async for chunk in resp.content.iter_any():
