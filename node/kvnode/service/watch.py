@@ -9,8 +9,8 @@ order per partition; ``Watch.batches`` hands the buffer to the HTTP layer and ke
 
 Bounded memory: the buffer holds at most ``buffer_bytes`` plus one change per partition (each
 partition reads at most its share of the room left, and a read returns at least one change); a
-full buffer makes the pumps wait instead of reading. A watcher that keeps falling behind is cut off when its
-position leaves the history (``compacted``); one whose connection takes nothing for
+full buffer makes the pumps wait instead of reading. A watcher that keeps falling behind is cut
+off when its position leaves the history (``compacted``); one whose connection takes nothing for
 ``stall_s`` is cut off by the HTTP layer (``slow_consumer``). Every cut-off ends with an event
 naming the reason and the token to resume from.
 """
