@@ -253,6 +253,21 @@ async def test_compacted_position_is_410_and_a_stuck_watcher_is_cut_off(make_clu
         )  # fmt: skip
         assert cli.returncode == 1, cli.stderr
         assert json.loads(cli.stderr)["code"] == "compacted"
+        # ... and from a token taken now it prints the changes that follow, one JSON line each
+        async with s.get(url + "/v1/watch", params={"duration_s": "0.1"}) as r:
+            token = (await r.text()).split("id: ", 1)[1].split("\n", 1)[0]
+        for i in range(3):
+            await client.put(f"c/cli{i}", str(i))
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", "from kvnode.cli import main; main()",
+             "--endpoints", url, "watch", "c/", "--from", token, "--count", "3"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        lines = [json.loads(line) for line in cli.stdout.splitlines()]
+        assert sorted(x["key"] for x in lines) == ["c/cli0", "c/cli1", "c/cli2"]
+        assert all(x["kind"] == "put" and x["token"].startswith("w1.4.") for x in lines)
 
         pid, quiet_pid = c.pid("node-0"), c.pid("node-1")
         assert pid is not None
