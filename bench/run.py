@@ -9,6 +9,7 @@
     ./dev bench compare    [--quick] [--seconds 2]      ringkv vs etcd side by side (--help)
     ./dev bench profile    [--seconds 10]               py-spy of node 0 under put / get load
     ./dev bench http-path  [--base-node DIR]            HTTP layer CPU per request (fake service)
+    ./dev bench watch      [--watchers 1,10,50]         watch fan-out: delivered/s, lag p50/p99
 
 Each scenario starts its own 3-node cluster (16 partitions, RF 3) in a temporary directory, on a
 loopback address of its own (tests.support.addresses; ports below 32768), and kills every node
@@ -36,6 +37,7 @@ from bench import compare as compare_bench  # needs the repository root on sys.p
 from bench import http_path as http_path_bench
 from bench import rebalance as rebalance_bench
 from bench import spyprofile as profile_bench
+from bench import watch as watch_bench
 from tests.support.addresses import claim_address
 
 
@@ -225,6 +227,9 @@ def main() -> None:
         return
     if sys.argv[1:2] == ["profile"]:
         profile_bench.main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["watch"]:
+        watch_bench.main(sys.argv[2:])
         return
     if sys.argv[1:2] == ["http-path"]:
         http_path_bench.main(sys.argv[2:])

@@ -23,6 +23,7 @@ from kvnode.service.admin import PartitionAdmin
 from kvnode.service.forward import Forwarder
 from kvnode.service.metrics import DrainCollector, RaftCollector, ReseedCollector
 from kvnode.service.node import NodeService
+from kvnode.service.watch import WatchLimits, WatchService
 from kvnode.settings import NodeSettings
 from kvnode.storage.leveldb import LevelDBStore
 
@@ -93,6 +94,7 @@ async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: Tok
         data_dir=settings.data_dir,
         tuning=RaftTuning.from_settings(settings),
         open_store=lambda path: LevelDBStore.open(path, sync=sync),
+        history_limits=settings.history_limits,
     )
     groups.start()
     http = NodeHttp(token=credential)
@@ -103,7 +105,19 @@ async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: Tok
     registry.register(ReseedCollector(lambda: service.needs_reseed, settings.node_id))
     await service.start()
     admin = PartitionAdmin(service=service, groups=groups, http=http)
-    app = make_app(service, registry=registry, admin=admin, auth=auth)
+    watches = WatchService(
+        node_id=settings.node_id,
+        histories=groups,
+        current_map=lambda: service.pmap,
+        http=http,
+        limits=WatchLimits(
+            buffer_bytes=settings.watch_buffer_bytes,
+            stall_s=settings.watch_stall_s,
+            max_watchers=settings.watch_max_watchers,
+        ),
+        registry=registry,
+    )
+    app = make_app(service, registry=registry, admin=admin, watches=watches, auth=auth)
     runner = ApiRunner(app, node_id=settings.node_id, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
@@ -122,6 +136,7 @@ async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: Tok
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("node %s shutting down", settings.node_id)
+    await watches.stop()  # open streams end now instead of holding the server open
     await runner.cleanup()
     await service.stop()
     await http.close()

@@ -19,6 +19,7 @@ token new`` makes one and the tokens-file entry holding its hash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from typing import IO, Any, NoReturn
@@ -294,6 +295,39 @@ def cluster(ctx: click.Context) -> None:
     """Show a node's view: epoch, partition map, leaders, nodes."""
     with _client(ctx) as client:
         emit(client.cluster())
+
+
+@cli.command()
+@click.argument("prefix", default="")
+@click.option("--from", "from_token", help="Resume token (or a version N) to start after.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many changes.")
+@click.pass_context
+def watch(ctx: click.Context, prefix: str, from_token: str | None, count: int | None) -> None:
+    """Print changes of keys under PREFIX as JSON lines (each with the token to resume from),
+    reconnecting by itself; stops on Ctrl-C, after --count changes, or when the position is
+    no longer kept (a compacted error, exit 1)."""
+    endpoints = ctx.find_root().obj["endpoints"]
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_watch(endpoints, prefix, from_token, count))
+
+
+async def _watch(
+    endpoints: list[str], prefix: str, from_token: str | None, count: int | None
+) -> None:
+    from kvnode.client import Client
+
+    async with Client(endpoints) as client:
+        watcher = client.watch(prefix, from_token=from_token)
+        seen = 0
+        try:
+            async for event in watcher:
+                click.echo(json.dumps(event.to_dict(), ensure_ascii=False))
+                sys.stdout.flush()
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+        finally:
+            await watcher.aclose()
 
 
 @cli.group()

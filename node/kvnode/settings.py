@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from kvnode.core import envconfig
 from kvnode.core.ops import Limits
+from kvnode.watch.history import HistoryLimits
 
 PREFIX = "KVNODE_"
 _DEFAULT_LIMITS = Limits()
@@ -68,6 +69,19 @@ class NodeSettings:
     """Requests this node handles at once before answering 429 (backpressure)."""
     expiry_interval_s: float = 1.0
     """How often a partition leader proposes removal of expired (TTL) records."""
+    watch_history_entries: int = 10_000
+    """Change history kept per partition replica for watchers to resume from: at most this many
+    log entries that changed something (memory only; a restarted replica starts empty)."""
+    watch_history_bytes: int = 8 * 1024 * 1024
+    """... and at most this many bytes of keys and values (64 bytes of overhead per change)."""
+    watch_buffer_bytes: int = 1024 * 1024
+    """Changes buffered per watcher between the partitions and its connection; when full, the
+    watcher's feeds wait (a watcher that stays behind is cut off as 'compacted')."""
+    watch_stall_s: float = 30.0
+    """A watcher whose connection accepts nothing for this long while changes wait is cut off
+    ('slow_consumer')."""
+    watch_max_watchers: int = 1024
+    """Watch streams this node serves at once before answering 429."""
     log_level: str = "INFO"
     """Python logging level."""
     max_key_bytes: int = _DEFAULT_LIMITS.max_key_bytes
@@ -89,6 +103,12 @@ class NodeSettings:
     token of the tokens file."""
     auth_reload_s: float = 1.0
     """At most this long after the tokens or credential file changes, the new one is in use."""
+
+    @property
+    def history_limits(self) -> HistoryLimits:
+        return HistoryLimits(
+            max_entries=self.watch_history_entries, max_bytes=self.watch_history_bytes
+        )
 
     @property
     def limits(self) -> Limits:
@@ -123,6 +143,8 @@ class NodeSettings:
             raise ValueError("election_min_s must exceed 3 x heartbeat_s")
         if self.election_max_s <= self.election_min_s:
             raise ValueError("election_max_s must exceed election_min_s")
+        if min(self.watch_history_entries, self.watch_history_bytes, self.watch_buffer_bytes) < 1:
+            raise ValueError("watch history and buffer limits must be positive")
         if self.ticker_stall_s <= self.election_max_s:
             raise ValueError("ticker_stall_s must exceed election_max_s")
 

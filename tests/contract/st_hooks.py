@@ -1,4 +1,5 @@
-"""Schemathesis hooks for the contract run: keep random admin input from destroying the cluster.
+"""Schemathesis hooks for the contract run: keep random admin input from destroying the cluster,
+and keep watch streams short (see ``WATCH_DURATION_S``).
 
 Only two admin operations can change the cluster when given valid-looking input, and both are
 rewritten here (everything else is sent as generated):
@@ -24,12 +25,32 @@ from typing import Any
 import schemathesis
 
 REAL_NODE_ID = re.compile(r"node-[0-9]+")
+# A watch streams until the client leaves or `duration_s` passes; the internal feed waits up to
+# `wait_ms` for a change. Valid values of those are capped so a case takes well under a second
+# (absent ones are set): the stream's contents are tested in tests/integration/test_watch.py.
+WATCH_DURATION_S = 0.3
+WATCH_WAIT_MS = 200
 NOT_A_NODE = "not-a-node-of-this-map"
+
+
+def _cap(query: dict[str, Any], name: str, cap: float) -> None:
+    value = query.get(name)
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is None or (numeric and value > cap):
+        query[name] = cap
 
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     op = context.operation
+    if op is not None and op.path in ("/v1/watch", "/v1/internal/watch"):
+        query = dict(case.query or {})
+        if op.path == "/v1/watch":
+            _cap(query, "duration_s", WATCH_DURATION_S)
+        else:
+            _cap(query, "wait_ms", WATCH_WAIT_MS)
+        case.query = query
+        return case
     if op is None or not isinstance(case.body, dict):
         return case
     body = case.body

@@ -22,7 +22,7 @@ from kvnode.core import errors
 from kvnode.core.model import Record
 from kvnode.http import routes
 from kvnode.http.app import make_app
-from kvnode.http.auth import AuthConfig, need_of
+from kvnode.http.auth import AuthConfig, Need, Scope, need_of
 
 from tests.unit.http.conftest import Client
 from tests.unit.http.fake_service import FakeService
@@ -67,10 +67,10 @@ async def make(
     )
     if extra_route:  # what another team adds later without touching the auth rules
 
-        async def watch(request: web.Request) -> web.Response:
-            return web.json_response({"watching": True})
+        async def future(request: web.Request) -> web.Response:
+            return web.json_response({"new": True})
 
-        app.router.add_get("/v1/watch", watch, name="watch.get")
+        app.router.add_get("/v1/future", future, name="future.get")
     return await aiohttp_client(app)
 
 
@@ -187,9 +187,25 @@ async def test_routes_added_later_need_admin_by_default(
     aiohttp_client: Callable[..., Awaitable[Client]], service: FakeService
 ) -> None:
     c = await make(aiohttp_client, service, extra_route=True)
-    assert (await c.get("/v1/watch")).status == 401
-    assert (await c.get("/v1/watch", headers=bearer("writer"))).status == 403
-    assert (await c.get("/v1/watch", headers=bearer("admin"))).status == 200
+    assert (await c.get("/v1/future")).status == 401
+    assert (await c.get("/v1/future", headers=bearer("writer"))).status == 403
+    assert (await c.get("/v1/future", headers=bearer("admin"))).status == 200
+
+
+async def test_a_watch_needs_read_within_the_token_scope_and_the_node_feed_needs_admin(
+    authed: Client,
+) -> None:
+    assert need_of("watch.get", metrics_open=True) == Need(Role.READ, Scope.LIST)
+    assert need_of("internal_watch.get", metrics_open=True).role is Role.ADMIN
+    assert (await authed.get("/v1/watch?prefix=app/")).status == 401
+    # No watch service in this app: an allowed watch reaches the route's 503.
+    assert (await authed.get("/v1/watch?prefix=app/x", headers=bearer("appread"))).status == 503
+    out = await authed.get("/v1/watch?prefix=other/", headers=bearer("appread"))
+    assert out.status == 403
+    assert (await out.json())["code"] == "permission_denied"
+    assert (await authed.get("/v1/watch", headers=bearer("appread"))).status == 403  # everything
+    feed = await authed.get("/v1/internal/watch?partition=0", headers=bearer("reader"))
+    assert feed.status == 403
 
 
 async def test_metrics_can_require_a_token(

@@ -9,6 +9,7 @@ from kvnode.client.client import Client
 from kvnode.client.sync import SyncClient
 from kvnode.client.transport import NodeHttp
 from kvnode.client.types import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
+from kvnode.client.watch import Watcher, WatchEvent
 
 __all__ = [
     "BatchItem",
@@ -20,4 +21,6 @@ __all__ = [
     "NodeHttp",
     "Page",
     "SyncClient",
+    "WatchEvent",
+    "Watcher",
 ]

@@ -31,6 +31,7 @@ from typing import Any
 from kvnode.client.routing import Routing
 from kvnode.client.transport import NodeHttp
 from kvnode.client.types import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
+from kvnode.client.watch import Watcher
 from kvnode.core import errors
 from kvnode.core.ops import Consistency
 
@@ -239,6 +240,18 @@ class Client:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    def watch(self, prefix: str = "", *, from_token: str | None = None) -> Watcher:
+        """Changes of keys starting with ``prefix`` as an async iterator of ``WatchEvent``,
+        from ``from_token`` (a token from an earlier watch, or a version ``"N"``) or from now;
+        it reconnects and resumes by itself (``kvnode.client.watch``)."""
+        return Watcher(self._watch_candidates, prefix=prefix, from_token=from_token)
+
+    def _watch_candidates(self) -> list[str]:
+        urls = list(self._routing.endpoints)
+        if self._routing.pmap is not None:
+            urls += [n.http_url for n in self._routing.pmap.nodes if n.http_url not in urls]
+        return urls
 
     async def cluster(self) -> dict[str, Any]:
         """Some node's ``/v1/cluster`` view (also refreshes the cached map)."""

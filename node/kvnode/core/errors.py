@@ -108,6 +108,13 @@ class PermissionDenied(KvError):
     code = "permission_denied"
 
 
+class Compacted(KvError):
+    """A watch asked to resume from a position older than the change history kept;
+    ``details['partition']`` names one such partition, ``details['kept_after']`` what is kept."""
+
+    code = "compacted"
+
+
 class Internal(KvError):
     """A bug or an unexpected failure; never used for bad input."""
 
@@ -129,6 +136,7 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         UnknownOutcome,
         Unauthenticated,
         PermissionDenied,
+        Compacted,
         Internal,
     )
 }

@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_request import BaseRequest
 
 from kvnode.core import errors
-from kvnode.http import api, routes
+from kvnode.http import api, routes, watch
 from kvnode.http import auth as http_auth
 from kvnode.http import errors as http_errors
 from kvnode.http.metrics import HttpMetrics
@@ -39,6 +39,7 @@ def make_app(
     registry: prometheus_client.CollectorRegistry,
     admin: api.AdminApi | None = None,
     auth: http_auth.AuthConfig | None = None,
+    watches: watch.WatchApi | None = None,
 ) -> web.Application:
     """The HTTP API of one node over ``service``; metrics are registered on ``registry``.
     Without ``auth`` every request is allowed (no tokens file configured)."""
@@ -57,6 +58,7 @@ def make_app(
         middlewares=middlewares,
     )
     routes.add_routes(app, routes.Handlers(service, registry=registry, admin=admin))
+    watch.add_routes(app, watches, limits)
 
     async def stamp_node(request: web.Request, response: web.StreamResponse) -> None:
         response.headers[NODE_HEADER] = service.node_id

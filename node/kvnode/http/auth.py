@@ -59,11 +59,13 @@ RULES: dict[str, Need] = {
     "delete_key.delete": Need(Role.WRITE, Scope.KEY),
     "batch.post": Need(Role.WRITE, Scope.BATCH),
     "cluster.get": Need(Role.READ),  # the map and leaders: what a smart client routes by
+    "watch.get": Need(Role.READ, Scope.LIST),  # a watch reads values under its ``prefix``
     "healthz.get": OPEN,
     "readyz.get": OPEN,
     "openapi.get": OPEN,
     # "metrics.get" is decided by the metrics_open setting; every other route needs ADMIN
-    # (/v1/admin/..., /v1/internal/scan, which only nodes call, and routes added later).
+    # (/v1/admin/..., /v1/internal/scan and /v1/internal/watch, which only nodes call, and
+    # routes added later).
 }
 
 

@@ -44,6 +44,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.Unavailable.code: 503,
     errors.Overloaded.code: 429,
     errors.UnknownOutcome.code: 504,
+    errors.Compacted.code: 410,
     errors.Internal.code: 500,
     errors.Unauthenticated.code: 401,
     errors.PermissionDenied.code: 403,

@@ -27,6 +27,7 @@ from kvnode.raft.status import ReplicaStatus, status_of
 from kvnode.raft.ticker import SharedTicker
 from kvnode.raft.tuning import RaftTuning, syncobj_conf
 from kvnode.storage.engine import PartitionStore
+from kvnode.watch.history import ChangeHistory, HistoryLimits
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ class GroupManager:
         tuning: RaftTuning,
         open_store: Callable[[str], PartitionStore],
         processor: CommandProcessor | None = None,
+        history_limits: HistoryLimits | None = None,
     ) -> None:
         self._data_dir = data_dir
+        self._history_limits = history_limits
         self._tuning = tuning
         self._open_store = open_store
         self._processor = processor or CommandProcessor()
@@ -92,6 +95,11 @@ class GroupManager:
     def replica(self, partition: int) -> PartitionReplica:
         return self._replica(partition)
 
+    def history(self, partition: int) -> ChangeHistory | None:
+        """The change history of the local replica of ``partition`` (None: not hosted)."""
+        replica = self._replicas.get(partition)
+        return None if replica is None else replica.history
+
     def _replica(self, partition: int) -> PartitionReplica:
         try:
             return self._replicas[partition]
@@ -116,6 +124,7 @@ class GroupManager:
                 store=store,
                 processor=self._processor,
                 conf=conf,
+                history_limits=self._history_limits,
             )
         self.ticker.add_group(replica, facade)
         self._replicas[partition] = replica
@@ -127,6 +136,7 @@ class GroupManager:
             return
         self.ticker.remove_group(replica)
         replica._doDestroy()
+        replica.history.close()
         replica.dumps.close()  # the dump worker reads the store: stop it before closing
         replica.store.close()
         self._status.pop(partition, None)

@@ -12,11 +12,12 @@ index and applied index move together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvnode.core import errors, model, ops
 from kvnode.raft.commands import BarrierCmd, Command, DigestCmd, ExpireCmd, WriteCmd
 from kvnode.storage import engine
+from kvnode.watch.model import Effect, Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,8 @@ class ApplyResult:
     ``skipped``: the entry was at or below the applied index (journal replay); nothing happened
     and the other fields are empty. ``results``: one WriteResult per op of a successful WriteCmd,
     in op order. ``failure``: the first failed condition of a WriteCmd (then nothing but the
-    applied index changed). ``expired``: records an ExpireCmd removed.
+    applied index changed). ``expired``: records an ExpireCmd removed. ``effects``: what changed,
+    per key, in op order (the watch history records them; ``kvnode.watch``).
     """
 
     index: int
@@ -52,6 +54,7 @@ class ApplyResult:
     results: tuple[ops.WriteResult, ...] = ()
     failure: ConditionFailure | None = None
     expired: int = 0
+    effects: tuple[Effect, ...] = field(default=(), compare=False)  # derived: not the outcome
 
     @property
     def ok(self) -> bool:
@@ -77,8 +80,9 @@ class CommandProcessor:
     def _write(self, store: engine.PartitionStore, cmd: WriteCmd, index: int) -> ApplyResult:
         # Conditions see the state before the batch; keys are distinct (WriteCmd checks it).
         live: dict[str, model.Record | None] = {}
+        stored: dict[str, model.Record | None] = {}
         for i, op in enumerate(cmd.ops):
-            rec = store.get(op.key)
+            rec = stored[op.key] = store.get(op.key)
             cur = None if rec is None or rec.expired(cmd.now_ms) else rec
             live[op.key] = cur
             if not _holds(op.cond, cur):
@@ -88,29 +92,47 @@ class CommandProcessor:
         puts: dict[str, model.Record] = {}
         deletes: list[str] = []
         results: list[ops.WriteResult] = []
+        effects: list[Effect] = []
         for op in cmd.ops:
             cur = live[op.key]
             if isinstance(op, ops.Put):
                 exp = None if op.ttl_ms is None else cmd.now_ms + op.ttl_ms
                 puts[op.key] = model.Record(value=op.value, version=index, expires_at_ms=exp)
                 results.append(ops.WriteResult(key=op.key, version=index, existed=cur is not None))
+                prev = 0 if cur is None else cur.version
+                effects.append(Effect(Kind.PUT, op.key, op.value, prev, exp))
             else:
                 deletes.append(op.key)  # also drops an expired record still stored
                 version = 0 if cur is None else cur.version
                 results.append(
                     ops.WriteResult(key=op.key, version=version, existed=cur is not None)
                 )
+                effects.extend(_delete_effect(op.key, cur, stored[op.key]))
         store.apply(index, puts=puts, deletes=deletes)
-        return ApplyResult(index=index, results=tuple(results))
+        return ApplyResult(index=index, results=tuple(results), effects=tuple(effects))
 
     def _expire(self, store: engine.PartitionStore, cmd: ExpireCmd, index: int) -> ApplyResult:
         doomed = []
+        effects = []
         for key in store.expired_keys(cmd.now_ms, cmd.limit):
             rec = store.get(key)
             if rec is not None and rec.expired(cmd.now_ms):
                 doomed.append(key)
+                effects.append(Effect(Kind.EXPIRE, key, prev_version=rec.version))
         store.apply(index, puts={}, deletes=doomed)
-        return ApplyResult(index=index, expired=len(doomed))
+        return ApplyResult(index=index, expired=len(doomed), effects=tuple(effects))
+
+
+def _delete_effect(
+    key: str, live: model.Record | None, stored: model.Record | None
+) -> tuple[Effect, ...]:
+    """A delete of a live record is a ``delete``; of an expired one still stored, the ``expire``
+    watchers have not seen yet (the expiry sweep will not find it any more); of nothing, none."""
+    if live is not None:
+        return (Effect(Kind.DELETE, key, prev_version=live.version),)
+    if stored is not None:
+        return (Effect(Kind.EXPIRE, key, prev_version=stored.version),)
+    return ()
 
 
 def _holds(cond: ops.Condition, cur: model.Record | None) -> bool:

@@ -33,6 +33,7 @@ from kvnode.raft.dump import BackgroundDump
 from kvnode.raft.processor import CommandProcessor
 from kvnode.storage import engine, snapshot
 from kvnode.storage.engine import PartitionStore
+from kvnode.watch.history import ChangeHistory, HistoryLimits
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class PartitionReplica(CompatSyncObj):
         store: PartitionStore,
         processor: CommandProcessor,
         conf: SyncObjConf,
+        history_limits: HistoryLimits | None = None,
     ) -> None:
         self.partition = partition
         self.label = f"p{partition}@{self_addr}"
@@ -121,6 +123,10 @@ class PartitionReplica(CompatSyncObj):
         conf.deserializer = self._deserialize
         conf.serializeChecker = self.dumps.check
         self.digests = DigestBook(partition)
+        # Complete from the store's applied index on: replayed entries below it are skipped.
+        self.history = ChangeHistory(
+            partition, limits=history_limits or HistoryLimits(), kept_after=store.applied_index()
+        )
         super().__init__(self_addr, peers, conf)
 
     @property
@@ -139,6 +145,9 @@ class PartitionReplica(CompatSyncObj):
             return None
         try:
             result = self._processor.apply(self._store, cmd, index)
+            if not result.skipped:
+                ts_ms = cmd.now_ms if isinstance(cmd, commands.WriteCmd | commands.ExpireCmd) else 0
+                self.history.record(index, result.effects, ts_ms=ts_ms)
             if isinstance(cmd, commands.DigestCmd) and not result.skipped:
                 self.digests.start(index, self._store.iter_dump())
             return result
@@ -216,6 +225,7 @@ class PartitionReplica(CompatSyncObj):
             )
             return meta["raft"]
         self._store.load_snapshot(fname)
+        self.history.reset(self._store.applied_index())  # the changes in between are unknown
         log.info(
             "partition %d: installed snapshot at applied index %d",
             self.partition,
