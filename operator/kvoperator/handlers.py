@@ -16,7 +16,9 @@ import kopf
 import prometheus_client
 
 from kvoperator.metrics import OperatorMetrics
+from kvoperator.model import backup as backup_model
 from kvoperator.model import names as n
+from kvoperator.reconcile.backup import BackupReconciler
 from kvoperator.reconcile.ports import KubeApi, NodeApi
 from kvoperator.reconcile.reconciler import Reconciler
 from kvoperator.settings import OperatorSettings
@@ -93,3 +95,14 @@ async def drive(
         await shared.reconciler(namespace or "", name).run(lambda: bool(stopped))
     finally:
         shared.reconcilers.pop((namespace or "", name), None)
+
+
+@kopf.timer(n.GROUP, n.VERSION, backup_model.PLURAL, interval=2.0)
+async def drive_backup(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A KVClusterBackup's pass (``reconcile.backup``); a finished backup costs one read."""
+    shared = _shared(memo)
+    rec = BackupReconciler(shared.kube, cluster_domain=shared.settings.cluster_domain)
+    try:
+        await rec.reconcile_once(namespace or "", name)
+    except Exception:
+        log.exception("backup %s/%s: pass failed; retrying", namespace, name)

@@ -21,9 +21,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from kvnode.backup import files
+from kvnode.backup import files, take
 from kvnode.backup import manifest as mf
-from kvnode.backup import take
 from kvnode.client import Client, NodeHttp
 from kvnode.core import errors
 from kvnode.core.hashing import partition_of
@@ -117,7 +116,8 @@ async def test_backup_under_load_restores_into_a_different_node_count(
 
     before = [a for a in acked if a.acked < times["start"]]
     after = [a for a in acked if a.started > times["end"]]
-    assert before and after, "load must run before the backup started and after it completed"
+    assert before, "load must run before the backup started"
+    assert after, "load must run after the backup completed"
     late = [a for a in before if a.version > index[part(a.key)]]
     assert not late, f"acknowledged before the backup but not in it: {late[:5]}"
     assert all(a.version > index[part(a.key)] for a in after)
@@ -172,18 +172,18 @@ async def test_a_corrupted_backup_is_refused(make_cluster, tmp_path, request):
     try:
         manifest = await take.take_backup(source.endpoints, dest, http=http)
         victim = os.path.join(dest, mf.partition_file(1))
-        with open(victim, "r+b") as f:  # flip one byte in the middle of the records
+        with open(victim, "r+b") as f:  # noqa: ASYNC230 - flip one byte mid-records
             f.seek(manifest.entries[1].size_bytes // 2)
             byte = f.read(1)
             f.seek(-1, os.SEEK_CUR)
             f.write(bytes([byte[0] ^ 0xFF]))
-        with pytest.raises(files.BackupCorrupt, match="partition 1: .*p00001.rkvsnap is corrupt"):
+        with pytest.raises(files.BackupCorrupt, match=r"partition 1: .*p00001.rkvsnap is corrupt"):
             files.verify(dest)
 
         target = request.node.ringkv_clusters.create(
             nodes=3, partitions=4, replication=3, start=False
         )
-        with pytest.raises(files.BackupCorrupt, match="p00001.rkvsnap is corrupt"):
+        with pytest.raises(files.BackupCorrupt, match=r"p00001\.rkvsnap is corrupt"):
             await restore_into(target, dest, timeout=60)
         assert not any(target.is_running(n) for n in target.node_ids)
 
@@ -194,7 +194,7 @@ async def test_a_corrupted_backup_is_refused(make_cluster, tmp_path, request):
         node = target.pmap.replicas_of(1)[0]
         peers = ",".join(n.raft_addr(1) for n in target.pmap.replicas_of(1))
         await _wait_health(http, node.http_url)
-        with open(victim, "rb") as f, pytest.raises(errors.InvalidArgument, match="verification"):
+        with open(victim, "rb") as f, pytest.raises(errors.InvalidArgument, match="verification"):  # noqa: ASYNC230 (small test files)
             await http.upload(
                 node.http_url, "/v1/admin/partitions/1/restore", f, params={"peers": peers},
                 timeout=30,
@@ -204,7 +204,7 @@ async def test_a_corrupted_backup_is_refused(make_cluster, tmp_path, request):
         intact = str(tmp_path / "intact")
         os.makedirs(intact)
         await take.take_backup(source.endpoints, intact, http=http)
-        with open(os.path.join(intact, mf.partition_file(1)), "rb") as f:
+        with open(os.path.join(intact, mf.partition_file(1)), "rb") as f:  # noqa: ASYNC230 (small test files)
             body = await http.upload(
                 node.http_url, "/v1/admin/partitions/1/restore", f, params={"peers": peers},
                 timeout=30,

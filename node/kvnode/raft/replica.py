@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj import SyncObjConf, replicated
-from pysyncobj.node import TCPNode
 
 from kvnode.core import errors
 from kvnode.raft import commands
-from kvnode.raft.compat import CompatSyncObj
+from kvnode.raft.compat import CompatSyncObj, tcp_node
 from kvnode.raft.dump import BackgroundDump
 from kvnode.raft.processor import CommandProcessor
 from kvnode.storage import engine, snapshot
@@ -260,5 +259,5 @@ def restore_header(header: bytes, *, partition: int, peers: list[str]) -> bytes:
     if int(meta["partition"]) != partition:
         raise ValueError(f"backup of partition {meta['partition']} offered for {partition}")
     last, prev, _cluster = meta["raft"]
-    raft = ((last[0], int(last[1]), 0), (prev[0], int(prev[1]), 0), {TCPNode(a) for a in peers})
+    raft = ((last[0], int(last[1]), 0), (prev[0], int(prev[1]), 0), {tcp_node(a) for a in peers})
     return pickle.dumps({**meta, "raft": raft}, protocol=pickle.HIGHEST_PROTOCOL)

@@ -80,6 +80,8 @@ class ClusterSpec:
     durability: Durability = Durability.PROCESS
     paused: bool = False
     scheduling: SchedulingSpec = SchedulingSpec()
+    restore_from: str | None = None
+    """Name of the KVClusterBackup to restore at bootstrap (``spec.restoreFrom.backup``)."""
 
 
 class _Reader:
@@ -166,6 +168,7 @@ def parse_spec(raw: Mapping[str, Any] | None, *, default_image: str) -> ClusterS
         durability=r.enum(d, "durability", "spec", Durability),
         paused=paused,
         scheduling=_scheduling(r, r.obj(d, "scheduling", "spec")),
+        restore_from=r.str_(r.obj(d, "restoreFrom", "spec"), "backup", "spec.restoreFrom", None),
     )
     if problems:
         raise SpecError(problems)
