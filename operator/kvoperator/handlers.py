@@ -101,7 +101,10 @@ async def drive(
 async def drive_backup(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A KVClusterBackup's pass (``reconcile.backup``); a finished backup costs one read."""
     shared = _shared(memo)
-    rec = BackupReconciler(shared.kube, cluster_domain=shared.settings.cluster_domain)
+    s = shared.settings
+    rec = BackupReconciler(
+        shared.kube, cluster_domain=s.cluster_domain, default_image=s.default_image
+    )
     try:
         await rec.reconcile_once(namespace or "", name)
     except Exception:

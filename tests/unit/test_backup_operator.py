@@ -42,6 +42,18 @@ def decide(previous=None, cluster=None, job=None) -> pb.BackupDecision:
     )  # fmt: skip
 
 
+def test_the_job_runs_the_operators_default_image_when_the_cluster_names_none():
+    cluster = kvcluster()
+    del cluster["spec"]["image"]
+    out = pb.decide_backup(
+        b.BackupSpec(cluster="demo"), BNAMES, previous={}, cluster=cluster, job=None,
+        now="t", default_image="ringkv/ringkv:9",
+    )  # fmt: skip
+    job = out.actions[1]
+    assert isinstance(job, pb.CreateBackupJob)
+    assert job.image == "ringkv/ringkv:9"
+
+
 def test_pending_until_the_cluster_exists_and_is_bootstrapped():
     out = decide(cluster=None)
     assert (out.actions, out.status.phase) == ((), b.BackupPhase.PENDING)

@@ -76,6 +76,7 @@ def decide_backup(
     job: JobView | None,
     now: str,
     cluster_domain: str = "cluster.local",
+    default_image: str = "",
 ) -> BackupDecision:
     phase = previous.get("phase")
     if phase in (BackupPhase.COMPLETED.value, BackupPhase.FAILED.value):
@@ -87,7 +88,7 @@ def decide_backup(
         job=names.job,
     )
     if job is None:
-        return _before_job(spec, names, base, cluster, now, cluster_domain)
+        return _before_job(spec, names, base, cluster, now, cluster_domain, default_image)
     running = replace(base, phase=BackupPhase.RUNNING, started_at=base.started_at or now)
     if job.state is JobState.ACTIVE:
         return BackupDecision((), replace(running, message=f"Job {names.job} is running"))
@@ -117,6 +118,7 @@ def _before_job(
     cluster: Mapping[str, Any] | None,
     now: str,
     cluster_domain: str,
+    default_image: str,
 ) -> BackupDecision:
     if cluster is None:
         return BackupDecision((), replace(base, message=f"KVCluster {spec.cluster} not found"))
@@ -124,7 +126,8 @@ def _before_job(
     if not status.get("bootstrapped"):
         msg = f"waiting for KVCluster {spec.cluster} to be bootstrapped"
         return BackupDecision((), replace(base, message=msg))
-    image = spec.image or str((cluster.get("spec") or {}).get("image") or "")
+    # The cluster's node image (the operator's default when its spec names none).
+    image = spec.image or str((cluster.get("spec") or {}).get("image") or "") or default_image
     urls = endpoints(cluster, names.namespace, cluster_domain)
     msg = f"backing up KVCluster {spec.cluster} ({len(urls)} nodes) with Job {names.job}"
     running = replace(base, phase=BackupPhase.RUNNING, message=msg, started_at=now)

@@ -34,9 +34,12 @@ def _now_iso() -> str:
 class BackupReconciler:
     """Stateless: every pass reads the backup, its cluster and its Job."""
 
-    def __init__(self, kube: KubeApi, *, cluster_domain: str = "cluster.local") -> None:
+    def __init__(
+        self, kube: KubeApi, *, cluster_domain: str = "cluster.local", default_image: str = ""
+    ) -> None:
         self._kube = kube
         self._domain = cluster_domain
+        self._default_image = default_image
 
     async def reconcile_once(self, namespace: str, name: str) -> bool:
         """One pass; True while the backup is not finished."""
@@ -58,7 +61,7 @@ class BackupReconciler:
         job = await self._kube.job_view(namespace, names.job)
         d = policy.decide_backup(
             spec, names, previous=previous, cluster=cluster, job=job, now=_now_iso(),
-            cluster_domain=self._domain,
+            cluster_domain=self._domain, default_image=self._default_image,
         )  # fmt: skip
         owner = manifests.Owner(name, body["metadata"]["uid"], kind=b.KIND)
         for action in d.actions:
