@@ -144,9 +144,15 @@ def register(
     @click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True)
     @click.option("--replication", type=click.IntRange(min=1), default=None)
     @local_dir
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address of every node.")
     @click.option("--base-port", type=click.IntRange(1024, 32767), default=7000, show_default=True)
     def local_restore(
-        src: str, nodes: int, replication: int | None, base_dir: str | None, base_port: int
+        src: str,
+        nodes: int,
+        replication: int | None,
+        base_dir: str | None,
+        host: str,
+        base_port: int,
     ) -> None:
         """Create a new local cluster of NODES nodes holding the backup in SRC."""
         from kvnode import localbackup
@@ -159,6 +165,7 @@ def register(
                         nodes=nodes,
                         replication=replication,
                         base_dir=base_dir,
+                        host=host,
                         base_port=base_port,
                     )
                 )

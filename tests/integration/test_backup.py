@@ -225,3 +225,64 @@ async def _wait_health(http: NodeHttp, url: str) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+def _ringkv(*args: str, timeout: float = 180) -> tuple[int, dict]:
+    """``ringkv ARGS`` as a user runs it; (exit code, the JSON document it printed)."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from kvnode.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    text = done.stdout if done.returncode == 0 else done.stderr
+    return done.returncode, json.loads(text.strip().splitlines()[-1])
+
+
+async def test_the_cli_backs_up_and_restores_a_local_cluster(make_cluster, tmp_path):
+    from tests.support.addresses import claim_address
+
+    source = make_cluster(nodes=3, partitions=4, replication=3)
+    await source.wait_ready(timeout=60)
+    client = source.client()
+    try:
+        versions = {f"cli{i}": await client.put(f"cli{i}", f"v{i}") for i in range(50)}
+    finally:
+        await client.close()
+    dest = str(tmp_path / "bk")
+    code, out = await asyncio.to_thread(
+        _ringkv, "local", "backup", dest, "--dir", source.cluster.base_dir
+    )
+    assert code == 0, out
+    assert out["verified"] is True
+    assert out["keys"] == 50
+    code, out = await asyncio.to_thread(_ringkv, "verify-backup", dest)
+    assert (code, out["partitions"]) == (0, 4)
+    claim = claim_address(partitions=4)
+    target = str(tmp_path / "copy")
+    try:
+        code, out = await asyncio.to_thread(
+            _ringkv, "local", "restore", dest, "--dir", target, "--nodes", "5",
+            "--host", claim.host, "--base-port", str(claim.base_port),
+        )  # fmt: skip
+        assert code == 0, out
+        assert len(out["endpoints"]) == 5
+        async with Client(out["endpoints"]) as c:
+            for key, version in versions.items():
+                got = await c.get(key)
+                assert got is not None
+                assert (got.value, got.version) == (f"v{key[3:]}", version)
+        # A second restore into the same directory is refused: restore creates new clusters.
+        code, err = await asyncio.to_thread(
+            _ringkv, "local", "restore", dest, "--dir", target, "--host", claim.host
+        )
+        assert code == 1
+        assert "already holds a local cluster" in err["message"]
+    finally:
+        from kvnode.local import LocalCluster
+
+        if os.path.exists(os.path.join(target, "cluster.json")):  # noqa: ASYNC240
+            LocalCluster.load(target).kill_everything()
+        claim.release()
