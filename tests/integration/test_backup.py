@@ -70,14 +70,29 @@ class Writer:
             n += 1
 
 
-async def _load(handle, seconds_before, action):
+async def _until(pred, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def _load(handle, action, writes: int = 150):
+    """Run ``action`` while the writers run: at least ``writes`` acknowledged writes before it
+    starts and ``writes`` more that started after it returned."""
     client = handle.client(timeout=10.0)
     writers = [Writer(client, i) for i in range(WRITERS)]
     tasks = [asyncio.create_task(w.run()) for w in writers]
+
+    def acked_since(t: float) -> int:
+        return sum(1 for w in writers for a in w.acked if a.started > t)
+
     try:
-        await asyncio.sleep(seconds_before)  # load running before the backup starts
+        await _until(lambda: acked_since(0) >= writes, timeout=60, what="writes before")
         result = await action()
-        await asyncio.sleep(1.0)  # and after it completed
+        done = time.time()
+        await _until(lambda: acked_since(done) >= writes, timeout=60, what="writes after")
     finally:
         for w in writers:
             w.stop.set()
@@ -102,7 +117,7 @@ async def test_backup_under_load_restores_into_a_different_node_count(
         return m
 
     try:
-        manifest, writers = await _load(source, 1.5, backup)
+        manifest, writers = await _load(source, backup)
     finally:
         await http.close()
     acked = [a for w in writers for a in w.acked]
