@@ -169,6 +169,20 @@ async def test_backup_under_load_restores_into_a_different_node_count(
         # The restored cluster takes writes; versions continue after the backup's index.
         version = await client.put("k0000", "after-restore")
         assert version > index[part("k0000")]
+        count = len((await client.keys("k", limit=1000)).items)
+    finally:
+        await client.close()
+    # A restored replica restarts like any other (its Raft snapshot is the restored seed).
+    victim = fresh.node_ids[1]
+    fresh.kill_node(victim)
+    fresh.start_node(victim)
+    await fresh.wait_ready(timeout=60)
+    client = restored.client(timeout=10.0)
+    try:
+        got = await client.get("k0000")
+        assert got is not None
+        assert (got.value, got.version) == ("after-restore", version)
+        assert len((await client.keys("k", limit=1000)).items) == count
     finally:
         await client.close()
 
