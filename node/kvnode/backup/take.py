@@ -72,7 +72,14 @@ async def take_backup(
         async with sem:
             return await _backup_partition(http, endpoints, p, dest, opts)
 
-    entries = await asyncio.gather(*(one(p) for p in range(pmap.partitions)))
+    tasks = [asyncio.create_task(one(p)) for p in range(pmap.partitions)]
+    try:
+        entries = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # one partition failed: stop the others, leave no writer behind
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     manifest = mf.Manifest(
         partitions=pmap.partitions,
         replication=pmap.replication,

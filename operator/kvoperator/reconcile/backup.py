@@ -24,7 +24,8 @@ from kvoperator.reconcile.ports import KubeApi, Obj
 log = logging.getLogger(__name__)
 
 _TERMINAL = (b.BackupPhase.COMPLETED.value, b.BackupPhase.FAILED.value)
-_restore_events: dict[tuple[str, str], str] = {}  # (namespace, cluster) -> last reason sent
+# (namespace, cluster, uid) -> the last restore Event reason sent, so each is sent once
+_restore_events: dict[tuple[str, str, str], str] = {}
 
 
 def _now_iso() -> str:
@@ -101,7 +102,7 @@ async def run_restore(
     if found is None or status.get("phase") != b.BackupPhase.COMPLETED.value:
         what = "does not exist" if found is None else f"is {status.get('phase') or 'Pending'}"
         msg = f"KVClusterBackup {backup} {what}; the restore waits for a Completed backup"
-        await _once(kube, names, body, "RestoreWaiting", msg, warning=True)
+        await _once(kube, names, body, "RestoreWaiting", msg, warning=True, uid=owner.uid)
         return
     if int(status.get("partitions", -1)) != pmap.partitions:
         msg = (
@@ -109,7 +110,7 @@ async def run_restore(
             f"cluster has {pmap.partitions}: a backup restores only into a cluster with the same "
             "partition count"
         )
-        await _once(kube, names, body, "RestoreRefused", msg, warning=True)
+        await _once(kube, names, body, "RestoreRefused", msg, warning=True, uid=owner.uid)
         return
     job_name = b.restore_job_name(names.name)
     view = await kube.job_view(ns, job_name)
@@ -123,20 +124,27 @@ async def run_restore(
             f"restoring KVClusterBackup {backup} ({status.get('keys')} keys, "
             f"{status.get('sizeBytes')} bytes) into {len(pmap.nodes)} nodes with Job {job_name}"
         )
-        await _once(kube, names, body, "RestoreStarted", msg)
+        await _once(kube, names, body, "RestoreStarted", msg, uid=owner.uid)
     elif view.state is policy.JobState.FAILED:
         tail = " | ".join(view.log.strip().splitlines()[-3:])[-600:]
         msg = f"restore Job {job_name} failed: {tail}"
-        await _once(kube, names, body, "RestoreFailed", msg, warning=True)
+        await _once(kube, names, body, "RestoreFailed", msg, warning=True, uid=owner.uid)
     elif view.state is policy.JobState.SUCCEEDED:
         msg = f"KVClusterBackup {backup} restored; the epoch-1 map is installed"
-        await _once(kube, names, body, "Restored", msg)
+        await _once(kube, names, body, "Restored", msg, uid=owner.uid)
 
 
 async def _once(
-    kube: KubeApi, names: ClusterNames, body: Obj, reason: str, msg: str, *, warning: bool = False
+    kube: KubeApi,
+    names: ClusterNames,
+    body: Obj,
+    reason: str,
+    msg: str,
+    *,
+    uid: str,
+    warning: bool = False,
 ) -> None:
-    key = (names.namespace, names.name)
+    key = (names.namespace, names.name, uid)
     if _restore_events.get(key) == reason:
         return
     _restore_events[key] = reason
