@@ -132,16 +132,8 @@ class PartitionAdmin:
         cap = await asyncio.to_thread(self._groups.capture_seed, partition)
         encoder = iter(SnapshotEncoder(header=cap.header, items=cap.items))
         meta = {"raft_index": cap.raft_index, "store_applied": cap.store_applied}
-
-        async def body() -> AsyncIterator[bytes]:
-            while True:
-                chunk = await asyncio.to_thread(next, encoder, None)
-                if chunk is None:
-                    return
-                yield chunk
-
         log.info("partition %d: streaming seed at raft index %d", partition, cap.raft_index)
-        return meta, body()
+        return meta, _chunks(encoder)
 
     async def join(self, partition: int, *, source: str) -> dict[str, Any]:
         lock = self._join_locks.setdefault(partition, asyncio.Lock())
