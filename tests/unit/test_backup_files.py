@@ -115,3 +115,33 @@ def test_an_edited_manifest_is_refused(tmp_path):
     path.write_text("{not json")
     with pytest.raises(files.BackupCorrupt, match="cannot read"):
         files.verify(str(tmp_path))
+
+
+async def test_restore_refuses_another_partition_count_before_touching_a_node(tmp_path):
+    from kvnode.backup import restore
+    from kvnode.core.model import NodeInfo, PartitionMap
+
+    make_backup(str(tmp_path), partitions=2)
+    nodes = [NodeInfo(f"n{i}", "127.0.0.1", 7000 + i, 17000 + 1000 * i) for i in range(3)]
+    pmap = PartitionMap.build(
+        epoch=1, nodes=nodes, replicas=[("n0", "n1", "n2")] * 3, replication=3
+    )
+
+    class NoHttp:  # any call would be a node touched
+        def __getattr__(self, name):
+            raise AssertionError(f"http.{name} called")
+
+    with pytest.raises(mf.ManifestError, match="2 partitions but the target cluster has 3"):
+        await restore.restore_backup(str(tmp_path), pmap, http=NoHttp())  # type: ignore[arg-type]
+
+
+async def test_restore_refuses_a_corrupt_backup_before_touching_a_node(tmp_path):
+    from kvnode.backup import restore
+    from kvnode.core.model import NodeInfo, PartitionMap
+
+    make_backup(str(tmp_path), partitions=2)
+    (tmp_path / "p00000.rkvsnap").write_bytes(b"RKVSNAP\x00garbage")
+    nodes = [NodeInfo("n0", "127.0.0.1", 7000, 17000)]
+    pmap = PartitionMap.build(epoch=1, nodes=nodes, replicas=[("n0",)] * 2, replication=1)
+    with pytest.raises(files.BackupCorrupt, match=r"partition 0: .*p00000\.rkvsnap is corrupt"):
+        await restore.restore_backup(str(tmp_path), pmap, http=None)  # type: ignore[arg-type]
