@@ -161,6 +161,22 @@ def test_backup_under_load_then_restore_into_a_bigger_cluster(
         assert all(dst[k] is None for k in late_keys), "a write after the backup was restored"
         assert asyncio.run(count_keys(dst_urls)) == status["keys"]
         assert {"RestoreStarted"} <= set(events_of(cluster, ns, "KVCluster"))
+
+        # A cluster with another partition count is refused, clearly, and nothing is restored.
+        wrong = kvcluster("wrong", 3, restoreFrom={"backup": "nightly"})
+        wrong["spec"]["partitions"] = 4
+        cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(wrong))
+        procs.wait_until(
+            lambda: "RestoreRefused" in events_of(cluster, ns, "KVCluster"),
+            timeout=180, interval=1.0, what="RestoreRefused for kvc/wrong",
+            on_timeout=Kvc(cluster, ns, "wrong").dump,
+        )  # fmt: skip
+        items = cluster.kubectl_json("-n", ns, "get", "events")["items"]
+        (refused,) = [e for e in items if e["reason"] == "RestoreRefused"]
+        assert "8 partitions but this cluster has 4" in refused["message"]
+        assert cluster.kubectl_json("-n", ns, "get", "jobs", "wrong-restore", check=False) is None
+        wrong_status = Kvc(cluster, ns, "wrong").get().get("status", {})
+        assert wrong_status.get("phase") == "Bootstrapping"
         print(
             f"backup of {status['keys']} keys ({status['sizeBytes']} bytes) under load: "
             f"{backup_seconds:.1f}s; restore into 4 nodes -> Ready: {restore_seconds:.1f}s; "
