@@ -97,9 +97,13 @@ async def drive(
         shared.reconcilers.pop((namespace or "", name), None)
 
 
-@kopf.timer(n.GROUP, n.VERSION, backup_model.PLURAL, interval=2.0)
+def _unfinished(status: Any, **_: Any) -> bool:
+    return (status or {}).get("phase") not in ("Completed", "Failed")
+
+
+@kopf.timer(n.GROUP, n.VERSION, backup_model.PLURAL, interval=2.0, when=_unfinished)
 async def drive_backup(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """A KVClusterBackup's pass (``reconcile.backup``); a finished backup costs one read."""
+    """A KVClusterBackup's pass (``reconcile.backup``); finished backups are not polled."""
     shared = _shared(memo)
     s = shared.settings
     rec = BackupReconciler(
