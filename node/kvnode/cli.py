@@ -26,6 +26,7 @@ from typing import IO, Any, NoReturn
 
 import click
 
+from kvnode import backupcli
 from kvnode.client import BatchOp, BatchResult, SyncClient
 from kvnode.core import errors
 
@@ -536,6 +537,9 @@ def _local_call(fn: Any) -> Any:
         raise LocalClusterError(f"local cluster: {exc}", error=type(exc).__name__) from exc
     except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
         raise LocalClusterError(f"local cluster: {exc}", error=type(exc).__name__) from exc
+
+
+backupcli.register(cli, local, emit=emit, local_dir=LOCAL_DIR)
 
 
 def main() -> None:

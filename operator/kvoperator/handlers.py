@@ -16,7 +16,9 @@ import kopf
 import prometheus_client
 
 from kvoperator.metrics import OperatorMetrics
+from kvoperator.model import backup as backup_model
 from kvoperator.model import names as n
+from kvoperator.reconcile.backup import BackupReconciler
 from kvoperator.reconcile.ports import KubeApi, NodeApi
 from kvoperator.reconcile.reconciler import Reconciler
 from kvoperator.settings import OperatorSettings
@@ -93,3 +95,21 @@ async def drive(
         await shared.reconciler(namespace or "", name).run(lambda: bool(stopped))
     finally:
         shared.reconcilers.pop((namespace or "", name), None)
+
+
+def _unfinished(status: Any, **_: Any) -> bool:
+    return (status or {}).get("phase") not in ("Completed", "Failed")
+
+
+@kopf.timer(n.GROUP, n.VERSION, backup_model.PLURAL, interval=2.0, when=_unfinished)
+async def drive_backup(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A KVClusterBackup's pass (``reconcile.backup``); finished backups are not polled."""
+    shared = _shared(memo)
+    s = shared.settings
+    rec = BackupReconciler(
+        shared.kube, cluster_domain=s.cluster_domain, default_image=s.default_image
+    )
+    try:
+        await rec.reconcile_once(namespace or "", name)
+    except Exception:
+        log.exception("backup %s/%s: pass failed; retrying", namespace, name)

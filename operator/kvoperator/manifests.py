@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvoperator.model import auth as model_auth
+from kvoperator.model import backup as b
 from kvoperator.model import names as n
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
@@ -41,11 +42,12 @@ class Owner:
 
     name: str
     uid: str
+    kind: str = n.KIND
 
     def reference(self) -> Obj:
         return {
             "apiVersion": n.API_VERSION,
-            "kind": n.KIND,
+            "kind": self.kind,
             "name": self.name,
             "uid": self.uid,
             "controller": True,
@@ -258,3 +260,107 @@ def _claim_template(spec: ClusterSpec, names: ClusterNames) -> Obj:
     if spec.storage.storage_class_name:
         claim["storageClassName"] = spec.storage.storage_class_name
     return {"metadata": {"name": n.DATA_VOLUME, "labels": names.labels}, "spec": claim}
+
+
+# -- backup and restore (KVClusterBackup; a KVCluster's spec.restoreFrom) -------------------
+CLI_COMMAND = "ringkv"  # console script of the ringkv distribution, in the node image
+
+
+def backup_volume(spec: b.BackupSpec, names: b.BackupNames, owner: Owner) -> Obj:
+    """The claim a backup is written to; owned by the KVClusterBackup (deleted with it)."""
+    claim: Obj = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.size}},
+    }
+    if spec.storage_class_name:
+        claim["storageClassName"] = spec.storage_class_name
+    meta = {"name": names.pvc, "namespace": names.namespace, "labels": names.labels,
+            "ownerReferences": [owner.reference()]}  # fmt: skip
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": claim}
+
+
+def backup_job(
+    names: b.BackupNames,
+    owner: Owner,
+    *,
+    image: str,
+    endpoints: tuple[str, ...],
+    auth_secret: str | None = None,
+) -> Obj:
+    """``ringkv backup`` against every node (it finds each partition's leader itself), into
+    ``data/`` on the backup claim. The CLI verifies the backup before it exits 0 and prints
+    the result (per-partition indexes, size) as its last line, which the operator reads."""
+    argv = [CLI_COMMAND, "--endpoints", ",".join(endpoints), "backup", f"{b.MOUNT}/{b.DATA_SUBDIR}"]
+    return _job(names.job, names.namespace, names.labels, owner, image=image, argv=argv,
+                claim=names.pvc, read_only=False, auth_secret=auth_secret)  # fmt: skip
+
+
+def restore_job(
+    names: ClusterNames,
+    owner: Owner,
+    *,
+    image: str,
+    claim: str,
+    pmap_json: str,
+    auth_secret: str | None = None,
+) -> Obj:
+    """``ringkv restore`` of the backup on ``claim`` into the new cluster's nodes (they run
+    without a map), which installs the epoch-1 map ``pmap_json`` when every replica holds its
+    data. Owned by the KVCluster."""
+    argv = [CLI_COMMAND, "restore", f"{b.MOUNT}/{b.DATA_SUBDIR}"]
+    labels = {**names.object_labels, "app.kubernetes.io/component": "restore"}
+    job = _job(b.restore_job_name(names.name), names.namespace, labels, owner, image=image,
+               argv=argv, claim=claim, read_only=True, auth_secret=auth_secret)  # fmt: skip
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [_env("RINGKV_MAP", pmap_json), *container["env"]]
+    return job
+
+
+def _job(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    owner: Owner,
+    *,
+    image: str,
+    argv: list[str],
+    claim: str,
+    read_only: bool,
+    auth_secret: str | None = None,
+) -> Obj:
+    """A one-pod Job of ``ringkv`` with the backup claim mounted. With ``auth_secret`` (the
+    cluster's ``spec.auth``) the CLI gets the cluster credential as ``RINGKV_TOKEN`` straight
+    from the Secret: the token never appears in the Job object."""
+    mount: Obj = {"name": "backup", "mountPath": b.MOUNT, "readOnly": read_only}
+    env: list[Obj] = []
+    if auth_secret:
+        ref = {"name": auth_secret, "key": model_auth.CLUSTER_TOKEN_KEY}
+        env.append({"name": "RINGKV_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    volume: Obj = {"name": "backup", "persistentVolumeClaim": {"claimName": claim}}
+    meta = {"name": name, "namespace": namespace, "labels": dict(labels),
+            "ownerReferences": [owner.reference()]}  # fmt: skip
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 2,
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "enableServiceLinks": False,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": image,
+                            "command": argv,
+                            "env": env,
+                            "volumeMounts": [mount],
+                        }
+                    ],
+                    "volumes": [volume],
+                },
+            },
+        },
+    }

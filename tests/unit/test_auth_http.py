@@ -111,6 +111,8 @@ EXPECTED: dict[str, Role | None] = {
     "leader.post": Role.ADMIN,
     "start_digest.post": Role.ADMIN,
     "digest.get": Role.ADMIN,
+    "backup_snapshot.get": Role.ADMIN,
+    "restore.post": Role.ADMIN,
     "healthz.get": None,
     "readyz.get": None,
     "metrics.get": None,

@@ -67,4 +67,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Backup and restore: KVClusterBackup objects, the Jobs that run `ringkv backup|restore`, the
+# backup volumes (created per backup), and the Jobs' logs (where the backup's result is read).
+- apiGroups: [ringkv.io]
+  resources: [kvclusterbackups]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [ringkv.io]
+  resources: [kvclusterbackups/status]
+  verbs: [get, patch, update]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
 {{- end -}}

@@ -175,6 +175,35 @@ class NodeHttp:
             ) from exc
         return written
 
+    async def upload(
+        self, base_url: str, path: str, src: BinaryIO, *, params: Mapping[str, str], timeout: float
+    ) -> dict[str, Any]:
+        """POST the file ``src`` as an octet-stream body (streamed, not read into memory);
+        return the JSON answer of a 2xx, raise the node's domain error otherwise. A failure
+        after sending began is ``UnknownOutcome`` (the caller decides whether repeating is safe:
+        a restore is, it answers ``already_hosted``)."""
+        url = URL(base_url.rstrip("/") + path, encoded=True)
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S)
+        )
+        headers = {"Content-Type": "application/octet-stream"}
+        try:
+            async with self._get_session().post(
+                url, params=params, data=src, headers=headers, timeout=client_timeout
+            ) as resp:
+                raw = await resp.read()
+                status, resp_headers = resp.status, resp.headers
+        except _NOT_SENT as exc:
+            raise errors.Unavailable(
+                f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
+            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _after_send_failure(exc, method="POST", base_url=base_url, path=path) from exc
+        body = _decode(raw)
+        if 200 <= status < 300 and isinstance(body, dict):
+            return body
+        raise _error_for(status, body, headers=resp_headers, method="POST", base_url=base_url)
+
 
 def _no_silent_resend(session: aiohttp.ClientSession) -> None:
     """Stop aiohttp from silently re-sending a PUT/DELETE whose keep-alive connection dropped.

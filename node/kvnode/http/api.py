@@ -122,6 +122,14 @@ class AdminApi(Protocol):
 
     async def join(self, partition: int, *, source: str) -> dict[str, Any]: ...
 
+    async def backup_stream(
+        self, partition: int, *, timeout: float
+    ) -> tuple[dict[str, Any], AsyncIterator[bytes]]: ...
+
+    async def restore(
+        self, partition: int, *, peers: list[str], body: AsyncIterator[bytes]
+    ) -> dict[str, Any]: ...
+
     async def change_member(
         self, partition: int, *, add: str | None, remove: str | None, timeout: float
     ) -> dict[str, Any]: ...

@@ -125,3 +125,23 @@ def parse_map(body: Mapping[str, Any]) -> PartitionMap:
         raise _bad("map", f"is missing field {exc.args[0]!r}") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise _bad("map", f"is invalid: {exc}") from None
+
+
+MAX_PEERS = 15
+
+
+def parse_peers(query: Mapping[str, str]) -> list[str]:
+    """``peers``: the comma-separated Raft addresses (``host:port``) of a restored group."""
+    raw = query.get("peers")
+    if raw is None:
+        raise _bad("peers", "is required")
+    peers = raw.split(",")
+    if len(peers) > MAX_PEERS:
+        raise _bad("peers", f"at most {MAX_PEERS} addresses, got {len(peers)}")
+    for peer in peers:
+        host, _, port = peer.rpartition(":")
+        if not host or not _DIGITS.fullmatch(port) or not 0 < int(port) < 65536:
+            raise _bad("peers", f"each must be host:port, got {_short(peer)}")
+    if len(set(peers)) != len(peers):
+        raise _bad("peers", "lists an address twice")
+    return peers

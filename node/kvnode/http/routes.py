@@ -184,6 +184,32 @@ class Handlers:
         await resp.write_eof()
         return resp
 
+    async def backup_snapshot(self, request: web.Request) -> web.StreamResponse:
+        parse.parse_query(request.raw_path, allowed=NO_PARAMS)
+        p = parse_admin.partition_from_path(request.match_info["p"])
+        ctx = parse.parse_context(request.headers)
+        meta, body = await self.admin(request).backup_stream(p, timeout=ctx.timeout_s)
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Ringkv-Raft-Index": str(meta["raft_index"]),
+                "X-Ringkv-Store-Applied": str(meta["store_applied"]),
+            }
+        )
+        await resp.prepare(request)
+        async for chunk in body:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    async def restore(self, request: web.Request) -> web.Response:
+        query = parse.parse_query(request.raw_path, allowed=frozenset({"peers"}))
+        p = parse_admin.partition_from_path(request.match_info["p"])
+        peers = parse_admin.parse_peers(query)
+        body = request.content.iter_chunked(1 << 20)
+        result = await self.admin(request).restore(p, peers=peers, body=body)
+        return fastjson.json_response(result)
+
     async def join(self, request: web.Request) -> web.Response:
         parse.parse_query(request.raw_path, allowed=NO_PARAMS)
         p = parse_admin.partition_from_path(request.match_info["p"])
@@ -325,6 +351,8 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("DELETE", "/v1/admin/partitions/{p}", "drop", "admin"),
     ("GET", "/v1/admin/partitions/{p}/snapshot", "seed_snapshot", "admin"),
     ("POST", "/v1/admin/partitions/{p}/join", "join", "admin"),
+    ("GET", "/v1/admin/partitions/{p}/backup", "backup_snapshot", "admin"),
+    ("POST", "/v1/admin/partitions/{p}/restore", "restore", "admin"),
     ("POST", "/v1/admin/partitions/{p}/members", "members", "admin"),
     ("POST", "/v1/admin/partitions/{p}/leader", "leader", "admin"),
     ("POST", "/v1/admin/partitions/{p}/digest", "start_digest", "admin"),

@@ -34,6 +34,7 @@ from pysyncobj import SyncObj
 from pysyncobj import config as pso_config
 from pysyncobj import journal as pso_journal
 from pysyncobj import monotonic as pso_monotonic
+from pysyncobj import node as pso_node
 from pysyncobj import pickle as pso_pickle
 from pysyncobj import poller as pso_poller
 from pysyncobj import serializer as pso_serializer
@@ -467,3 +468,8 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             if str(node.id) == addr:
                 return node
         raise KeyError(f"{addr} is not a peer of {self._SyncObj__selfNode.id}")
+
+
+def tcp_node(address: str) -> Any:
+    """A PySyncObj peer object for ``host:port`` (what snapshots record as cluster members)."""
+    return pso_node.TCPNode(address)

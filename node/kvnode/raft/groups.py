@@ -22,10 +22,11 @@ from kvnode.core import errors
 from kvnode.raft import bridge, commands, readindex, registry
 from kvnode.raft.barriers import BarrierCoalescer
 from kvnode.raft.processor import CommandProcessor
-from kvnode.raft.replica import PartitionReplica, SeedCapture
+from kvnode.raft.replica import PartitionReplica, SeedCapture, restore_header
 from kvnode.raft.status import ReplicaStatus, status_of
 from kvnode.raft.ticker import SharedTicker
 from kvnode.raft.tuning import RaftTuning, syncobj_conf
+from kvnode.storage import snapshot
 from kvnode.storage.engine import PartitionStore
 from kvnode.watch.history import ChangeHistory, HistoryLimits
 
@@ -166,6 +167,29 @@ class GroupManager:
     def capture_seed(self, partition: int) -> SeedCapture:
         replica = self._replica(partition)
         return self.ticker.call(replica.capture_seed)
+
+    def capture_backup(self, partition: int) -> SeedCapture:
+        """A seed plus a background digest of the same state under its store applied index."""
+        replica = self._replica(partition)
+        return self.ticker.call(replica.capture_backup)
+
+    def install_restore(self, partition: int, *, source: str, peers: list[str]) -> bytes:
+        """Make the backup file ``source`` the seed of the (not hosted, never opened) replica
+        of ``partition`` in a new group of ``peers`` and install it as ``install_seed`` does;
+        returns the new header. Blocking: call in a worker. The replica is opened by the
+        caller, like a joiner."""
+        if partition in self._replicas:
+            raise errors.PreconditionFailed(f"partition {partition} is already hosted here")
+        pdir = self.partition_dir(partition)
+        if os.path.exists(os.path.join(pdir, registry.REPLICA_FILE)):
+            raise errors.PreconditionFailed(
+                f"partition {partition} already has a replica on this volume", partition=partition
+            )
+        with snapshot.SnapshotReader.open(source) as reader:
+            old = reader.header
+        header = restore_header(old, partition=partition, peers=peers)
+        registry.write_restore_seed(pdir, source, header)
+        return registry.install_seed(pdir, self._open_store)
 
     def drop_replica(self, partition: int) -> bool:
         """Close the replica (if open) and delete its directory. Blocking. False: none here."""

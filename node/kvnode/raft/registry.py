@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 
 from kvnode.core import files
+from kvnode.storage import snapshot
 from kvnode.storage.engine import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,16 @@ def install_seed(pdir: str, open_store: Callable[[str], PartitionStore]) -> byte
     os.replace(seed, os.path.join(pdir, SNAPSHOT_FILE))
     files.fsync_dir(pdir)
     return header
+
+
+def write_restore_seed(pdir: str, source: str, header: bytes) -> None:
+    """Write the seed file of ``pdir`` from the backup file ``source`` with a new ``header``
+    (``replica.restore_header``). The items are re-encoded as they are read and the source is
+    verified at its end (count and SHA-256) before the seed is renamed into place, so a corrupt
+    backup never becomes a seed."""
+    os.makedirs(pdir, exist_ok=True)
+    with snapshot.SnapshotReader.open(source) as reader:
+        snapshot.write_snapshot(os.path.join(pdir, SEED_FILE), header=header, items=reader.items())
 
 
 def remove_dir(data_dir: str, pdir: str) -> bool:

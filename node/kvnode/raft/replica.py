@@ -28,7 +28,7 @@ from pysyncobj import SyncObjConf, replicated
 
 from kvnode.core import errors
 from kvnode.raft import commands
-from kvnode.raft.compat import CompatSyncObj
+from kvnode.raft.compat import CompatSyncObj, tcp_node
 from kvnode.raft.dump import BackgroundDump
 from kvnode.raft.processor import CommandProcessor
 from kvnode.storage import engine, snapshot
@@ -191,6 +191,15 @@ class PartitionReplica(CompatSyncObj):
             members=tuple(sorted(str(n.id) for n in cluster)),
         )
 
+    def capture_backup(self) -> SeedCapture:
+        """A seed for a backup; ticker thread only. Besides the seed, the same instant's store
+        is digested in the background under the store's applied index (``digests``), so the
+        taker can check the file it wrote against what this replica held (an independent
+        reading of the same LevelDB state, not of the bytes it streamed)."""
+        cap = self.capture_seed()
+        self.digests.start(cap.store_applied, self._store.iter_dump())
+        return cap
+
     # -- snapshots (called by PySyncObj in the ticker thread) ----------------------------------
     def _snapshot_header(self, raft_data: Any) -> bytes:
         return pickle.dumps(
@@ -241,3 +250,24 @@ def seed_header_info(header: bytes) -> tuple[int, int, list[str]]:
         raise ValueError("not a ringkv snapshot header")
     cluster = meta["raft"][2]
     return int(meta["partition"]), int(meta["store_applied"]), sorted(str(n.id) for n in cluster)
+
+
+def restore_header(header: bytes, *, partition: int, peers: list[str]) -> bytes:
+    """The header of a backup (a seed of another cluster) rewritten for a replica of a new
+    cluster: the new voters ``peers`` and the same last two log positions with term 0.
+
+    Why term 0: the new group starts with a fresh journal (current term 0). Keeping the old
+    cluster's terms would put log entries of a higher term than any the new group has seen
+    before its first election; with term 0 the restored log looks like one a fresh group
+    compacted, every replica of the partition gets the identical header, and the first leader's
+    no-op follows at term 1. The indexes are kept: the store's applied index and record
+    versions continue from the backup, so versions stay monotonic across the restore.
+    """
+    meta = pickle.loads(header)
+    if not isinstance(meta, dict) or meta.get("v") != _HEADER_VERSION:
+        raise ValueError("not a ringkv snapshot header")
+    if int(meta["partition"]) != partition:
+        raise ValueError(f"backup of partition {meta['partition']} offered for {partition}")
+    last, prev, _cluster = meta["raft"]
+    raft = ((last[0], int(last[1]), 0), (prev[0], int(prev[1]), 0), {tcp_node(a) for a in peers})
+    return pickle.dumps({**meta, "raft": raft}, protocol=pickle.HIGHEST_PROTOCOL)

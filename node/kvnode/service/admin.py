@@ -14,6 +14,11 @@ Every operation is idempotent, so an executor that lost an answer simply asks ag
 * ``start_digest``/``digest``: a digest marker through the log; each replica digests its data as
   of that index in the background, so digests of replicas compare under live writes.
 * ``drop``: close and delete a replica the installed map no longer lists here.
+* ``backup_stream`` (leader): after a read barrier, a seed of the replica (so it holds every
+  write acknowledged before the request), with its state digested in the background under its
+  applied index for the taker to compare (``kvnode.backup``).
+* ``restore``: on a node of a new cluster with no map yet, verify a backup of one partition,
+  install it as the replica's Raft snapshot for the given voters and open the replica.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, BinaryIO
 
 from kvnode.client import NodeHttp
@@ -127,16 +132,8 @@ class PartitionAdmin:
         cap = await asyncio.to_thread(self._groups.capture_seed, partition)
         encoder = iter(SnapshotEncoder(header=cap.header, items=cap.items))
         meta = {"raft_index": cap.raft_index, "store_applied": cap.store_applied}
-
-        async def body() -> AsyncIterator[bytes]:
-            while True:
-                chunk = await asyncio.to_thread(next, encoder, None)
-                if chunk is None:
-                    return
-                yield chunk
-
         log.info("partition %d: streaming seed at raft index %d", partition, cap.raft_index)
-        return meta, body()
+        return meta, _chunks(encoder)
 
     async def join(self, partition: int, *, source: str) -> dict[str, Any]:
         lock = self._join_locks.setdefault(partition, asyncio.Lock())
@@ -199,6 +196,82 @@ class PartitionAdmin:
             "applied_index": store_applied,
             "seconds": round(seconds, 3),
         }
+
+    # -- backup and restore --------------------------------------------------------------------
+    async def backup_stream(
+        self, partition: int, *, timeout: float
+    ) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        """(description, body chunks) of a backup of ``partition`` taken on its leader."""
+        pmap = self._map(partition)
+        self._require_leader(pmap, partition)
+        await self._groups.read_barrier(partition, timeout=timeout)
+        cap = await asyncio.to_thread(self._groups.capture_backup, partition)
+        encoder = iter(SnapshotEncoder(header=cap.header, items=cap.items))
+        meta = {"raft_index": cap.raft_index, "store_applied": cap.store_applied}
+        log.info(
+            "partition %d: streaming backup at applied index %d (epoch %d)",
+            partition,
+            cap.store_applied,
+            pmap.epoch,
+        )
+        return meta, _chunks(encoder)
+
+    async def restore(
+        self, partition: int, *, peers: list[str], body: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        lock = self._join_locks.setdefault(partition, asyncio.Lock())
+        async with lock:
+            return await self._restore(partition, peers, body)
+
+    async def _restore(
+        self, partition: int, peers: list[str], body: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        if self._service.pmap is not None:
+            raise errors.PreconditionFailed(
+                f"node {self._service.node_id} already has a partition map (epoch "
+                f"{self._service.pmap.epoch}): restore only into a new cluster, before its map "
+                "is installed",
+                partition=partition,
+            )
+        me = self._service.raft_addr(partition)
+        if me not in peers:
+            raise errors.InvalidArgument(
+                f"peers {peers} do not include this node's Raft address {me}", field="peers"
+            )
+        if self._groups.hosts(partition):
+            found = await asyncio.to_thread(_restored, self._groups.store(partition))
+            return {"partition": partition, "already_hosted": True, **found}
+        started = time.monotonic()
+        path = self._groups.seed_path(partition) + ".restore"
+        try:
+            nbytes = await _receive(path, body)
+            await asyncio.to_thread(
+                self._groups.install_restore, partition, source=path, peers=peers
+            )
+        except SnapshotCorrupt as exc:
+            raise errors.InvalidArgument(
+                f"partition {partition}: the backup failed verification ({exc}); nothing was "
+                "restored",
+                partition=partition,
+            ) from exc
+        except ValueError as exc:
+            raise errors.InvalidArgument(
+                f"partition {partition}: {exc}", partition=partition
+            ) from exc
+        finally:
+            await asyncio.to_thread(_remove_if_present, path)
+        await asyncio.to_thread(self._groups.open_replica, partition, self_addr=me, peers=peers)
+        found = await asyncio.to_thread(_restored, self._groups.store(partition))
+        log.info(
+            "partition %d: restored %d bytes (%d keys, applied %d) for voters %s in %.2fs",
+            partition,
+            nbytes,
+            found["keys"],
+            found["applied_index"],
+            peers,
+            time.monotonic() - started,
+        )
+        return {"partition": partition, "already_hosted": False, "bytes": nbytes, **found}
 
     # -- membership and leadership -----------------------------------------------------------
     async def change_member(
@@ -281,6 +354,38 @@ class PartitionAdmin:
             )
         dropped = await asyncio.to_thread(self._groups.drop_replica, partition)
         return {"partition": partition, "dropped": dropped}
+
+
+def _chunks(encoder: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The encoder's chunks, each produced in a worker thread (it reads LevelDB)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        while True:
+            chunk = await asyncio.to_thread(next, encoder, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    return body()
+
+
+async def _receive(path: str, body: AsyncIterator[bytes]) -> int:
+    """Write a request body to ``path`` (fsynced); returns its size."""
+    f = await asyncio.to_thread(_create, path)
+    nbytes = 0
+    with f:
+        async for chunk in body:
+            await asyncio.to_thread(f.write, chunk)
+            nbytes += len(chunk)
+        await asyncio.to_thread(_fsync, f)
+    return nbytes
+
+
+def _restored(store: Any) -> dict[str, Any]:
+    """What a restored replica holds, digest included (read back from LevelDB, so the caller
+    compares the data that landed, not the bytes it sent). Blocking."""
+    stats = store.stats()
+    return {"keys": stats.keys, "applied_index": stats.applied_index, "digest": store.digest()}
 
 
 def _create(path: str) -> BinaryIO:

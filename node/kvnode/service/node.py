@@ -74,6 +74,10 @@ class NodeService:
     def node_id(self) -> str:
         return self._settings.node_id
 
+    def raft_addr(self, partition: int) -> str:
+        """This node's Raft address for ``partition`` (what a map built for it would say)."""
+        return f"{self._settings.host}:{self._settings.raft_port_base + partition}"
+
     @property
     def limits(self) -> Any:
         return self._settings.limits

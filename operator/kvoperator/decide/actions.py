@@ -58,7 +58,25 @@ class RollPod:
     transfers: tuple[tuple[int, str], ...] = ()
 
 
-Action = ApplyObjects | InstallMap | StartRebalance | ResumeRebalance | ReclaimVolumes | RollPod
+@dataclass(frozen=True, slots=True)
+class RestoreBackup:
+    """Bootstrap from a backup: run the restore Job (``ringkv restore``) that seeds every
+    replica ``pmap`` places from the KVClusterBackup ``backup`` and then installs ``pmap``
+    (instead of ``InstallMap`` of an empty cluster)."""
+
+    pmap: PartitionMap
+    backup: str
+
+
+Action = (
+    ApplyObjects
+    | InstallMap
+    | StartRebalance
+    | ResumeRebalance
+    | ReclaimVolumes
+    | RollPod
+    | RestoreBackup
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from kvoperator.decide.actions import (
     Decision,
     InstallMap,
     ReclaimVolumes,
+    RestoreBackup,
     ResumeRebalance,
     StartRebalance,
 )
@@ -175,6 +176,10 @@ def _bootstrap(spec: ClusterSpec, obs: Observed, names: ClusterNames) -> Decisio
     zones = obs.zones()
     nodes = [names.node(o, zone=zones.get(o)) for o in ordinals]
     pmap = _map(nodes, spec, epoch=1, previous=None)
+    if spec.restore_from:  # the restore Job installs the map once every replica holds its data
+        msg = f"restoring backup {spec.restore_from} into {spec.replicas} nodes"
+        d = _waiting(obs, Phase.BOOTSTRAPPING, "RestoringBackup", msg)
+        return _with(d, actions=(RestoreBackup(pmap, spec.restore_from),))
     msg = f"installing the epoch-1 map on {spec.replicas} nodes"
     d = _waiting(obs, Phase.BOOTSTRAPPING, "InstallingMap", msg)
     return _with(d, actions=(InstallMap(pmap, tuple(ordinals)),))

@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from kvoperator.decide.backup import JobState, JobView
 from kvoperator.kube.store import ConfigMapStore
 from kvoperator.manifests import Owner
+from kvoperator.model import backup as b
 from kvoperator.model import names as n
 from kvoperator.model.names import ClusterNames
 
@@ -51,6 +53,7 @@ class KubernetesApi:
         self._apps = kubernetes.client.AppsV1Api(self._client)
         self._policy = kubernetes.client.PolicyV1Api(self._client)
         self._custom = kubernetes.client.CustomObjectsApi(self._client)
+        self._batch = kubernetes.client.BatchV1Api(self._client)
         self._timeout = timeout_s
         self._nodes_readable = True  # False after a 403: zones are then unknown, quietly
 
@@ -92,6 +95,8 @@ class KubernetesApi:
             "Service": self._core.patch_namespaced_service,
             "ConfigMap": self._core.patch_namespaced_config_map,
             "PodDisruptionBudget": self._policy.patch_namespaced_pod_disruption_budget,
+            "Job": self._batch.patch_namespaced_job,
+            "PersistentVolumeClaim": self._core.patch_namespaced_persistent_volume_claim,
         }
         fns[obj["kind"]](
             meta["name"], meta["namespace"], obj, field_manager=n.MANAGER, force=True,
@@ -212,6 +217,52 @@ class KubernetesApi:
             await self._run(call)
         except Exception as e:  # an Event is advisory: never fail a pass over one
             log.warning("event %s not recorded: %s", reason, e)
+
+    # -- backups and their Jobs ----------------------------------------------------------------
+    async def get_backup(self, namespace: str, name: str) -> Obj | None:
+        fn = self._custom.get_namespaced_custom_object
+        return await self._run(self._get, fn, n.GROUP, n.VERSION, namespace, b.PLURAL, name)
+
+    async def patch_backup_status(self, namespace: str, name: str, status: Obj) -> None:
+        def call() -> None:
+            self._custom.patch_namespaced_custom_object_status(
+                n.GROUP, n.VERSION, namespace, b.PLURAL, name, {"status": status},
+                _content_type=MERGE, _request_timeout=self._timeout,
+            )  # fmt: skip
+
+        await self._run(call)
+
+    async def job_view(self, namespace: str, name: str) -> JobView | None:
+        """The Job's state, with the log of its newest pod once it finished; None if absent."""
+        job = await self._run(self._get, self._batch.read_namespaced_job, name, namespace)
+        if job is None:
+            return None
+        st = job.get("status") or {}
+        conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
+        if st.get("succeeded") or conds.get("Complete") == "True":
+            state = JobState.SUCCEEDED
+        elif conds.get("Failed") == "True":
+            state = JobState.FAILED
+        else:
+            return JobView(JobState.ACTIVE)
+        return JobView(state, await self._run(self._job_log, namespace, name))
+
+    def _job_log(self, namespace: str, job: str) -> str:
+        res = self._core.list_namespaced_pod(
+            namespace, label_selector=f"job-name={job}", _request_timeout=self._timeout
+        )
+        pods = [self._dict(p) for p in res.items]
+        if not pods:
+            return ""
+        newest = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
+        pod = str(newest["metadata"]["name"])
+        try:
+            text = self._core.read_namespaced_pod_log(
+                pod, namespace, tail_lines=40, _request_timeout=self._timeout
+            )
+        except ApiException as e:
+            return f"(log of {pod} unreadable: {e.reason})"
+        return str(text)
 
     def state_store(self, names: ClusterNames, owner: Owner) -> ConfigMapStore:
         return ConfigMapStore(names, owner, read=self.get_configmap_sync, write=self.apply_sync)

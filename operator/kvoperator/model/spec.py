@@ -96,6 +96,8 @@ class ClusterSpec:
     scheduling: SchedulingSpec = SchedulingSpec()
     auth: AuthSpec | None = None
     """None: authentication is off (anyone who reaches a node may do anything)."""
+    restore_from: str | None = None
+    """Name of the KVClusterBackup to restore at bootstrap (``spec.restoreFrom.backup``)."""
 
 
 class _Reader:
@@ -183,6 +185,7 @@ def parse_spec(raw: Mapping[str, Any] | None, *, default_image: str) -> ClusterS
         paused=paused,
         scheduling=_scheduling(r, r.obj(d, "scheduling", "spec")),
         auth=_auth(r, d),
+        restore_from=r.str_(r.obj(d, "restoreFrom", "spec"), "backup", "spec.restoreFrom", None),
     )
     if problems:
         raise SpecError(problems)

@@ -20,6 +20,7 @@ from kvoperator import manifests
 from kvoperator.model import names as n
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
+from kvoperator.reconcile import backup
 from kvoperator.reconcile.ports import KubeApi, NodeApi
 from kvoperator.reconcile.runtime import RebalanceRunner
 
@@ -63,6 +64,12 @@ async def act(ctx: Context, action: policy.Action) -> None:
             await _reclaim(ctx, pvcs, reclaim, epoch)
         case policy.RollPod(ordinal=ordinal, transfers=transfers):
             await _roll(ctx, ordinal, transfers)
+        case policy.RestoreBackup(pmap=pmap, backup=backup_name):
+            await backup.run_restore(
+                ctx.kube, ctx.names, ctx.owner, ctx.body,
+                image=ctx.spec.image, pmap=pmap, backup=backup_name,
+                auth_secret=ctx.spec.auth.secret_name if ctx.spec.auth else None,
+            )  # fmt: skip
 
 
 async def _roll(ctx: Context, ordinal: int, transfers: tuple[tuple[int, str], ...]) -> None:

@@ -14,6 +14,7 @@ from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.rebalance.admin import NodeAdmin
 from kvnode.rebalance.state import StateStore
 
+from kvoperator.decide.backup import JobView
 from kvoperator.manifests import Owner
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.observed import MapReport
@@ -67,6 +68,16 @@ class KubeApi(Protocol):
         self, involved: Obj, *, reason: str, message: str, warning: bool = False
     ) -> None:
         """Record an Event about ``involved`` (a KVCluster); failures are logged, not raised."""
+        ...
+
+    async def get_backup(self, namespace: str, name: str) -> Obj | None:
+        """A KVClusterBackup; None if it does not exist."""
+        ...
+
+    async def patch_backup_status(self, namespace: str, name: str, status: Obj) -> None: ...
+
+    async def job_view(self, namespace: str, name: str) -> JobView | None:
+        """A Job's state (with its newest pod's log once finished); None if absent."""
         ...
 
     def state_store(self, names: ClusterNames, owner: Owner) -> StateStore:
