@@ -1,0 +1,194 @@
+"""Fault scenarios: seeded schedules of faults, each recorded as a window for the availability
+figures. A window runs from injection until the cluster has a leader for every partition
+again after the fault is undone (recovery counts as "during the fault").
+
+Fault lengths are chosen above the election timeout the chaos cluster runs with (at most
+1.6 s), so a paused or cut-off leader is really replaced while it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from kvnode.local import scale_cluster
+from kvnode.rebalance import executor as rebalance
+
+from tests.chaos.faults import Faults
+
+log = logging.getLogger(__name__)
+
+RECOVERY_TIMEOUT_S = 45.0
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    fault: str
+    target: str
+    start: float
+    end: float
+
+
+class Nemesis:
+    def __init__(self, faults: Faults, rng: random.Random, until: float) -> None:
+        self.faults = faults
+        self.rng = rng
+        self.until = until
+        self.windows: list[Window] = []
+        self.notes: list[str] = []
+
+    def more(self) -> bool:
+        return time.monotonic() < self.until
+
+    async def quiet(self) -> None:
+        await asyncio.sleep(self.rng.uniform(1.5, 3.0))
+
+    def hold(self) -> float:
+        return self.rng.uniform(2.5, 4.5)
+
+    async def pick_leader(self) -> str:
+        leaders = await self.faults.leaders()
+        if not leaders:
+            return self.rng.choice(self.faults.live_nodes())
+        return leaders[self.rng.choice(sorted(leaders))]
+
+    async def pick_follower(self) -> str:
+        leaders = await self.faults.leaders()
+        leading = set(leaders.values())
+        others = [n for n in self.faults.live_nodes() if n not in leading]
+        return self.rng.choice(others or self.faults.live_nodes())
+
+    async def cycle(
+        self, fault: str, target: str, inject: Callable[[], object], undo: Callable[[], object]
+    ) -> None:
+        """Inject, hold the fault, undo it, wait for recovery; record the window."""
+        start = time.monotonic()
+        log.info("fault %s on %s", fault, target)
+        await asyncio.to_thread(inject)
+        await asyncio.sleep(self.hold())
+        await asyncio.to_thread(undo)
+        await self.recovered()
+        self.windows.append(Window(fault, target, start, time.monotonic()))
+
+    async def recovered(self) -> None:
+        """Every fault undone (and any node that died restarted), every partition led."""
+        await asyncio.to_thread(self.faults.heal_all)
+        try:
+            await self.faults.cluster.wait_ready(timeout=RECOVERY_TIMEOUT_S)
+        except TimeoutError as exc:
+            first = str(exc).splitlines()[0]
+            self.notes.append(f"no recovery within {RECOVERY_TIMEOUT_S}s: {first}")
+            raise
+
+    # -- single faults -----------------------------------------------------------------------
+    async def kill_leader(self) -> None:
+        node = await self.pick_leader()
+        f = self.faults
+        await self.cycle("kill -9 leader", node, lambda: f.kill(node), lambda: f.restart(node))
+
+    async def kill_follower(self) -> None:
+        node = await self.pick_follower()
+        f = self.faults
+        await self.cycle("kill -9 follower", node, lambda: f.kill(node), lambda: f.restart(node))
+
+    async def pause_leader(self) -> None:
+        node = await self.pick_leader()
+        f = self.faults
+        await self.cycle("SIGSTOP leader", node, lambda: f.pause(node), lambda: f.resume(node))
+
+    async def partition_one(self) -> None:
+        node = await self.pick_leader()
+        f = self.faults
+        await self.cycle("isolate node", node, lambda: f.isolate(node), lambda: f.heal(node))
+
+    async def restart_all(self) -> None:
+        f = self.faults
+        nodes = f.live_nodes()
+
+        def kill_all() -> None:
+            for n in nodes:
+                f.kill(n)
+
+        def start_all() -> None:
+            for n in nodes:
+                f.restart(n)
+
+        await self.cycle("kill -9 every node", "all", kill_all, start_all)
+
+    async def disk_full(self) -> None:
+        assert self.faults.disk is not None
+        f = self.faults
+
+        def fill() -> None:
+            self.notes.append(f"disk filled with {f.fill_disk() >> 20} MiB")
+
+        await self.cycle("disk full", "node-1", fill, f.free_disk)
+
+
+Step = Callable[[Nemesis], Awaitable[None]]
+
+
+def _repeat(*steps: Step) -> Callable[[Nemesis], Awaitable[None]]:
+    async def run(nem: Nemesis) -> None:
+        while nem.more():
+            await nem.quiet()
+            if nem.more():
+                await nem.rng.choice(steps)(nem)
+
+    return run
+
+
+async def rebalance_under_faults(nem: Nemesis) -> None:
+    """Scale 3 -> 4 nodes with the executor while followers are killed and leaders paused;
+    a rebalance step that fails on a fault is resumed (``scale`` with no count) until done."""
+    faults = _repeat(Nemesis.kill_follower, Nemesis.pause_leader)
+    cluster = nem.faults.cluster
+    done = asyncio.Event()
+
+    async def scale() -> None:
+        await asyncio.sleep(1.0)
+        target: int | None = 4
+        while not done.is_set():
+            try:
+                result = await scale_cluster(
+                    cluster, target, options=rebalance.Options(max_concurrent=2)
+                )
+            except Exception as exc:  # noqa: BLE001 - resumed; the note says why
+                nem.notes.append(f"rebalance interrupted: {type(exc).__name__}: {exc}"[:300])
+                target = None
+                await asyncio.sleep(1.0)
+                continue
+            nem.notes.append(f"rebalance finished: {result}")
+            done.set()
+
+    task = asyncio.create_task(scale())
+    await faults(nem)
+    await nem.recovered()
+    try:
+        await asyncio.wait_for(done.wait(), timeout=120.0)
+    finally:
+        task.cancel()
+    if not done.is_set():
+        raise TimeoutError("the rebalance did not finish within 120 s after the faults")
+
+
+SCENARIOS: dict[str, Callable[[Nemesis], Awaitable[None]]] = {
+    "kill-leader": _repeat(Nemesis.kill_leader),
+    "kill-follower": _repeat(Nemesis.kill_follower),
+    "pause-leader": _repeat(Nemesis.pause_leader),
+    "partition": _repeat(Nemesis.partition_one),
+    "restart-all": _repeat(Nemesis.restart_all),
+    "disk-full": _repeat(Nemesis.disk_full),
+    "rebalance": rebalance_under_faults,
+    "mixed": _repeat(
+        Nemesis.kill_leader,
+        Nemesis.kill_follower,
+        Nemesis.pause_leader,
+        Nemesis.partition_one,
+        Nemesis.restart_all,
+    ),
+}
