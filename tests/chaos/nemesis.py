@@ -15,6 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from kvnode.client import NodeHttp
+from kvnode.core import errors
 from kvnode.local import scale_cluster
 from kvnode.rebalance import executor as rebalance
 
@@ -23,6 +25,7 @@ from tests.chaos.faults import Faults
 log = logging.getLogger(__name__)
 
 RECOVERY_TIMEOUT_S = 45.0
+LEADERSHIP_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class Nemesis:
         self.until = until
         self.windows: list[Window] = []
         self.notes: list[str] = []
+        self.moved = 0  # faults seen to move leadership away from their target
 
     def more(self) -> bool:
         return time.monotonic() < self.until
@@ -57,19 +61,31 @@ class Nemesis:
         return leaders[self.rng.choice(sorted(leaders))]
 
     async def pick_follower(self) -> str:
-        leaders = await self.faults.leaders()
-        leading = set(leaders.values())
-        others = [n for n in self.faults.live_nodes() if n not in leading]
-        return self.rng.choice(others or self.faults.live_nodes())
+        """A node that leads no partition if there is one, else one that leads the fewest
+        (with more partitions than nodes, every node may lead some)."""
+        leaders = list((await self.faults.leaders()).values())
+        live = self.faults.live_nodes()
+        fewest = min(leaders.count(n) for n in live)
+        return self.rng.choice([n for n in live if leaders.count(n) == fewest])
 
     async def cycle(
-        self, fault: str, target: str, inject: Callable[[], object], undo: Callable[[], object]
+        self,
+        fault: str,
+        target: str,
+        inject: Callable[[], object],
+        undo: Callable[[], object],
+        *,
+        verify: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Inject, hold the fault, undo it, wait for recovery; record the window."""
+        """Inject, hold the fault (checking it took effect), undo it, wait for recovery;
+        record the window."""
         start = time.monotonic()
         log.info("fault %s on %s", fault, target)
         await asyncio.to_thread(inject)
-        await asyncio.sleep(self.hold())
+        hold_until = time.monotonic() + self.hold()
+        if verify is not None:
+            await verify()
+        await asyncio.sleep(max(0.0, hold_until - time.monotonic()))
         await asyncio.to_thread(undo)
         await self.recovered()
         self.windows.append(Window(fault, target, start, time.monotonic()))
@@ -84,11 +100,48 @@ class Nemesis:
             self.notes.append(f"no recovery within {RECOVERY_TIMEOUT_S}s: {first}")
             raise
 
+    async def leadership_left(self, node: str) -> None:
+        """The fault really took ``node`` out: the others elect leaders for every partition
+        it led, none of them ``node`` (bounded; a fault without effect fails the run)."""
+        deadline = time.monotonic() + LEADERSHIP_TIMEOUT_S
+        last: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            last = await self.faults.leaders()
+            partitions = self.faults.cluster.pmap.partitions
+            if len(last) == partitions and node not in last.values():
+                self.moved += 1
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(
+            f"{node} still leads or partitions lack a leader {LEADERSHIP_TIMEOUT_S}s after it "
+            f"was taken out: {last}"
+        )
+
+    async def cut_off(self, node: str) -> None:
+        """An isolated node is unreachable from the clients and loses its leaderships."""
+        url = self.faults.cluster.pmap.node(node).http_url
+        http = NodeHttp()
+        try:
+            await http.call(url, "GET", "/healthz", timeout=1.0)
+        except (errors.KvError, OSError):
+            pass
+        else:
+            raise AssertionError(f"{node} still answers {url} while isolated")
+        finally:
+            await http.close()
+        await self.leadership_left(node)
+
     # -- single faults -----------------------------------------------------------------------
     async def kill_leader(self) -> None:
         node = await self.pick_leader()
         f = self.faults
-        await self.cycle("kill -9 leader", node, lambda: f.kill(node), lambda: f.restart(node))
+        await self.cycle(
+            "kill -9 leader",
+            node,
+            lambda: f.kill(node),
+            lambda: f.restart(node),
+            verify=lambda: self.leadership_left(node),
+        )
 
     async def kill_follower(self) -> None:
         node = await self.pick_follower()
@@ -98,12 +151,24 @@ class Nemesis:
     async def pause_leader(self) -> None:
         node = await self.pick_leader()
         f = self.faults
-        await self.cycle("SIGSTOP leader", node, lambda: f.pause(node), lambda: f.resume(node))
+        await self.cycle(
+            "SIGSTOP leader",
+            node,
+            lambda: f.pause(node),
+            lambda: f.resume(node),
+            verify=lambda: self.leadership_left(node),
+        )
 
     async def partition_one(self) -> None:
         node = await self.pick_leader()
         f = self.faults
-        await self.cycle("isolate node", node, lambda: f.isolate(node), lambda: f.heal(node))
+        await self.cycle(
+            "isolate node",
+            node,
+            lambda: f.isolate(node),
+            lambda: f.heal(node),
+            verify=lambda: self.cut_off(node),
+        )
 
     async def restart_all(self) -> None:
         f = self.faults
@@ -157,7 +222,7 @@ async def rebalance_under_faults(nem: Nemesis) -> None:
                 result = await scale_cluster(
                     cluster, target, options=rebalance.Options(max_concurrent=2)
                 )
-            except Exception as exc:  # noqa: BLE001 - resumed; the note says why
+            except Exception as exc:  # resumed; the note says why
                 nem.notes.append(f"rebalance interrupted: {type(exc).__name__}: {exc}"[:300])
                 target = None
                 await asyncio.sleep(1.0)

@@ -87,8 +87,19 @@ class Fabric:
         )
         self.holders.append(holder)
         _wait_own_netns(holder.pid)
-        run("ip", "link", "add", f"ck{i}", "type", "veth", "peer", "name", "eth0", "netns",
-            str(holder.pid))  # fmt: skip
+        run(
+            "ip",
+            "link",
+            "add",
+            f"ck{i}",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            str(holder.pid),
+        )
         run("ip", "link", "set", f"ck{i}", "master", BRIDGE, "up")
         _loopback_only_localhost(holder.pid)
         run("ip", "addr", "add", f"{node_address(i)}/24", "dev", "eth0", netns_pid=holder.pid)
@@ -119,6 +130,9 @@ class Fabric:
     def close(self) -> None:
         for i in list(self.cut):
             self.heal(i)
+        for i in range(len(self.holders)):
+            # deleting one end deletes the pair now (a dying namespace frees it only later)
+            subprocess.run(["ip", "link", "del", f"ck{i}"], capture_output=True, check=False)
         for holder in self.holders:
             holder.kill()
             holder.wait(timeout=10)

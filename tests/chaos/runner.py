@@ -49,6 +49,7 @@ class RunResult:
     lost: list[str] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)  # keys whose search hit its budget
     faults: int = 0
+    leader_moves: int = 0  # faults seen to move leadership off their target (verified)
     ok_per_s_faults: float = 0.0
     ok_per_s_calm: float = 0.0
     crashed: list[str] = field(default_factory=list)
@@ -61,7 +62,9 @@ class RunResult:
         return not (self.violations or self.lost or self.undecided or self.error)
 
 
-def availability(ops: list[lin.Op], windows: list[Window], start: float, end: float) -> tuple[float, float]:  # fmt: skip
+def availability(
+    ops: list[lin.Op], windows: list[Window], start: float, end: float
+) -> tuple[float, float]:
     """ok operations per second that completed during fault windows, and outside them."""
     in_faults = sum(w.end - w.start for w in windows)
     calm = max(1e-9, (end - start) - in_faults)
@@ -70,12 +73,14 @@ def availability(ops: list[lin.Op], windows: list[Window], start: float, end: fl
     return (during / in_faults if in_faults else 0.0), (len(ok_times) - during) / calm
 
 
-def judge(result: RunResult, history: list[lin.Op], final: dict[str, tuple[str, int] | None]) -> None:  # fmt: skip
+def judge(
+    result: RunResult, history: list[lin.Op], final: dict[str, tuple[str, int] | None]
+) -> None:
     """Fill in the checks: linearizability of strong ops per key, eventual reads, lost writes."""
     by_key: dict[str, list[lin.Op]] = {}
     for o in history:
         by_key.setdefault(o.key, []).append(o)
-    for key, ops in sorted(by_key.items()):
+    for _, ops in sorted(by_key.items()):
         try:
             verdict = lin.check(ops, budget=400_000)
         except lin.SearchBudgetExceeded as exc:
@@ -90,7 +95,12 @@ def judge(result: RunResult, history: list[lin.Op], final: dict[str, tuple[str, 
     result.unknown_ops = sum(1 for o in history if o.outcome == "unknown")
 
 
-async def _drive(cluster: ChaosCluster, faults: Faults, result: RunResult, rng: random.Random) -> tuple[list[lin.Op], dict[str, tuple[str, int] | None], list[Window], float, float]:  # fmt: skip
+Final = dict[str, tuple[str, int] | None]
+
+
+async def _drive(
+    cluster: ChaosCluster, faults: Faults, result: RunResult, rng: random.Random
+) -> tuple[list[lin.Op], Final, list[Window], float, float]:
     await cluster.wait_ready(timeout=READY_TIMEOUT_S)
     workload = Workload(cluster.endpoints, seed=result.seed)
     stop = asyncio.Event()
@@ -108,6 +118,7 @@ async def _drive(cluster: ChaosCluster, faults: Faults, result: RunResult, rng: 
         await asyncio.wait_for(clients, timeout=60.0)
         result.notes += nemesis.notes
         result.faults = len(nemesis.windows)
+        result.leader_moves = nemesis.moved
     await cluster.wait_ready(timeout=READY_TIMEOUT_S)
     final = await final_reads(
         cluster.endpoints, sorted(workload.used_keys), workload.recorder, timeout=60.0
@@ -137,7 +148,7 @@ async def run_once(scenario: str, *, seed: int, duration: float, root: str) -> R
         result.crashed = faults.crashed
         judge(result, history, final)
         result.ok_per_s_faults, result.ok_per_s_calm = availability(history, windows, start, end)
-    except Exception as exc:  # noqa: BLE001 - reported in the result, with the logs kept
+    except Exception as exc:  # reported in the result, with the logs kept
         log.exception("run %s seed %d failed", scenario, seed)
         result.error = f"{type(exc).__name__}: {exc}"[:2000]
     finally:

@@ -36,8 +36,20 @@ pytestmark = [
 def run_chaos(tmp_path: Path, scenario: str, *, duration: float, seed: int, timeout: float) -> dict:
     out = tmp_path / "runs"
     report = tmp_path / "result.json"
-    args = ["--scenario", scenario, "--duration", str(duration), "--runs", "1", "--seed", str(seed),
-            "--out", str(out), "--json", str(report)]  # fmt: skip
+    args = [
+        "--scenario",
+        scenario,
+        "--duration",
+        str(duration),
+        "--runs",
+        "1",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--json",
+        str(report),
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "tests.chaos", *args],
         cwd=ROOT,

@@ -66,7 +66,7 @@ class Workload:
                 if failed:  # back off a little, as a real client would
                     await asyncio.sleep(0.05 + rng.random() * 0.1)
 
-    async def _one(  # noqa: PLR0913
+    async def _one(
         self,
         client: Client,
         c: int,
@@ -83,11 +83,14 @@ class Workload:
             op = rec.begin(key=key, kind="read", client=c, strong=kind == "get")
             try:
                 got = await client.get(key, consistency="strong" if kind == "get" else "eventual")
-            except Exception as exc:  # noqa: BLE001 - a read has no effect: any error is "fail"
+            except Exception as exc:  # a read has no effect: any error is "fail"
                 rec.end(op, "fail")
                 return _note(exc)
-            rec.end(op, value=None if got is None else got.value,
-                    version=None if got is None else got.version)  # fmt: skip
+            rec.end(
+                op,
+                value=None if got is None else got.value,
+                version=None if got is None else got.version,
+            )
             if kind == "get":
                 known[key] = (None, 0) if got is None else (got.value, got.version)
             return False
@@ -119,7 +122,7 @@ class Workload:
         except errors.KvError as exc:
             rec.end(op, "fail")
             return _note(exc)
-        except Exception as exc:  # noqa: BLE001 - recorded as "may have applied"
+        except Exception as exc:  # recorded as "may have applied"
             rec.end(op, "unknown")
             return _note(exc)
         if op.kind == "delete":
@@ -138,8 +141,9 @@ def _note(exc: BaseException) -> bool:
     return True
 
 
-async def final_reads(endpoints: list[str], keys: list[str], recorder: Recorder, *,
-                      timeout: float) -> dict[str, tuple[str, int] | None]:  # fmt: skip
+async def final_reads(
+    endpoints: list[str], keys: list[str], recorder: Recorder, *, timeout: float
+) -> dict[str, tuple[str, int] | None]:
     """Strong reads of every key once the faults are healed, each retried until it answers
     (bounded by ``timeout`` in all); recorded in the history too, so they are checked."""
     final: dict[str, tuple[str, int] | None] = {}
@@ -156,8 +160,11 @@ async def final_reads(endpoints: list[str], keys: list[str], recorder: Recorder,
                         raise
                     await asyncio.sleep(0.2)
                     continue
-                recorder.end(op, value=None if got is None else got.value,
-                             version=None if got is None else got.version)  # fmt: skip
+                recorder.end(
+                    op,
+                    value=None if got is None else got.value,
+                    version=None if got is None else got.version,
+                )
                 final[key] = None if got is None else (got.value, got.version)
                 break
     return final

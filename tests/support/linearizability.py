@@ -151,9 +151,7 @@ def check_key(ops: list[Op], *, budget: int = 200_000) -> tuple[bool, int]:
     them is one of the whole history. Only if that fails does it search with all of them."""
     seen_values = {o.value for o in ops if o.kind == "read" and o.outcome == "ok"}
     pruned = [
-        o
-        for o in ops
-        if o.outcome != "unknown" or (o.kind != "delete" and o.value in seen_values)
+        o for o in ops if o.outcome != "unknown" or (o.kind != "delete" and o.value in seen_values)
     ]
     if len(pruned) < len(ops):
         good, explored = _search(pruned, budget=budget)

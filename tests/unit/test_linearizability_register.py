@@ -212,3 +212,24 @@ def test_any_sequential_history_of_every_kind_passes(ops: list[Op]) -> None:
     if writes and writes[-1].kind != "delete":
         final = {"k": (writes[-1].value, writes[-1].version)}
     assert lost_writes(ops, final) == []  # type: ignore[arg-type]
+
+
+# -- unknown operations nobody observed ---------------------------------------------------------
+def test_an_unobserved_unknown_write_is_still_used_when_needed() -> None:
+    # the failed CAS is only possible if the unknown write applied (its version unknown):
+    # the first, pruned search fails and the full one must find it
+    ops = [
+        w(0, 1, "a", 5),
+        unknown("write", 2, value="u"),
+        op("cas", 3, 4, value="c", if_version=5, succeeded=False),
+    ]
+    assert check(ops).ok
+    assert not check([ops[0], ops[2]]).ok
+
+
+def test_many_unobserved_unknown_writes_do_not_blow_up_a_valid_history() -> None:
+    ops = [unknown("write", 0, value=f"u{i}") for i in range(40)]
+    ops += [w(1 + 2 * i, 2 + 2 * i, f"v{i}", 10 + i) for i in range(40)]
+    ops += [r(100, 101, "v39", 49)]
+    verdict = check(ops, budget=10_000)
+    assert verdict.ok
