@@ -34,6 +34,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "ringkv-chaos"))
     p.add_argument("--json", default=None, help="write every run's result to this file")
+    p.add_argument(
+        "--eventual-as-strong",
+        action="store_true",
+        help="checker self-test: check eventual reads as if strong (stale reads must be caught)",
+    )
     return p.parse_args(argv)
 
 
@@ -71,7 +76,13 @@ async def run_all(args: argparse.Namespace) -> list[RunResult]:
         for i in range(args.runs):
             seed = args.seed + i
             log.info("scenario %s seed %d (%.0fs)", name, seed, args.duration)
-            result = await run_once(name, seed=seed, duration=args.duration, root=args.out)
+            result = await run_once(
+                name,
+                seed=seed,
+                duration=args.duration,
+                root=args.out,
+                eventual_as_strong=args.eventual_as_strong,
+            )
             log.info("  -> %s", "passed" if result.passed else f"FAILED, kept in {result.kept}")
             results.append(result)
     return results

@@ -56,6 +56,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     kept: str | None = None
+    eventual_as_strong: bool = False  # the checker self-test (see Workload)
 
     @property
     def passed(self) -> bool:
@@ -102,7 +103,9 @@ async def _drive(
     cluster: ChaosCluster, faults: Faults, result: RunResult, rng: random.Random
 ) -> tuple[list[lin.Op], Final, list[Window], float, float]:
     await cluster.wait_ready(timeout=READY_TIMEOUT_S)
-    workload = Workload(cluster.endpoints, seed=result.seed)
+    workload = Workload(
+        cluster.endpoints, seed=result.seed, eventual_as_strong=result.eventual_as_strong
+    )
     stop = asyncio.Event()
     clients = asyncio.create_task(workload.run(stop))
     start = time.monotonic()
@@ -126,9 +129,11 @@ async def _drive(
     return workload.recorder.ops, final, nemesis.windows, start, end
 
 
-async def run_once(scenario: str, *, seed: int, duration: float, root: str) -> RunResult:
+async def run_once(
+    scenario: str, *, seed: int, duration: float, root: str, eventual_as_strong: bool = False
+) -> RunResult:
     """One run of ``scenario``; never raises for a finding (it is in the result)."""
-    result = RunResult(scenario=scenario, seed=seed, duration=duration)
+    result = RunResult(scenario, seed, duration, eventual_as_strong=eventual_as_strong)
     base = os.path.join(root, f"{scenario}-seed{seed}")
     shutil.rmtree(base, ignore_errors=True)
     fabric = Fabric(nodes=MAX_NODES)

@@ -41,6 +41,9 @@ class Workload:
     keys: int = 5
     key_epoch_s: float = 6.0
     timeout: float = 6.0
+    # checker self-test: record eventual reads as strong ones, so the stale reads eventual
+    # consistency allows must show up as linearizability violations
+    eventual_as_strong: bool = False
     recorder: Recorder = field(default_factory=Recorder)
     used_keys: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
@@ -80,7 +83,8 @@ class Workload:
         rec = self.recorder
         last_value, last_version = known.get(key, (None, 0))
         if kind in ("get", "eget"):
-            op = rec.begin(key=key, kind="read", client=c, strong=kind == "get")
+            strong = kind == "get" or self.eventual_as_strong
+            op = rec.begin(key=key, kind="read", client=c, strong=strong)
             try:
                 got = await client.get(key, consistency="strong" if kind == "get" else "eventual")
             except Exception as exc:  # a read has no effect: any error is "fail"

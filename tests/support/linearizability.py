@@ -67,6 +67,7 @@ class Op:
         cond = f" if_version={self.if_version}" if self.if_version is not None else ""
         cond += f" if_value={self.if_value!r}" if self.if_value is not None else ""
         got = f" -> {self.succeeded}" if self.kind == "cas" else ""
+        got += f" saw v{self.seen_version}" if self.seen_version is not None else ""
         got += f" existed={self.existed}" if self.kind == "delete" else ""
         got += "" if self.strong else " eventual"
         return (
@@ -162,8 +163,12 @@ def check_key(ops: list[Op], *, budget: int = 200_000) -> tuple[bool, int]:
     return _search(ops, budget=budget)
 
 
-def _search(ops: list[Op], *, budget: int) -> tuple[bool, int]:
-    ops = sorted((o for o in ops if o.outcome != "fail" and o.strong), key=lambda o: o.invoke)
+def _search(
+    ops: list[Op], *, budget: int, deepest: list[tuple[int, int, State]] | None = None
+) -> tuple[bool, int]:
+    """The search proper; ``deepest`` (if given) receives the point where the most answered
+    operations had been linearized: (how many, which, register state)."""
+    ops = _searched(ops)
     must = 0  # ops that must be linearized: every op with a known answer
     for i, o in enumerate(ops):
         if o.outcome == "ok":
@@ -175,6 +180,10 @@ def _search(ops: list[Op], *, budget: int) -> tuple[bool, int]:
         done, state = stack.pop()
         if done & must == must:
             return True, explored
+        if deepest is not None:
+            depth = (done & must).bit_count()
+            if not deepest or depth > deepest[0][0]:
+                deepest[:] = [(depth, done, state)]
         if (done, state) in seen:
             continue
         seen.add((done, state))
@@ -185,6 +194,38 @@ def _search(ops: list[Op], *, budget: int) -> tuple[bool, int]:
             )
         stack.extend(_successors(ops, done, state))
     return False, explored
+
+
+def _searched(ops: Iterable[Op]) -> list[Op]:
+    return sorted((o for o in ops if o.outcome != "fail" and o.strong), key=lambda o: o.invoke)
+
+
+def explain(ops: list[Op], *, budget: int = 200_000) -> str:
+    """Where the search got stuck on a non-linearizable key: the register's state after the
+    longest linearizable prefix found, the operations that could have come next (none fits)
+    and the last ones linearized before them. Much shorter than the key's whole history."""
+    deepest: list[tuple[int, int, State]] = []
+    try:
+        good, _ = _search(ops, budget=budget, deepest=deepest)
+    except SearchBudgetExceeded:
+        return "(search budget exceeded while explaining)"
+    if good or not deepest:
+        return "(linearizable)"
+    depth, done, state = deepest[0]
+    ordered = _searched(ops)
+    pending = [o for i, o in enumerate(ordered) if not done >> i & 1]
+    horizon = min(o.complete for o in pending)
+    candidates = [o for o in pending if o.invoke <= horizon]
+    before = sorted((o for i, o in enumerate(ordered) if done >> i & 1), key=lambda o: o.complete)
+    answered = sum(1 for o in ordered if o.outcome == "ok")
+    lines = [
+        f"linearized {depth} of {answered} answered ops; the register was then {state};",
+        "none of these could come next:",
+        *(f"  {o}" for o in candidates[:12]),
+        "after (last linearized):",
+        *(f"  {o}" for o in before[-6:]),
+    ]
+    return "\n".join(lines)
 
 
 def _successors(ops: list[Op], done: int, state: State) -> Iterator[tuple[int, State]]:
@@ -207,8 +248,9 @@ def check(history: Iterable[Op], *, budget: int = 200_000) -> Verdict:
         good, explored = check_key(by_key[key], budget=budget)
         total += explored
         if not good:
-            lines = "\n".join(str(o) for o in sorted(by_key[key], key=lambda o: o.invoke))
-            return Verdict(False, key, f"no linearization of key {key!r}:\n{lines}", total)
+            why = explain(by_key[key], budget=budget)
+            detail = f"no linearization of key {key!r} ({len(by_key[key])} ops):\n{why}"
+            return Verdict(False, key, detail, total)
     return Verdict(True, None, "", total)
 
 
