@@ -233,3 +233,70 @@ def test_many_unobserved_unknown_writes_do_not_blow_up_a_valid_history() -> None
     ops += [r(100, 101, "v39", 49)]
     verdict = check(ops, budget=10_000)
     assert verdict.ok
+
+
+# -- concurrent histories made from a real execution ---------------------------------------------
+@st.composite
+def concurrent_history(draw: st.DrawFn) -> list[Op]:
+    """Run random ops one by one on a real register at instants 10, 20, 30, ...; then give each
+    op an interval around its instant (so ops overlap, up to a few at a time), make some
+    writes "unknown" (answer lost) and add some "fail" ops that never applied. The result is
+    linearizable by construction (the instants are a linearization)."""
+    value: str | None = None
+    version = 0
+    ops: list[Op] = []
+    for i in range(draw(st.integers(1, 30))):
+        at = 10.0 * (i + 1)
+        t0 = at - draw(st.floats(0.1, 25.0))
+        t1 = at + draw(st.floats(0.1, 25.0))
+        kind = draw(st.sampled_from(["read", "read", "write", "delete", "cas_v", "cas_val"]))
+        if kind == "read":
+            ops.append(r(t0, t1, value, version if value is not None else None))
+            continue
+        if kind == "cas_v":
+            expect = draw(st.sampled_from([version, version + 1, 0]))
+            holds = value is None if expect == 0 else value is not None and expect == version
+            cond: dict[str, object] = {"if_version": expect}
+        elif kind == "cas_val":
+            want = draw(st.sampled_from([value or "none", "nope"]))
+            holds, cond = value == want, {"if_value": want}
+        else:
+            holds, cond = True, {}
+        seen = version if value is not None else 0
+        if holds:
+            version += draw(st.integers(1, 3))
+            value = None if kind == "delete" else f"v{i}"
+        if draw(st.integers(0, 9)) == 0 and kind != "read":  # the answer was lost
+            kw = {"value": f"v{i}"} if kind != "delete" else {}
+            ops.append(unknown("cas" if kind.startswith("cas") else kind, t0, **cond, **kw))
+        elif kind == "delete":
+            ops.append(op("delete", t0, t1, existed=seen != 0))
+        elif kind == "write":
+            ops.append(w(t0, t1, f"v{i}", version))
+        else:
+            extra = {"version": version} if holds else {"seen_version": seen}
+            ops.append(op("cas", t0, t1, value=f"v{i}", succeeded=holds, **cond, **extra))
+        if draw(st.integers(0, 9)) == 0:  # a write that certainly failed: never applied
+            ops.append(op("write", t0, t1, value=f"failed{i}", outcome="fail"))
+    return ops
+
+
+@given(concurrent_history())
+@settings(max_examples=200, deadline=None)
+def test_concurrent_histories_of_a_real_register_pass(ops: list[Op]) -> None:
+    verdict = check(ops)
+    assert verdict.ok, verdict.detail
+
+
+@given(concurrent_history(), st.data())
+@settings(max_examples=100, deadline=None)
+def test_a_read_of_a_never_written_value_is_always_caught(
+    ops: list[Op], data: st.DataObject
+) -> None:
+    reads = [i for i, o in enumerate(ops) if o.kind == "read"]
+    if not reads:
+        return
+    i = data.draw(st.sampled_from(reads))
+    bad = Op(key="k", kind="read", invoke=ops[i].invoke, complete=ops[i].complete,
+             value="never-written", version=10_000)  # fmt: skip
+    assert not check([*ops[:i], bad, *ops[i + 1 :]]).ok
