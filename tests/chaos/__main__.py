@@ -63,7 +63,7 @@ def table(results: list[RunResult]) -> str:
         )
     for r in results:
         if r.crashed:
-            rows.append(f"note: {r.scenario} seed {r.seed}: nodes died on their own: {r.crashed}")
+            rows.append(f"note: {r.scenario} seed {r.seed}: node failures (restarted): {r.crashed}")
         if not r.passed:
             rows.append(f"FAILED {r.scenario} seed {r.seed}: {r.error or ''} kept in {r.kept}")
             rows += [f"  {v.splitlines()[0]}" for v in (r.violations + r.lost + r.undecided)[:5]]

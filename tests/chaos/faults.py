@@ -8,11 +8,14 @@ before its final reads — and teardown undoes it again, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 from kvnode import localprocs
@@ -85,7 +88,8 @@ class Faults:
         self.disk = disk
         self.paused: set[str] = set()
         self.killed: set[str] = set()
-        self.crashed: list[str] = []  # nodes found dead that the nemesis did not kill
+        # nodes found dead that the nemesis did not kill, or alive with a dead Raft ticker
+        self.crashed: list[str] = []
 
     # -- who leads ---------------------------------------------------------------------------
     async def leaders(self) -> dict[int, str]:
@@ -160,10 +164,34 @@ class Faults:
         for node_id in self.cluster.node_ids:
             if not self.cluster.is_running(node_id):
                 if node_id not in self.killed:
-                    self.crashed.append(node_id)
+                    self.crashed.append(f"{node_id} exited")
                     log.warning("%s died on its own:\n%s", node_id, self.cluster.log_tail(node_id))
                 self.restart(node_id)
+            elif (why := self.unhealthy(node_id)) is not None:
+                # what a liveness probe does on Kubernetes: /healthz 503 -> restart
+                self.crashed.append(f"{node_id} {why}")
+                log.warning("%s failed /healthz (%s): restarting it", node_id, why)
+                self.cluster.kill_node(node_id)
+                self.restart(node_id)
         self.killed.clear()
+
+    def unhealthy(self, node_id: str) -> str | None:
+        """The reason ``/healthz`` gives for a dead or stalled Raft ticker (None: healthy, or
+        no answer, which is not a liveness verdict)."""
+        url = self.cluster.pmap.node(node_id).http_url + "/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2.0):
+                return None
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                return None
+            try:
+                reason = json.loads(exc.read()).get("reason")
+            except ValueError:
+                return None
+            return str(reason) if reason in ("ticker_dead", "ticker_stalled") else None
+        except OSError:
+            return None
 
     def snapshot(self) -> dict[str, Any]:
         return {

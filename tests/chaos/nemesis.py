@@ -185,13 +185,28 @@ class Nemesis:
         await self.cycle("kill -9 every node", "all", kill_all, start_all)
 
     async def disk_full(self) -> None:
+        """Fill node-1's disk; every other time also pause another node's leadership away
+        meanwhile, so node-1 must persist a new term (Raft metadata) on a full disk too, not
+        only apply writes."""
         assert self.faults.disk is not None
         f = self.faults
+        elect = self.rng.random() < 0.5
+        leaders = await f.leaders()
+        others = sorted({n for n in leaders.values() if n != "node-1"})
+        paused = self.rng.choice(others) if elect and others else None
 
         def fill() -> None:
             self.notes.append(f"disk filled with {f.fill_disk() >> 20} MiB")
+            if paused is not None:
+                f.pause(paused)
 
-        await self.cycle("disk full", "node-1", fill, f.free_disk)
+        def free() -> None:
+            if paused is not None:
+                f.resume(paused)
+            f.free_disk()
+
+        target = "node-1" if paused is None else f"node-1 (and SIGSTOP {paused})"
+        await self.cycle("disk full", target, fill, free)
 
 
 Step = Callable[[Nemesis], Awaitable[None]]

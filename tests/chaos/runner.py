@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -134,8 +135,8 @@ async def run_once(
 ) -> RunResult:
     """One run of ``scenario``; never raises for a finding (it is in the result)."""
     result = RunResult(scenario, seed, duration, eventual_as_strong=eventual_as_strong)
-    base = os.path.join(root, f"{scenario}-seed{seed}")
-    shutil.rmtree(base, ignore_errors=True)
+    # a fresh directory per run: a kept failure is never overwritten by a later run
+    base = os.path.join(root, f"{scenario}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     fabric = Fabric(nodes=MAX_NODES)
     disk: Disk | None = None
     cluster: ChaosCluster | None = None
@@ -185,7 +186,7 @@ def _teardown(cluster: ChaosCluster | None, disk: Disk | None, fabric: Fabric) -
             for pid in [cluster.pid(n) for n in cluster.node_ids]:
                 if pid is not None:  # a SIGSTOPped node still dies of SIGKILL; resume anyway
                     with contextlib.suppress(OSError):
-                        os.killpg(pid, 18)
+                        os.killpg(pid, signal.SIGCONT)
         cluster.kill_everything()
     if disk is not None:
         disk.close()
