@@ -19,6 +19,7 @@ from kvnode.client import NodeHttp
 from kvnode.core import errors
 from kvnode.local import scale_cluster
 from kvnode.rebalance import executor as rebalance
+from kvnode.rebalance.http_admin import HttpNodeAdmin
 
 from tests.chaos.faults import Faults
 
@@ -144,9 +145,34 @@ class Nemesis:
         )
 
     async def kill_follower(self) -> None:
+        """Drain the node first (``PUT /v1/admin/drain``: it hands every leadership away), so
+        what dies is a pure follower; undrain it once it is back."""
+        node = await self.pick_follower()
+        f = self.faults
+        pure = await self.drain(node, True)
+        label = "kill -9 follower" if pure else "kill -9 follower (drain incomplete)"
+        try:
+            await self.cycle(label, node, lambda: f.kill(node), lambda: f.restart(node))
+        finally:
+            await self.drain(node, False)
+
+    async def kill_any_follower(self) -> None:
+        """``kill_follower`` without the drain (the rebalance moves leaderships itself)."""
         node = await self.pick_follower()
         f = self.faults
         await self.cycle("kill -9 follower", node, lambda: f.kill(node), lambda: f.restart(node))
+
+    async def drain(self, node: str, drained: bool) -> bool:
+        """Drain or undrain ``node``; whether it reports leading nothing (drain) / done."""
+        admin = HttpNodeAdmin(timeout_s=20.0)
+        try:
+            report = await admin.set_drained(self.faults.cluster.pmap.node(node), drained)
+        except (errors.KvError, OSError) as exc:
+            self.notes.append(f"{'drain' if drained else 'undrain'} {node} failed: {exc}"[:200])
+            return False
+        finally:
+            await admin.close()
+        return bool(report.get("complete")) if drained else True
 
     async def pause_leader(self) -> None:
         node = await self.pick_leader()
@@ -225,7 +251,7 @@ def _repeat(*steps: Step) -> Callable[[Nemesis], Awaitable[None]]:
 async def rebalance_under_faults(nem: Nemesis) -> None:
     """Scale 3 -> 4 nodes with the executor while followers are killed and leaders paused;
     a rebalance step that fails on a fault is resumed (``scale`` with no count) until done."""
-    faults = _repeat(Nemesis.kill_follower, Nemesis.pause_leader)
+    faults = _repeat(Nemesis.kill_any_follower, Nemesis.pause_leader)
     cluster = nem.faults.cluster
     done = asyncio.Event()
 
