@@ -76,7 +76,7 @@ def assert_clean(result: dict, *, min_ops: int, min_faults: int) -> None:
 def test_mixed_faults_keep_histories_linearizable(tmp_path: Path) -> None:
     """Leader and follower kill -9, SIGSTOP past the election timeout, a one-node network
     partition and kill -9 of every node, chosen by the seed."""
-    result = run_chaos(tmp_path, "mixed", duration=20, seed=7, timeout=140)
+    result = run_chaos(tmp_path, "mixed", duration=25, seed=7, timeout=140)
     assert_clean(result, min_ops=300, min_faults=2)
 
 
