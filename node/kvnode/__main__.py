@@ -118,7 +118,12 @@ async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: Tok
         registry=registry,
     )
     app = make_app(service, registry=registry, admin=admin, watches=watches, auth=auth)
-    runner = ApiRunner(app, node_id=settings.node_id, access_log=None)
+    runner = ApiRunner(
+        app,
+        node_id=settings.node_id,
+        access_log=None,
+        keepalive_timeout=settings.http_idle_timeout_s,  # also bounds a first request's headers
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
     await site.start()

@@ -51,8 +51,24 @@ class LocalNode:
     log_path: str
 
 
+def host_of(i: int, *, host: str, hosts: tuple[str, ...] = ()) -> str:
+    """Node ``i``'s address: ``hosts[i]`` when the cluster gives each node its own (e.g. one
+    network namespace per node, so a test can cut one node off), else the shared ``host``."""
+    if not hosts:
+        return host
+    if i >= len(hosts):
+        raise ValueError(f"node index {i} has no address: the cluster lists {len(hosts)} hosts")
+    return hosts[i]
+
+
 def initial_map(
-    *, nodes: int, partitions: int, replication: int, host: str, base_port: int
+    *,
+    nodes: int,
+    partitions: int,
+    replication: int,
+    host: str,
+    base_port: int,
+    hosts: tuple[str, ...] = (),
 ) -> PartitionMap:
     """The epoch-1 map of a fresh local cluster (deterministic)."""
     problem = localconf.layout_problem(base_port=base_port, nodes=nodes, partitions=partitions)
@@ -60,7 +76,10 @@ def initial_map(
         raise ValueError(problem)
     if replication > nodes:
         raise ValueError(f"replication {replication} needs at least as many nodes, got {nodes}")
-    infos = [node_info(i, host=host, base_port=base_port) for i in range(nodes)]
+    infos = [
+        node_info(i, host=host_of(i, host=host, hosts=hosts), base_port=base_port)
+        for i in range(nodes)
+    ]
     replicas = place(
         [NodeSlot(n.node_id, n.zone) for n in infos], partitions=partitions, replication=replication
     )
@@ -70,10 +89,18 @@ def initial_map(
 class LocalCluster:
     """Node processes of one local cluster, described by ``<base_dir>/cluster.json``."""
 
-    def __init__(self, base_dir: str, pmap: PartitionMap, *, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        base_dir: str,
+        pmap: PartitionMap,
+        *,
+        env: dict[str, str] | None = None,
+        hosts: tuple[str, ...] = (),
+    ):
         self.base_dir = os.path.abspath(base_dir)
         self.pmap = pmap
         self.env = dict(env or {})
+        self.hosts = tuple(hosts)  # per-node addresses (empty: every node on the same host)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- construction ------------------------------------------------------------------------
@@ -88,16 +115,20 @@ class LocalCluster:
         host: str = localconf.DEFAULT_HOST,
         base_port: int = localconf.DEFAULT_BASE_PORT,
         env: dict[str, str] | None = None,
+        hosts: tuple[str, ...] = (),
     ) -> LocalCluster:
+        """``hosts``: one address per node index (room for nodes a later ``scale`` adds),
+        instead of ``host`` for all."""
         pmap = initial_map(
             nodes=nodes,
             partitions=partitions,
             replication=replication,
             host=host,
             base_port=base_port,
+            hosts=hosts,
         )
         os.makedirs(base_dir, exist_ok=True)
-        cluster = cls(base_dir, pmap, env=env)
+        cluster = cls(base_dir, pmap, env=env, hosts=hosts)
         cluster._write_json("map.json", pmap.to_dict())
         cluster._save_state()
         return cluster
@@ -114,7 +145,12 @@ class LocalCluster:
                 "start one with `ringkv local up`, or pass --dir / set "
                 f"{localconf.STATE_DIR_ENV}"
             ) from None
-        return cls(base_dir, PartitionMap.from_dict(state["map"]), env=state.get("env"))
+        return cls(
+            base_dir,
+            PartitionMap.from_dict(state["map"]),
+            env=state.get("env"),
+            hosts=tuple(state.get("hosts", ())),
+        )
 
     @property
     def base_port(self) -> int:
@@ -131,7 +167,8 @@ class LocalCluster:
         return NodeHttp(token=localauth.cluster_token(self.env))
 
     def new_node(self, i: int) -> NodeInfo:
-        return node_info(i, host=self.host, base_port=self.base_port)
+        host = host_of(i, host=self.host, hosts=self.hosts)
+        return node_info(i, host=host, base_port=self.base_port)
 
     def set_map(self, pmap: PartitionMap) -> None:
         """Record ``pmap`` as the cluster's map (what nodes read at start, and who exists)."""
@@ -143,7 +180,10 @@ class LocalCluster:
         files.write_json_atomic(os.path.join(self.base_dir, name), body, durable=False, indent=1)
 
     def _save_state(self) -> None:
-        self._write_json(STATE_FILE, {"map": self.pmap.to_dict(), "env": self.env})
+        state: dict[str, Any] = {"map": self.pmap.to_dict(), "env": self.env}
+        if self.hosts:
+            state["hosts"] = list(self.hosts)
+        self._write_json(STATE_FILE, state)
 
     def _legacy_pids(self) -> dict[str, int]:
         """Pids an older version kept inside ``cluster.json``."""
@@ -203,7 +243,7 @@ class LocalCluster:
         os.makedirs(node.data_dir, exist_ok=True)
         with open(node.log_path, "ab") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "kvnode"],
+                self.node_command(node_id),
                 env=self.node_env(node_id),
                 stdout=logf,
                 stderr=subprocess.STDOUT,
@@ -213,6 +253,11 @@ class LocalCluster:
         self.procs[node_id] = proc
         localprocs.record_pid(self.base_dir, node_id, proc.pid)
         log.info("started %s (pid %d)", node_id, proc.pid)
+
+    def node_command(self, node_id: str) -> list[str]:
+        """The argv that runs ``node_id`` (a subclass may wrap it, e.g. to enter the node's
+        own network namespace with ``nsenter``, which execs: the pid stays the node's)."""
+        return [sys.executable, "-m", "kvnode"]
 
     def start_all(self) -> None:
         for node_id in self.node_ids:

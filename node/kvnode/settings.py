@@ -67,6 +67,12 @@ class NodeSettings:
     """Default deadline for a client operation when the caller sends none."""
     max_inflight: int = 4096
     """Requests this node handles at once before answering 429 (backpressure)."""
+    http_idle_timeout_s: float = 75.0
+    """An HTTP connection without a complete request for this long is closed: bounds idle
+    keep-alive connections, slowloris-style header drips and how long a connection flood holds
+    file descriptors (aiohttp's default is an hour). Longer than clients' pool keep-alive
+    (aiohttp's 15 s), so the client, not the server, drops an idle pooled connection and never
+    reuses one the server is closing."""
     expiry_interval_s: float = 1.0
     """How often a partition leader proposes removal of expired (TTL) records."""
     watch_history_entries: int = 10_000
@@ -147,6 +153,8 @@ class NodeSettings:
             raise ValueError("watch history and buffer limits must be positive")
         if self.ticker_stall_s <= self.election_max_s:
             raise ValueError("ticker_stall_s must exceed election_max_s")
+        if self.http_idle_timeout_s <= 0:
+            raise ValueError("http_idle_timeout_s must be positive")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NodeSettings:
