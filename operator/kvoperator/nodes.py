@@ -50,8 +50,29 @@ class HttpNodeApi:
             log.warning("node %s returned an unreadable map: %s", node.node_id, e)
             return MapReport(reachable=False)
 
+    async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """The partitions ``/readyz`` says this node's volume lost (it answers 503 then);
+        None when it did not answer or said nothing about it."""
+        try:
+            _, body, _ = await self._http.call(
+                node.http_url, "GET", "/readyz", timeout=self._timeout
+            )
+        except errors.Unavailable as e:
+            body = e.details
+        except (errors.KvError, OSError) as e:
+            log.debug("node %s did not answer /readyz: %s", node.node_id, e)
+            return None
+        raw = body.get("needs_reseed")
+        if not isinstance(raw, list) or not all(isinstance(p, int) for p in raw):
+            return None
+        return tuple(sorted(raw))
+
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
         await self._admin.install_map(node, pmap)
+
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
+        """``PUT /v1/admin/drain``: the node's drain report (``complete``: it leads nothing)."""
+        return await self._admin.set_drained(node, drained)
 
     async def close(self) -> None:
         await self._http.close()

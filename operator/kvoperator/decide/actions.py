@@ -58,7 +58,27 @@ class RollPod:
     transfers: tuple[tuple[int, str], ...] = ()
 
 
-Action = ApplyObjects | InstallMap | StartRebalance | ResumeRebalance | ReclaimVolumes | RollPod
+@dataclass(frozen=True, slots=True)
+class ReplaceReplicas:
+    """Replace replicas through the rebalance executor (``plan_replacement``): each
+    ``(partition, old, new)`` is remove ``old``, seed ``new`` out of band, add it, let it catch
+    up, verify its digest; ``new == old`` reseeds a node whose volume lost the partition.
+    ``max_concurrent`` replicas are replaced at once."""
+
+    current: PartitionMap
+    replacements: tuple[tuple[int, str, str], ...]
+    max_concurrent: int
+
+
+Action = (
+    ApplyObjects
+    | InstallMap
+    | StartRebalance
+    | ResumeRebalance
+    | ReclaimVolumes
+    | RollPod
+    | ReplaceReplicas
+)
 
 
 @dataclass(frozen=True, slots=True)

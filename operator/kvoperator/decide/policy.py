@@ -23,7 +23,7 @@ import dataclasses
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
 
-from kvoperator.decide import rolling
+from kvoperator.decide import replacement, rolling
 from kvoperator.decide.actions import (
     Action,
     ApplyObjects,
@@ -34,11 +34,11 @@ from kvoperator.decide.actions import (
     StartRebalance,
 )
 from kvoperator.decide.health import QuorumHealth, quorum_health
-from kvoperator.decide.report import report_quorum
+from kvoperator.decide.report import rebalance_progress, report_quorum
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.observed import Observed, RebalanceView
 from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
-from kvoperator.model.status import Condition, Phase, RebalanceProgress
+from kvoperator.model.status import Condition, Phase
 
 RETRY_AFTER_FAILURE_S = 60.0  # wait this long after an aborted rebalance before re-planning
 
@@ -197,23 +197,12 @@ def _map(
     return PartitionMap.build(epoch=epoch, nodes=nodes, replicas=replicas, replication=replication)
 
 
-def _progress(rb: RebalanceView) -> RebalanceProgress:
-    return RebalanceProgress(
-        from_replicas=len(rb.base.nodes),
-        to_replicas=rb.target_size,
-        partitions_done=rb.partitions_done,
-        partitions_total=rb.partitions_total,
-        steps_done=rb.steps_done,
-        steps_total=rb.steps_total,
-        bytes_moved=rb.bytes_moved,
-        eta_seconds=rb.eta_s,
-    )
-
-
 def _rebalancing(spec: ClusterSpec, obs: Observed, rb: RebalanceView) -> Decision:
     frm, to = len(rb.base.nodes), rb.target_size
     what = "aborting" if rb.status in ("aborting", "failed") else "rebalancing"
     msg = f"{what} {frm} -> {to} nodes: {rb.partitions_done}/{rb.partitions_total} partitions"
+    if rb.replacement:  # same nodes: replicas lost with a volume (or away) are being replaced
+        msg = f"{what} replica replacement: {rb.partitions_done}/{rb.partitions_total} partitions"
     if spec.replicas != to:
         msg += f"; replicas {spec.replicas} requested: waits for this rebalance to finish"
     actions: tuple[Action, ...] = ()
@@ -224,19 +213,20 @@ def _rebalancing(spec: ClusterSpec, obs: Observed, rb: RebalanceView) -> Decisio
         else:
             actions = (ResumeRebalance(),)
     replicas, ready, epoch = _counts(obs)
+    reason = "ReplacingReplicas" if rb.replacement else "Rebalancing"
     return Decision(
         actions=actions,
         phase=Phase.REBALANCING,
         message=msg,
-        ready=Condition("Ready", False, "Rebalancing", msg),
-        progressing=Condition("Progressing", True, "Rebalancing", msg),
+        ready=Condition("Ready", False, reason, msg),
+        progressing=Condition("Progressing", True, reason, msg),
         degraded=Condition("Degraded", True, "RebalanceFailed", rb.failure or msg)
         if rb.status == "failed"
         else None,
         replicas=replicas,
         ready_replicas=ready,
         epoch=epoch,
-        progress=_progress(rb),
+        progress=rebalance_progress(rb),
         rebalancing=True,
     )
 
@@ -264,19 +254,19 @@ def _at_rest(
         msg = f"installing the epoch-1 map on {', '.join(names.pod(o) for o in empty)}"
         d = _waiting(obs, Phase.BOOTSTRAPPING, "InstallingMap", msg)
         return _with(d, actions=(InstallMap(m, tuple(empty)),))
-    if empty:
-        pods = ", ".join(names.pod(o) for o in empty)
-        msg = (
-            f"{pods} answer without a map although the map lists them (an emptied volume?): "
-            "they must be reseeded, which the operator does not do automatically yet"
-        )
-        return _waiting(obs, Phase.DEGRADED, "NodeWithoutMap", msg, degraded=True)
+    lost = replacement.lost_replicas(obs, m)  # bootstrapped: an empty member is a lost volume
     lagging = tuple(
         n.ordinal
         for n in obs.nodes
         if n.reachable and n.ordinal in members and n.epoch is not None and n.epoch < m.epoch
     )
     repair: tuple[Action, ...] = (InstallMap(m, lagging),) if lagging else ()
+    if lost:
+        d = _waiting(obs, Phase.DEGRADED, "ReplicasLost", "")
+        d = replacement.decide_reseed(
+            spec, obs, m, lost, _health(obs), waiting=d, retry_after_s=retry_after_s
+        )
+        return d if d.actions else _with(d, actions=repair)
     if members == target:
         c = _converged(spec, obs, m)
         roll = () if repair else c.actions  # no pod goes down while a node's map lags

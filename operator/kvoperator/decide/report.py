@@ -1,4 +1,5 @@
-"""How quorum health shapes a decision (split from ``policy`` to keep it readable)."""
+"""How quorum health and a rebalance's progress shape a decision (split from ``policy`` to keep
+it readable)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,21 @@ import dataclasses
 
 from kvoperator.decide.actions import Decision, RollPod
 from kvoperator.decide.health import QuorumHealth
-from kvoperator.model.status import Condition, Phase
+from kvoperator.model.observed import RebalanceView
+from kvoperator.model.status import Condition, Phase, RebalanceProgress
+
+
+def rebalance_progress(rb: RebalanceView) -> RebalanceProgress:
+    return RebalanceProgress(
+        from_replicas=len(rb.base.nodes),
+        to_replicas=rb.target_size,
+        partitions_done=rb.partitions_done,
+        partitions_total=rb.partitions_total,
+        steps_done=rb.steps_done,
+        steps_total=rb.steps_total,
+        bytes_moved=rb.bytes_moved,
+        eta_seconds=rb.eta_s,
+    )
 
 
 def report_quorum(d: Decision, health: QuorumHealth) -> Decision:

@@ -20,6 +20,9 @@ class PodView:
     zone: str | None = None  # the zone label of the Kubernetes node it runs on
     revision: str | None = None  # its controller-revision-hash (the template it was made from)
     created: float | None = None  # creationTimestamp, seconds since the epoch
+    # Since when it is not ready: the Ready condition's last transition to False, else its
+    # creation (a pod never ready, e.g. Pending); None while ready or unknown.
+    unready_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,8 @@ class NodeReport:
     epoch: int | None = None  # None: reachable but no map yet
     # The leader this node knows for each partition (index = partition), None: not told.
     leaders: tuple[str | None, ...] | None = None
+    # Partitions this node's volume lost (identity): it serves nothing of them until reseeded.
+    needs_reseed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,7 @@ class RebalanceView:
     eta_s: float | None = None
     failure: str | None = None
     updated_at: float = 0.0  # wall clock of the last save
+    replacement: bool = False  # a replica replacement (reseed or re-placement), not a resize
 
     @property
     def finished(self) -> bool:

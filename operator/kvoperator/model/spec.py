@@ -29,7 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "storage.size": "1Gi",
     "storage.reclaimPolicy": "retain",
     "scheduling.zoneLabel": DEFAULT_ZONE_LABEL,
+    "replacement.after": "10m",
+    "replacement.maxConcurrent": 2,
 }
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 class SpecError(ValueError):
@@ -70,6 +73,16 @@ class SchedulingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplacementSpec:
+    """Automatic replica replacement (issue 11). ``after_s``: a member away (pod missing or not
+    ready) this long has its replicas re-placed on the others; ``max_concurrent``: replicas
+    being replaced (reseeded or re-placed) at once, cluster-wide."""
+
+    after_s: float = 600.0
+    max_concurrent: int = DEFAULTS["replacement.maxConcurrent"]
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     replicas: int = DEFAULTS["replicas"]
     partitions: int = DEFAULTS["partitions"]
@@ -80,6 +93,7 @@ class ClusterSpec:
     durability: Durability = Durability.PROCESS
     paused: bool = False
     scheduling: SchedulingSpec = SchedulingSpec()
+    replacement: ReplacementSpec = ReplacementSpec()
 
 
 class _Reader:
@@ -166,6 +180,7 @@ def parse_spec(raw: Mapping[str, Any] | None, *, default_image: str) -> ClusterS
         durability=r.enum(d, "durability", "spec", Durability),
         paused=paused,
         scheduling=_scheduling(r, r.obj(d, "scheduling", "spec")),
+        replacement=_replacement(r, r.obj(d, "replacement", "spec")),
     )
     if problems:
         raise SpecError(problems)
@@ -192,3 +207,24 @@ def _scheduling(r: _Reader, d: Mapping[str, Any]) -> SchedulingSpec:
         topology_spread_constraints=r.list_(d, "topologySpreadConstraints", "spec.scheduling"),
         zone_label=label,
     )
+
+
+def parse_duration(text: str) -> float | None:
+    """``1h30m``, ``10m``, ``45s`` (a Go-style duration, whole units) in seconds; None if not
+    one."""
+    m = _DURATION.match(text)
+    if m is None or not text:
+        return None
+    h, mi, se = (int(x or 0) for x in m.groups())
+    return float(h * 3600 + mi * 60 + se)
+
+
+def _replacement(r: _Reader, d: Mapping[str, Any]) -> ReplacementSpec:
+    path = "spec.replacement"
+    raw = r.str_(d, "after", path, DEFAULTS["replacement.after"]) or ""
+    after = parse_duration(raw)
+    if after is None or after <= 0:
+        r.problems.append(f"{path}.after: {raw!r} is not a positive duration such as 10m or 90s")
+        after = 600.0
+    cap = r.int_(d, "maxConcurrent", path, lo=1, hi=MAX_PARTITIONS)
+    return ReplacementSpec(after_s=after, max_concurrent=cap)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kvnode.core import plan as planning
 from kvnode.core.model import PartitionMap
 
 from kvoperator import decide as policy
@@ -57,8 +58,10 @@ async def act(ctx: Context, action: policy.Action) -> None:
                 f"{plan.steps_total} steps",
             )
         case policy.ResumeRebalance():
-            ctx.runner.resume()
+            ctx.runner.resume(max_concurrent=ctx.spec.replacement.max_concurrent)
             await ctx.event("RebalanceResumed", "resuming the persisted rebalance")
+        case policy.ReplaceReplicas(current=current, replacements=pairs, max_concurrent=cap):
+            await _replace(ctx, current, pairs, cap)
         case policy.ReclaimVolumes(pvcs=pvcs, policy=reclaim, epoch=epoch):
             await _reclaim(ctx, pvcs, reclaim, epoch)
         case policy.RollPod(ordinal=ordinal, transfers=transfers):
@@ -84,6 +87,30 @@ async def _roll(ctx: Context, ordinal: int, transfers: tuple[tuple[int, str], ..
         "PodRolled",
         f"{pod} deleted to be recreated from the new template "
         f"({moved}/{len(transfers)} leaderships moved off it first)",
+    )
+
+
+async def _replace(
+    ctx: Context, current: PartitionMap, pairs: tuple[tuple[int, str, str], ...], cap: int
+) -> None:
+    """Start the executor on a replacement plan: the map's replicas stay as they are (each
+    lost replica comes back as a fresh copy), only the epochs move on."""
+    plan = planning.plan_replacement(current.replicas, pairs)
+    replicas = [list(r) for r in current.replicas]
+    for move in plan.moves:
+        replicas[move.partition] = list(move.target)
+    target = PartitionMap.build(
+        epoch=current.epoch,
+        nodes=current.nodes,
+        replicas=replicas,
+        replication=current.replication,
+    )
+    ctx.runner.start(current, target, plan=plan, max_concurrent=cap)
+    lost = ", ".join(f"{p}@{old}" + ("" if old == new else f"->{new}") for p, old, new in pairs)
+    await ctx.event(
+        "ReplicaReplacementStarted",
+        f"replacing {len(pairs)} replicas, {cap} at a time (remove, seed, add, catch up, "
+        f"verify): {lost}",
     )
 
 

@@ -82,4 +82,13 @@ class NodeApi(Protocol):
         """``PUT /v1/admin/map``: same map again is a no-op; an older epoch is refused."""
         ...
 
+    async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """Partitions the node's volume lost (``/readyz``); None: it did not say."""
+        ...
+
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
+        """Maintenance drain (``PUT /v1/admin/drain``); the node's report, ``complete`` once it
+        leads nothing (it waits a while for that before answering)."""
+        ...
+
     async def close(self) -> None: ...

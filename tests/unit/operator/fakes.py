@@ -215,6 +215,8 @@ class FakeNodes:
         self.bootstrap: dict[str, PartitionMap] = {}  # before the FakeCluster exists
         self.installs = 0
         self.deaf: set[str] = set()  # pods running whose node does not answer (yet)
+        self.lost: dict[str, set[int]] = {}  # partitions a node says it needs reseeded
+        self.drained: dict[str, bool] = {}
         self._admin = _Admin(self)
 
     @property
@@ -264,6 +266,15 @@ class FakeNodes:
                 if not pmap.has_node(self.names.pod(o))
             ]
             self.cluster = FakeCluster(pmap, extra=extra)
+
+    async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
+        return tuple(sorted(self.lost.get(node.node_id, ())))
+
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
+        self.drained[node.node_id] = drained
+        if self.cluster is None:
+            return {"drained": drained, "complete": True, "leader_of": []}
+        return await self.cluster.set_drained(node, drained)
 
     async def close(self) -> None:
         pass

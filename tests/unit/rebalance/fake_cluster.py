@@ -137,7 +137,8 @@ class FakeCluster:
         """The node's preferred-leader housekeeping, run the moment a map arrives."""
         for p, g in self.groups.items():
             preferred = pmap.replicas[p][0]
-            if g.leader == node_id and preferred != node_id and preferred in g.voters:
+            hosts = p in self.nodes[preferred].data  # a wiped voter cannot take over
+            if g.leader == node_id and preferred != node_id and preferred in g.voters and hosts:
                 g.leader = preferred
                 g.commit += 1
                 self.handoffs.append((p, preferred, (p, preferred) in self.digested))
