@@ -68,7 +68,7 @@ class Worker:
         self.uncertain: dict[str, list[str]] = {}
         self.errors: list[dict[str, Any]] = []
         self.stale: list[dict[str, Any]] = []
-        self.samples: list[tuple[float, float, str, bool]] = []
+        self.samples: list[tuple[float, float, str, bool, str]] = []  # t, s, op, ok, key
         self.rng = random.Random(index)
 
     async def step(self, seq: int) -> None:
@@ -86,7 +86,7 @@ class Worker:
         except Exception as exc:  # every failure counts, whatever its type
             self._error("get", key, t0, exc)
             return
-        self.samples.append((t0, time.time() - t0, "get", True))
+        self.samples.append((t0, time.time() - t0, "get", True, key))
         got = None if entry is None else entry.value
         want = self.acked.get(key)
         if want is not None and got != want and got not in self.uncertain.get(key, []):
@@ -99,11 +99,11 @@ class Worker:
         except Exception as exc:  # every failure counts, whatever its type
             self._error(op, key, t0, exc)
             return False
-        self.samples.append((t0, time.time() - t0, op, True))
+        self.samples.append((t0, time.time() - t0, op, True, key))
         return True
 
     def _error(self, op: str, key: str, t0: float, exc: Exception) -> None:
-        self.samples.append((t0, time.time() - t0, op, False))
+        self.samples.append((t0, time.time() - t0, op, False, key))
         self.errors.append({"op": op, "key": key, "t": t0, "error": f"{type(exc).__name__}: {exc}"})
         log.warning("%s %s failed: %s", op, key, exc)
 
