@@ -103,7 +103,7 @@ def test_deleting_the_busiest_leader_pod_loses_nothing(
     scale.report(numbers, "client ops", len(result["samples"]))
     scale.report(numbers, "client errors (after retries)", len(result["errors"]))
     for err in result["errors"][:10]:
-        log.warning("client error: %s", err)
+        print(f"[operator e2e] client error: {err}")
     assert result["stale_reads"] == [], f"stale strong reads: {result['stale_reads'][:10]}"
     # A graceful delete hands leaderships away before the process stops (election timeouts
     # are not waited out): no partition is unreachable for long.

@@ -129,7 +129,7 @@ def test_pod_and_pvc_deleted_replicas_reseeded_automatically(
     scale.report(numbers, "client ops", len(result["samples"]))
     scale.report(numbers, "client errors (after retries)", len(result["errors"]))
     for err in result["errors"][:10]:
-        log.warning("client error: %s", err)
+        print(f"[operator e2e] client error: {err}")
     gaps = unavailability(result["samples"], PARTITIONS)
     scale.report(numbers, "max gap between successful ops per partition (s)",
                  {p: round(g, 2) for p, g in gaps.items()})  # fmt: skip

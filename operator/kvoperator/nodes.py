@@ -45,7 +45,8 @@ class HttpNodeApi:
             return MapReport(reachable=False)
         try:
             pmap = PartitionMap.from_dict(info["map"])
-            return MapReport(reachable=True, pmap=pmap, leaders=_leaders(info, pmap.partitions))
+            leaders = _leaders(info, pmap.partitions)
+            return MapReport(True, pmap, leaders, _drained(info, node.node_id))
         except (KeyError, TypeError, ValueError) as e:
             log.warning("node %s returned an unreadable map: %s", node.node_id, e)
             return MapReport(reachable=False)
@@ -76,6 +77,14 @@ class HttpNodeApi:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def _drained(info: dict[str, object], node_id: str) -> bool | None:
+    """This node's drain flag in a ``/v1/cluster`` answer (``nodes[<id>].drained``)."""
+    nodes = info.get("nodes")
+    me = nodes.get(node_id) if isinstance(nodes, dict) else None
+    flag = me.get("drained") if isinstance(me, dict) else None
+    return flag if isinstance(flag, bool) else None
 
 
 def _leaders(info: dict[str, object], partitions: int) -> tuple[str | None, ...] | None:

@@ -12,6 +12,7 @@ from kvoperator.decide.actions import (
     ResumeRebalance,
     RollPod,
     StartRebalance,
+    UndrainNode,
 )
 from kvoperator.decide.policy import RETRY_AFTER_FAILURE_S, decide
 from kvoperator.model.status import Condition
@@ -28,5 +29,6 @@ __all__ = [
     "ResumeRebalance",
     "RollPod",
     "StartRebalance",
+    "UndrainNode",
     "decide",
 ]

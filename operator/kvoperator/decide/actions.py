@@ -50,12 +50,22 @@ class ReclaimVolumes:
 
 @dataclass(frozen=True, slots=True)
 class RollPod:
-    """Rolling upgrade step: move the leaderships in ``transfers`` ((partition, to node)) off
-    the pod of ``ordinal``, then delete it so the StatefulSet (``OnDelete``) recreates it from
-    the new template."""
+    """Rolling upgrade step: mark the pod's volume (``ROLL_DRAIN_ANNOTATION``), drain its node
+    (``PUT /v1/admin/drain``: every leadership handed away and kept away), and once it leads
+    nothing delete the pod so the StatefulSet (``OnDelete``) recreates it from the new
+    template. Not drained yet: nothing is deleted, the next pass asks again."""
 
     ordinal: int
-    transfers: tuple[tuple[int, str], ...] = ()
+    revision: str
+
+
+@dataclass(frozen=True, slots=True)
+class UndrainNode:
+    """The rolled pod of ``ordinal`` is ready: once every replica it hosts in ``pmap`` has
+    applied its leader's commit index, undrain it and remove the volume's mark."""
+
+    ordinal: int
+    pmap: PartitionMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,7 @@ Action = (
     | ResumeRebalance
     | ReclaimVolumes
     | RollPod
+    | UndrainNode
     | ReplaceReplicas
 )
 

@@ -310,7 +310,10 @@ def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
         not_ready = [n.node_id for n in m.nodes if not obs.ready([_ordinal(n.node_id)])]
         # Only while pods are still on the old template is a starting pod part of a roll (the
         # last rolled pod's start shows as NodesNotReady: nothing tells it from a crash).
-        young, stuck = rolling.starting(obs, [_ordinal(x) for x in not_ready] if stale else [])
+        rolling_now = stale or rolling.roll_marked(obs, members)
+        young, stuck = rolling.starting(
+            obs, [_ordinal(x) for x in not_ready] if rolling_now else []
+        )
         if stuck:
             msg = (
                 f"rolling update stopped: {', '.join(sorted(_pods(m, stuck)))} not ready "
@@ -325,12 +328,10 @@ def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
         if m.epoch == 1:  # only right after the bootstrap: leaders are being elected
             return _waiting(obs, Phase.BOOTSTRAPPING, "NodesNotReady", msg)
         return _waiting(obs, Phase.DEGRADED, "NodesNotReady", msg, degraded=True)
-    if stale:
-        roll = rolling.next_roll(obs, m, stale)
-        moves = f", moving {len(roll.transfers)} leaderships off it" if roll.transfers else ""
-        msg = f"rolling update: replacing {_pods(m, [roll.ordinal])[0]}{moves}"
-        msg += f" ({len(stale) - 1} more to roll)"
-        return _with(_waiting(obs, Phase.UPGRADING, "RollingUpdate", msg), actions=(roll,))
+    roll = rolling.step(obs, m, members, stale)
+    if roll is not None:
+        action, msg = roll
+        return _with(_waiting(obs, Phase.UPGRADING, "RollingUpdate", msg), actions=(action,))
     msg = f"{replicas} nodes ready at map epoch {epoch}"
     return Decision(
         actions=(),

@@ -34,6 +34,7 @@ def report_quorum(d: Decision, health: QuorumHealth) -> Decision:
         return d
     # Never take a replica down for an upgrade while any partition is below quorum.
     d = dataclasses.replace(d, actions=tuple(a for a in d.actions if not isinstance(a, RollPod)))
+    # (An undrain stands: it takes nothing down, and a drained node is a leader less.)
     msg = health.message
     if d.phase is Phase.READY:
         return dataclasses.replace(

@@ -30,6 +30,7 @@ class PvcView:
     ordinal: int
     name: str
     retired: bool  # retained at an earlier scale-down: stale data
+    roll_drained: bool = False  # its node was drained by a rolling upgrade, not undrained yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class NodeReport:
     leaders: tuple[str | None, ...] | None = None
     # Partitions this node's volume lost (identity): it serves nothing of them until reseeded.
     needs_reseed: tuple[int, ...] = ()
+    drained: bool | None = None  # maintenance drain (None: not told)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class MapReport:
     reachable: bool
     pmap: PartitionMap | None = None
     leaders: tuple[str | None, ...] | None = None  # ``leaders`` of the answer, by partition
+    drained: bool | None = None  # the node's own maintenance drain flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,9 @@ class Observed:
 
     def ready(self, ordinals: range | list[int]) -> bool:
         return all((p := self.pod(o)) is not None and p.ready for o in ordinals)
+
+    def pvc(self, ordinal: int) -> PvcView | None:
+        return next((p for p in self.pvcs if p.ordinal == ordinal), None)
 
     def zones(self) -> dict[int, str | None]:
         return {p.ordinal: p.zone for p in self.pods}

@@ -64,30 +64,49 @@ async def act(ctx: Context, action: policy.Action) -> None:
             await _replace(ctx, current, pairs, cap)
         case policy.ReclaimVolumes(pvcs=pvcs, policy=reclaim, epoch=epoch):
             await _reclaim(ctx, pvcs, reclaim, epoch)
-        case policy.RollPod(ordinal=ordinal, transfers=transfers):
-            await _roll(ctx, ordinal, transfers)
+        case policy.RollPod(ordinal=ordinal, revision=revision):
+            await _roll(ctx, ordinal, revision)
+        case policy.UndrainNode(ordinal=ordinal, pmap=pmap):
+            await _undrain(ctx, ordinal, pmap)
 
 
-async def _roll(ctx: Context, ordinal: int, transfers: tuple[tuple[int, str], ...]) -> None:
-    """Move the pod's leaderships away (best effort: the roll is safe without it, since every
-    partition keeps a quorum, it only spares clients an election), then delete the pod."""
-    pod = ctx.names.pod(ordinal)
+async def _roll(ctx: Context, ordinal: int, revision: str) -> None:
+    """Mark the volume, drain the node, and delete the pod only once it leads nothing (a drain
+    that did not finish within the admin call's deadline is asked again on the next pass)."""
+    pod, ns = ctx.names.pod(ordinal), ctx.names.namespace
     node = ctx.names.node(ordinal)
-    moved, failed = 0, []
-    for partition, to in transfers:
-        try:
-            await ctx.nodes.admin.transfer_leader(node, partition, to)
-            moved += 1
-        except Exception as e:
-            failed.append(f"{partition}: {e}")
-    if failed:
-        log.warning("leadership moves off %s failed: %s", pod, "; ".join(failed))
-    await ctx.kube.delete_pod(ctx.names.namespace, pod)
+    await ctx.kube.annotate_pvc(ns, ctx.names.pvc(ordinal), {n.ROLL_DRAIN_ANNOTATION: revision})
+    report = await ctx.nodes.set_drained(node, True)
+    if not report.get("complete"):
+        log.warning("%s still leads %s after the drain call: not deleted yet", pod,
+                    report.get("leader_of"))  # fmt: skip
+        return
+    await ctx.kube.delete_pod(ns, pod)
     await ctx.event(
         "PodRolled",
-        f"{pod} deleted to be recreated from the new template "
-        f"({moved}/{len(transfers)} leaderships moved off it first)",
+        f"{pod} drained (it leads no partition) and deleted, to be recreated from the new "
+        "template; it is undrained once ready and caught up",
     )
+
+
+async def _undrain(ctx: Context, ordinal: int, pmap: PartitionMap) -> None:
+    """Undrain the rolled node once each replica it hosts applied its leader's commit index
+    (read from the leader first, so a busy group is judged at one point of its log)."""
+    pod, ns = ctx.names.pod(ordinal), ctx.names.namespace
+    node = pmap.node(pod)
+    admin = ctx.nodes.admin
+    for p in pmap.partitions_of(pod):
+        mine = await admin.replica_state(node, p)
+        if mine.leader_id is None or mine.leader_id == pod:
+            continue  # a leaderless group keeps the pod unready; a leader needs no catch-up
+        commit = (await admin.replica_state(pmap.node(mine.leader_id), p)).commit_index
+        applied = (await admin.replica_state(node, p)).last_applied
+        if applied < commit:
+            log.info("%s: partition %d applied %d < %d: not undrained yet", pod, p, applied, commit)
+            return
+    await ctx.nodes.set_drained(node, False)
+    await ctx.kube.annotate_pvc(ns, ctx.names.pvc(ordinal), {n.ROLL_DRAIN_ANNOTATION: None})
+    await ctx.event("NodeUndrained", f"{pod} is ready and caught up: undrained")
 
 
 async def _replace(

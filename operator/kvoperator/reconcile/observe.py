@@ -160,7 +160,14 @@ def _pvcs(names: ClusterNames, pvcs: list[Obj]) -> list[PvcView]:
         if ordinal is None or meta.get("deletionTimestamp"):
             continue
         annotations: Mapping[str, str] = meta.get("annotations") or {}
-        out.append(PvcView(ordinal, meta["name"], retired=n.RETIRED_ANNOTATION in annotations))
+        out.append(
+            PvcView(
+                ordinal,
+                meta["name"],
+                retired=n.RETIRED_ANNOTATION in annotations,
+                roll_drained=n.ROLL_DRAIN_ANNOTATION in annotations,
+            )
+        )
     return sorted(out, key=lambda v: v.ordinal)
 
 
@@ -177,7 +184,9 @@ async def _maps(
     for pod, ans in zip(running, answers, strict=True):
         epoch = None if ans.pmap is None else ans.pmap.epoch
         lost_here = reseed.get(pod.ordinal, ())
-        reports.append(NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders, lost_here))
+        reports.append(
+            NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders, lost_here, ans.drained)
+        )
         if ans.pmap is not None and (newest is None or ans.pmap.epoch > newest.epoch):
             newest = ans.pmap
     return tuple(reports), newest

@@ -51,7 +51,7 @@ class KubeApi(Protocol):
         ...
 
     async def annotate_pvc(
-        self, namespace: str, name: str, annotations: Mapping[str, str]
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> None: ...
 
     async def node_labels(self, node_name: str) -> Mapping[str, str] | None:
