@@ -144,7 +144,7 @@ def test_image_change_rolls_one_pod_at_a_time_under_load(
     # and DNS around a restarted node) that the operator cannot hide. Counted and reported.
     scale.report(numbers, "client errors during the roll (after retries)", len(result["errors"]))
     for err in result["errors"][:10]:
-        log.warning("client error during the roll: %s", err)
+        print(f"[operator e2e] client error during the roll: {err}")
     assert result["stale_reads"] == [], f"stale strong reads: {result['stale_reads'][:10]}"
     scale.report(numbers, "client ops during the roll", len(result["samples"]))
     lat = [s[1] for s in result["samples"]]

@@ -68,6 +68,20 @@ class HttpNodeApi:
             return None
         return tuple(sorted(raw))
 
+    async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """Partitions the node hosts a replica of (``GET /v1/admin/partitions``)."""
+        try:
+            _, body, _ = await self._http.call(
+                node.http_url, "GET", "/v1/admin/partitions", timeout=self._timeout
+            )
+        except (errors.KvError, OSError) as e:
+            log.debug("node %s did not list its partitions: %s", node.node_id, e)
+            return None
+        raw = body.get("partitions")
+        if not isinstance(raw, list):
+            return None
+        return tuple(sorted(int(s["partition"]) for s in raw if isinstance(s, dict)))
+
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
         await self._admin.install_map(node, pmap)
 

@@ -50,13 +50,16 @@ class ReclaimVolumes:
 
 @dataclass(frozen=True, slots=True)
 class RollPod:
-    """Rolling upgrade step: mark the pod's volume (``ROLL_DRAIN_ANNOTATION``), drain its node
-    (``PUT /v1/admin/drain``: every leadership handed away and kept away), and once it leads
-    nothing delete the pod so the StatefulSet (``OnDelete``) recreates it from the new
-    template. Not drained yet: nothing is deleted, the next pass asks again."""
+    """Rolling upgrade step. ``delete=False``: mark the pod's volume (``ROLL_DRAIN_ANNOTATION``)
+    and drain its node (``PUT /v1/admin/drain``: every leadership handed away and kept away).
+    ``delete=True`` (a later pass saw it drained and leading nothing): delete the pod so the
+    StatefulSet (``OnDelete``) recreates it from the new template. The pass in between lets
+    clients learn the new leaders from the drained node's answers before it goes, and catches
+    a leadership handed back to it by a peer whose view of the drain was stale."""
 
     ordinal: int
     revision: str
+    delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,17 @@ class ReplaceReplicas:
     current: PartitionMap
     replacements: tuple[tuple[int, str, str], ...]
     max_concurrent: int
+    away: tuple[str, ...] = ()  # nodes left out of the resulting map (gone too long)
+
+
+@dataclass(frozen=True, slots=True)
+class DropStale:
+    """A node back after its replicas were re-placed: install ``pmap`` (which does not list
+    it) and drop its old copies of ``partitions``, so it rejoins only with fresh seeds."""
+
+    ordinal: int
+    partitions: tuple[int, ...]
+    pmap: PartitionMap
 
 
 Action = (
@@ -89,6 +103,7 @@ Action = (
     | RollPod
     | UndrainNode
     | ReplaceReplicas
+    | DropStale
 )
 
 

@@ -23,7 +23,7 @@ import dataclasses
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
 
-from kvoperator.decide import replacement, rolling
+from kvoperator.decide import away, replacement, rolling
 from kvoperator.decide.actions import (
     Action,
     ApplyObjects,
@@ -267,6 +267,10 @@ def _at_rest(
             spec, obs, m, lost, _health(obs), waiting=d, retry_after_s=retry_after_s
         )
         return d if d.actions else _with(d, actions=repair)
+    gone = away.away_nodes(spec, obs, m) if members == target else []
+    if gone:
+        d = _waiting(obs, Phase.DEGRADED, "NodeAway", "")
+        return away.decide_away(spec, obs, m, gone[0], _health(obs), waiting=d, repair=repair)
     if members == target:
         c = _converged(spec, obs, m)
         roll = () if repair else c.actions  # no pod goes down while a node's map lags
@@ -381,6 +385,11 @@ def _scale(
     if not_running:
         msg = f"waiting for new pods to run and answer: {', '.join(not_running)}"
         return _waiting(obs, Phase.SCALING, "WaitingForPods", msg)
+    stale = away.stale_replicas(obs, m, joiners)
+    if stale is not None:
+        msg = f"{names.pod(stale.ordinal)} still hosts replicas of partitions {stale.partitions}"
+        msg += " from before it was away: dropping them before it rejoins"
+        return _with(_waiting(obs, Phase.SCALING, "DroppingStaleReplicas", msg), actions=(stale,))
     zones = obs.zones()
     nodes = [
         m.node(names.pod(o)) if o in members else names.node(o, zone=zones.get(o)) for o in target

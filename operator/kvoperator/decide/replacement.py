@@ -102,7 +102,7 @@ def decide_reseed(
             f"({spec.replacement.max_concurrent} at a time)"
         )
         action = ReplaceReplicas(m, verdict.start, spec.replacement.max_concurrent)
-        return _shaped(waiting, Phase.REBALANCING, "ReplacingReplicas", msg, (action,))
+        return shaped(waiting, Phase.REBALANCING, "ReplacingReplicas", msg, (action,))
     msg = f"{total} replicas lost with their volume on {who}, not replaced yet"
     if cooling:
         assert rb is not None
@@ -111,12 +111,13 @@ def decide_reseed(
         more = len(verdict.blocked) - MAX_NAMED
         named = "; ".join(verdict.blocked[:MAX_NAMED]) + (f" (+{more} more)" if more > 0 else "")
         msg += f": {named}"
-    return _shaped(waiting, Phase.DEGRADED, "ReplicasLost", msg, ())
+    return shaped(waiting, Phase.DEGRADED, "ReplicasLost", msg, ())
 
 
-def _shaped(
+def shaped(
     d: Decision, phase: Phase, reason: str, msg: str, actions: tuple[ReplaceReplicas, ...]
 ) -> Decision:
+    """``d`` (a not-ready decision) with this phase, reason, message and actions; Degraded."""
     return dataclasses.replace(
         d,
         actions=actions,

@@ -96,13 +96,23 @@ def step(
     for o in roll_marked(obs, members):
         if o in stale:
             more = f"({len(stale) - 1} more to roll)"
-            msg = f"rolling update: draining and replacing {_name(m, o)} {more}"
+            if drained_and_leaderless(obs, m, o):
+                msg = f"rolling update: replacing {_name(m, o)}, drained {more}"
+                return RollPod(o, str(obs.update_revision), delete=True), msg
+            msg = f"rolling update: draining {_name(m, o)} {more}"
             return RollPod(o, str(obs.update_revision)), msg
         msg = f"rolling update: undraining {_name(m, o)} once it caught up {more}"
         return UndrainNode(o, m), msg
     if not stale:
         return None
     o = victim(obs, m, stale)
-    more = f"({len(stale) - 1} more to roll)"
-    msg = f"rolling update: draining and replacing {_name(m, o)} {more}"
+    msg = f"rolling update: draining {_name(m, o)} ({len(stale) - 1} more to roll)"
     return RollPod(o, str(obs.update_revision)), msg
+
+
+def drained_and_leaderless(obs: Observed, m: PartitionMap, ordinal: int) -> bool:
+    """The node says it is drained and no replica names it as its partition's leader."""
+    report = next((n for n in obs.nodes if n.ordinal == ordinal and n.reachable), None)
+    if report is None or report.drained is not True:
+        return False
+    return all(_ordinal(v) != ordinal for v in leaderships(obs, m).values())

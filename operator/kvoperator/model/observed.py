@@ -45,6 +45,9 @@ class NodeReport:
     # Partitions this node's volume lost (identity): it serves nothing of them until reseeded.
     needs_reseed: tuple[int, ...] = ()
     drained: bool | None = None  # maintenance drain (None: not told)
+    # Partitions it hosts, asked only of running nodes the newest map does not list (a node
+    # coming back after its replicas were re-placed): None when not asked or not told.
+    hosted: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,27 +60,34 @@ async def act(ctx: Context, action: policy.Action) -> None:
         case policy.ResumeRebalance():
             ctx.runner.resume(max_concurrent=ctx.spec.replacement.max_concurrent)
             await ctx.event("RebalanceResumed", "resuming the persisted rebalance")
-        case policy.ReplaceReplicas(current=current, replacements=pairs, max_concurrent=cap):
-            await _replace(ctx, current, pairs, cap)
+        case policy.ReplaceReplicas(
+            current=current, replacements=pairs, max_concurrent=cap, away=away
+        ):
+            await _replace(ctx, current, pairs, cap, away)
+        case policy.DropStale(ordinal=ordinal, partitions=partitions, pmap=pmap):
+            await _drop_stale(ctx, ordinal, partitions, pmap)
         case policy.ReclaimVolumes(pvcs=pvcs, policy=reclaim, epoch=epoch):
             await _reclaim(ctx, pvcs, reclaim, epoch)
-        case policy.RollPod(ordinal=ordinal, revision=revision):
-            await _roll(ctx, ordinal, revision)
+        case policy.RollPod(ordinal=ordinal, revision=revision, delete=delete):
+            await (_delete_rolled(ctx, ordinal) if delete else _drain(ctx, ordinal, revision))
         case policy.UndrainNode(ordinal=ordinal, pmap=pmap):
             await _undrain(ctx, ordinal, pmap)
 
 
-async def _roll(ctx: Context, ordinal: int, revision: str) -> None:
-    """Mark the volume, drain the node, and delete the pod only once it leads nothing (a drain
-    that did not finish within the admin call's deadline is asked again on the next pass)."""
+async def _drain(ctx: Context, ordinal: int, revision: str) -> None:
+    """Mark the volume (first: a crash after the drain leaves the mark), then drain the node;
+    the node answers once it leads nothing or the call's deadline passed (asked again then)."""
     pod, ns = ctx.names.pod(ordinal), ctx.names.namespace
-    node = ctx.names.node(ordinal)
     await ctx.kube.annotate_pvc(ns, ctx.names.pvc(ordinal), {n.ROLL_DRAIN_ANNOTATION: revision})
-    report = await ctx.nodes.set_drained(node, True)
-    if not report.get("complete"):
-        log.warning("%s still leads %s after the drain call: not deleted yet", pod,
-                    report.get("leader_of"))  # fmt: skip
-        return
+    report = await ctx.nodes.set_drained(ctx.names.node(ordinal), True)
+    if report.get("complete"):
+        await ctx.event("NodeDrained", f"{pod} drained for the rolling update: it leads nothing")
+    else:
+        log.warning("%s still leads %s after the drain call", pod, report.get("leader_of"))
+
+
+async def _delete_rolled(ctx: Context, ordinal: int) -> None:
+    pod, ns = ctx.names.pod(ordinal), ctx.names.namespace
     await ctx.kube.delete_pod(ns, pod)
     await ctx.event(
         "PodRolled",
@@ -110,26 +117,49 @@ async def _undrain(ctx: Context, ordinal: int, pmap: PartitionMap) -> None:
 
 
 async def _replace(
-    ctx: Context, current: PartitionMap, pairs: tuple[tuple[int, str, str], ...], cap: int
+    ctx: Context,
+    current: PartitionMap,
+    pairs: tuple[tuple[int, str, str], ...],
+    cap: int,
+    away: tuple[str, ...],
 ) -> None:
-    """Start the executor on a replacement plan: the map's replicas stay as they are (each
-    lost replica comes back as a fresh copy), only the epochs move on."""
+    """Start the executor on a replacement plan: each replica in ``pairs`` is replaced by a
+    fresh copy (on the same node for a reseed); ``away`` nodes are left out of the target map
+    (nothing is left on them, and they do not answer)."""
     plan = planning.plan_replacement(current.replicas, pairs)
     replicas = [list(r) for r in current.replicas]
     for move in plan.moves:
         replicas[move.partition] = list(move.target)
     target = PartitionMap.build(
         epoch=current.epoch,
-        nodes=current.nodes,
+        nodes=[x for x in current.nodes if x.node_id not in away],
         replicas=replicas,
         replication=current.replication,
     )
     ctx.runner.start(current, target, plan=plan, max_concurrent=cap)
     lost = ", ".join(f"{p}@{old}" + ("" if old == new else f"->{new}") for p, old, new in pairs)
+    why = f"{', '.join(away)} away too long" if away else "lost with a volume"
     await ctx.event(
         "ReplicaReplacementStarted",
-        f"replacing {len(pairs)} replicas, {cap} at a time (remove, seed, add, catch up, "
-        f"verify): {lost}",
+        f"replacing {len(pairs)} replicas ({why}), {cap} at a time (remove, seed, add, catch "
+        f"up, verify): {lost}",
+    )
+
+
+async def _drop_stale(
+    ctx: Context, ordinal: int, partitions: tuple[int, ...], pmap: PartitionMap
+) -> None:
+    """The node came back after its replicas were re-placed: tell it the current map (which
+    does not list it: a drop is refused while the node's map lists it), then drop each old
+    copy, so it only ever rejoins a group through a fresh seed."""
+    node = ctx.names.node(ordinal)
+    await ctx.nodes.install_map(node, pmap)
+    for p in partitions:
+        await ctx.nodes.admin.drop(node, p)
+    await ctx.event(
+        "StaleReplicasDropped",
+        f"{node.node_id} is back: its old copies of partitions {list(partitions)} (re-placed "
+        "while it was away) were dropped; it gets replicas back through the rebalance",
     )
 
 

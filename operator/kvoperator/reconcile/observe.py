@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -180,15 +180,24 @@ async def _maps(
     unready = [p for p, a in zip(running, answers, strict=True) if a.pmap and not p.ready]
     lost = await asyncio.gather(*(nodes.needs_reseed(names.node(p.ordinal)) for p in unready))
     reseed = {p.ordinal: x or () for p, x in zip(unready, lost, strict=True)}
-    reports, newest = [], None
+    newest = None
+    for ans in answers:
+        if ans.pmap is not None and (newest is None or ans.pmap.epoch > newest.epoch):
+            newest = ans.pmap
+    # A node the newest map does not list but that hosts replicas: back after its replicas were
+    # re-placed elsewhere; they are stale and are dropped before it gets any back.
+    outside = [
+        p for p, a in zip(running, answers, strict=True)
+        if a.pmap is not None and newest is not None and not newest.has_node(names.pod(p.ordinal))
+    ]  # fmt: skip
+    listed = await asyncio.gather(*(nodes.hosted(names.node(p.ordinal)) for p in outside))
+    hosted = {p.ordinal: x for p, x in zip(outside, listed, strict=True)}
+    reports = []
     for pod, ans in zip(running, answers, strict=True):
         epoch = None if ans.pmap is None else ans.pmap.epoch
         lost_here = reseed.get(pod.ordinal, ())
-        reports.append(
-            NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders, lost_here, ans.drained)
-        )
-        if ans.pmap is not None and (newest is None or ans.pmap.epoch > newest.epoch):
-            newest = ans.pmap
+        report = NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders, lost_here)
+        reports.append(replace(report, drained=ans.drained, hosted=hosted.get(pod.ordinal)))
     return tuple(reports), newest
 
 

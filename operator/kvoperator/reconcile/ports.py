@@ -82,6 +82,10 @@ class NodeApi(Protocol):
         """``PUT /v1/admin/map``: same map again is a no-op; an older epoch is refused."""
         ...
 
+    async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """Partitions the node hosts a replica of; None: it did not say."""
+        ...
+
     async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
         """Partitions the node's volume lost (``/readyz``); None: it did not say."""
         ...

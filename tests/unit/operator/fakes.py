@@ -276,6 +276,11 @@ class FakeNodes:
             ]
             self.cluster = FakeCluster(pmap, extra=extra)
 
+    async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:
+        if self.cluster is None:
+            return ()
+        return tuple(sorted(self.cluster.nodes[node.node_id].data))
+
     async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
         return tuple(sorted(self.lost.get(node.node_id, ())))
 

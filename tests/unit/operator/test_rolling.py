@@ -68,7 +68,7 @@ def test_the_follower_with_fewest_leaderships_goes_first_drained() -> None:
     assert out.phase is Phase.UPGRADING
     (roll,) = out.actions
     assert roll == d.RollPod(2, NEW)  # demo-2 leads 1 < demo-1's 2 < demo-0's 3
-    assert "draining and replacing demo-2 (2 more to roll)" in out.message
+    assert "draining demo-2 (2 more to roll)" in out.message
     assert out.ready.status is False
     assert out.degraded is None
 
@@ -91,10 +91,28 @@ def test_a_rolled_pod_is_undrained_before_the_next_goes() -> None:
     assert last.phase is Phase.UPGRADING
 
 
+def drained(o: Observed, ordinal: int) -> Observed:
+    nodes = tuple(dataclasses.replace(n, drained=n.ordinal == ordinal) for n in o.nodes)
+    return dataclasses.replace(o, nodes=nodes)
+
+
 def test_a_drained_pod_still_on_the_old_template_is_finished_first() -> None:
     """The operator stopped between the drain and the delete: that pod goes, not another."""
     out = decide(marked(obs({0: OLD, 1: OLD, 2: OLD}), 0))
-    assert out.actions == (d.RollPod(0, NEW),)
+    assert out.actions == (d.RollPod(0, NEW),)  # still leads: drained again, not deleted
+
+
+def test_deleted_only_once_seen_drained_and_leading_nothing() -> None:
+    leaders = leaders_by({0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 0})  # demo-2 leads nothing
+    o = marked(obs({0: OLD, 1: OLD, 2: OLD}, leaders=leaders), 2)
+    assert decide(o).actions == (d.RollPod(2, NEW),)  # its drain flag not seen yet
+    out = decide(drained(o, 2))
+    assert out.actions == (d.RollPod(2, NEW, delete=True),)
+    assert "replacing demo-2, drained (2 more to roll)" in out.message
+    # A leadership handed back to it meanwhile: drained again, not deleted.
+    back = marked(obs({0: OLD, 1: OLD, 2: OLD}, leaders=leaders_by({**dict.fromkeys(range(6), 1),
+                                                                   5: 2})), 2)  # fmt: skip
+    assert decide(drained(back, 2)).actions == (d.RollPod(2, NEW),)
 
 
 def test_a_rolled_pod_starting_after_the_last_roll_is_waited_for() -> None:
