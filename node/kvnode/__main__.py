@@ -25,6 +25,9 @@ from kvnode.storage.leveldb import LevelDBStore
 log = logging.getLogger("kvnode")
 
 PORT_TAKEN_EXIT = 69  # sysexits EX_UNAVAILABLE: a port this node must listen on is taken
+# On SIGTERM, leaderships are handed away for at most this long before the node stops (well
+# inside Kubernetes' default 30 s grace period); a hand-off takes well under a second each.
+SHUTDOWN_HANDOFF_S = 5.0
 
 
 def taken_port(settings: NodeSettings) -> str | None:
@@ -89,7 +92,10 @@ async def serve(settings: NodeSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("node %s shutting down", settings.node_id)
+    log.info("node %s shutting down: handing its leaderships away first", settings.node_id)
+    left = await service.hand_off_before_stop(SHUTDOWN_HANDOFF_S)
+    if left:
+        log.warning("still leading %s after %.0fs; stopping anyway", left, SHUTDOWN_HANDOFF_S)
     await runner.cleanup()
     await service.stop()
     await http.close()
