@@ -97,6 +97,28 @@ async def until_leaderless(
         await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
+STOP_HANDOFF_STALL_S = 1.0  # a stopping node gives up after this long without progress
+
+
+async def hand_off_before_stop(
+    groups: RaftGroups, balance: Callable[[], Awaitable[None]], timeout: float
+) -> list[int]:
+    """``until_leaderless`` for a stopping node: it also gives up once no leadership moved for
+    ``STOP_HANDOFF_STALL_S`` (nobody takes them: the peers are stopping too, as at the end of
+    a test or a whole-cluster shutdown). Returns the partitions still led here."""
+    deadline = time.monotonic() + timeout
+    last: list[int] = []
+    moved_at = time.monotonic()
+    while True:
+        await balance()
+        led, now = led_here(groups), time.monotonic()
+        if led != last:
+            last, moved_at = led, now
+        if not led or now >= deadline or now - moved_at >= STOP_HANDOFF_STALL_S:
+            return led
+        await asyncio.sleep(0.2)
+
+
 def report(
     node_id: str,
     drained: bool,

@@ -382,8 +382,9 @@ class NodeService:
         timeout after the process is gone; the flag is not persisted (the restarted node leads
         again). Returns the partitions still led here when ``timeout`` passed."""
         self._volume.drain_until_restart()
-        await drain.until_leaderless(self._groups, self._housekeeper.balance_now, timeout)
-        return drain.led_here(self._groups)
+        return await drain.hand_off_before_stop(
+            self._groups, self._housekeeper.balance_now, timeout
+        )
 
     def drain_report(self) -> dict[str, Any]:
         """``drain.report`` of this node."""
