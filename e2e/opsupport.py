@@ -293,3 +293,14 @@ def unavailability(samples: list[list[Any]], partitions: int) -> dict[int, float
         times.sort()
         gaps[p] = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
     return gaps
+
+
+def judge_client_errors(errors: list[dict[str, Any]], *, at_most: int) -> None:
+    """What a client can still see past its own retries when a node stops: a write in flight
+    on a connection the stopping node closed (`UnknownOutcome`: it may or may not have
+    applied; the verification accepts either value of such a write). Anything else (an
+    `Unavailable` past the deadline, a `NotLeader` the client could not follow) is a failure,
+    and so are more than `at_most` of them."""
+    kinds = [e["error"].split(":", 1)[0] for e in errors]
+    assert all(k == "UnknownOutcome" for k in kinds), errors[:10]
+    assert len(errors) <= at_most, errors[:10]

@@ -21,7 +21,15 @@ import pytest
 import test_operator_scale as scale
 from kvharness import procs
 from kvharness.cluster import LocalCluster
-from opsupport import Kvc, LoadProcess, newest_view, pod_ips, replica_digests, unavailability
+from opsupport import (
+    Kvc,
+    LoadProcess,
+    judge_client_errors,
+    newest_view,
+    pod_ips,
+    replica_digests,
+    unavailability,
+)
 
 pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
@@ -130,6 +138,7 @@ def test_a_node_away_too_long_is_re_placed_and_gets_replicas_back(
     for err in result["errors"][:10]:
         print(f"[operator e2e] client error: {err}")
     assert result["stale_reads"] == [], f"stale strong reads: {result['stale_reads'][:10]}"
+    judge_client_errors(result["errors"], at_most=2)
     expected = scale.expected_values(result["acked"], result["uncertain"])
     scale._verify(load, expected, numbers, "with the node away")
 

@@ -19,7 +19,15 @@ import pytest
 import test_operator_scale as scale
 from kvharness import procs
 from kvharness.cluster import LocalCluster
-from opsupport import Kvc, LoadProcess, admin_call, newest_view, pod_ips, unavailability
+from opsupport import (
+    Kvc,
+    LoadProcess,
+    admin_call,
+    judge_client_errors,
+    newest_view,
+    pod_ips,
+    unavailability,
+)
 
 pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
@@ -105,8 +113,10 @@ def test_deleting_the_busiest_leader_pod_loses_nothing(
     for err in result["errors"][:10]:
         print(f"[operator e2e] client error: {err}")
     assert result["stale_reads"] == [], f"stale strong reads: {result['stale_reads'][:10]}"
-    # A graceful delete hands leaderships away before the process stops (election timeouts
-    # are not waited out): no partition is unreachable for long.
-    assert max(gaps.values()) < 15.0, gaps
+    # A graceful delete hands the node's leaderships away before the process stops (no
+    # election timeout is waited out): no partition goes unserved for long (measured: under
+    # 1 s on an idle machine; the bound leaves room for a loaded one).
+    assert max(gaps.values()) < 5.0, gaps
+    judge_client_errors(result["errors"], at_most=2)
     expected = scale.expected_values(result["acked"], result["uncertain"])
     scale._verify(load, expected, numbers, "after the pod delete")
