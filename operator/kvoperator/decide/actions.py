@@ -36,7 +36,10 @@ class StartRebalance:
 
 @dataclass(frozen=True, slots=True)
 class ResumeRebalance:
-    """Load the persisted rebalance and run it (or finish its abort)."""
+    """Load the persisted rebalance and run it (or finish its abort); ``max_concurrent``: the
+    cap of a replica replacement (``spec.replacement.maxConcurrent``), None for a rebalance."""
+
+    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,13 +23,12 @@ import dataclasses
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
 
-from kvoperator.decide import away, replacement, rolling
+from kvoperator.decide import away, replacement, rolling, volumes
 from kvoperator.decide.actions import (
     Action,
     ApplyObjects,
     Decision,
     InstallMap,
-    ReclaimVolumes,
     ResumeRebalance,
     StartRebalance,
 )
@@ -37,7 +36,7 @@ from kvoperator.decide.health import QuorumHealth, quorum_health
 from kvoperator.decide.report import rebalance_progress, report_quorum
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.observed import Observed, RebalanceView
-from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
+from kvoperator.model.spec import ClusterSpec
 from kvoperator.model.status import Condition, Phase
 
 RETRY_AFTER_FAILURE_S = 60.0  # wait this long after an aborted rebalance before re-planning
@@ -65,7 +64,7 @@ def decide(
         need = max(spec.replicas, obs.statefulset_replicas or 0)
     elif m is None:
         need = spec.replicas
-    elif _retired_joiners(spec, obs, m):
+    elif volumes.retired_joiners(spec, obs, m):
         need = _span(m)  # a pod must never start on a stale volume
     else:
         need = max(_span(m), spec.replicas)
@@ -211,7 +210,9 @@ def _rebalancing(spec: ClusterSpec, obs: Observed, rb: RebalanceView) -> Decisio
         if not obs.running(needed):
             msg += "; waiting for its pods to run before resuming"
         else:
-            actions = (ResumeRebalance(),)
+            actions = (
+                ResumeRebalance(spec.replacement.max_concurrent if rb.replacement else None),
+            )
     replicas, ready, epoch = _counts(obs)
     reason = "ReplacingReplicas" if rb.replacement else "Rebalancing"
     return Decision(
@@ -274,38 +275,15 @@ def _at_rest(
     if members == target:
         c = _converged(spec, obs, m)
         roll = () if repair else c.actions  # no pod goes down while a node's map lags
-        return _with(c, actions=repair + _reclaim(spec, obs, m) + roll)
+        return _with(c, actions=repair + volumes.reclaim(spec, obs, m) + roll)
     d = _scale(spec, obs, names, m, retry_after_s=retry_after_s)
     return d if d.actions else _with(d, actions=repair)
-
-
-def _retired_joiners(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> list[str]:
-    """Retained volumes (stale data) of ordinals a scale-up would bring back."""
-    members = set(_members(m))
-    return [
-        p.name
-        for p in obs.pvcs
-        if p.retired and p.ordinal < spec.replicas and p.ordinal not in members
-    ]
-
-
-def _reclaim(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> tuple[Action, ...]:
-    """Volumes of ordinals the map no longer uses, once their pods are gone."""
-    policy = spec.storage.reclaim_policy
-    pvcs = tuple(
-        p.name
-        for p in obs.pvcs
-        if p.ordinal >= spec.replicas
-        and obs.pod(p.ordinal) is None
-        and (policy is ReclaimPolicy.DELETE or not p.retired)
-    )
-    return (ReclaimVolumes(pvcs, policy, m.epoch),) if pvcs else ()
 
 
 def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
     replicas, ready, epoch = _counts(obs)
     extra = sorted(p.name for p in obs.pods if p.ordinal >= spec.replicas)
-    if extra or _reclaim(spec, obs, m):
+    if extra or volumes.reclaim(spec, obs, m):
         msg = "drained: removing " + (", ".join(extra) if extra else "volumes of removed nodes")
         return _waiting(obs, Phase.SCALING, "RemovingDrainedNodes", msg)
     members = _members(m)
@@ -367,7 +345,7 @@ def _scale(
         )
         return _waiting(obs, Phase.DEGRADED, "RebalanceAborted", msg, degraded=True)
     joiners = [o for o in target if o not in members]
-    retired = _retired_joiners(spec, obs, m)
+    retired = volumes.retired_joiners(spec, obs, m)
     if retired:
         msg = (
             f"{', '.join(retired)} hold data retained at an earlier scale-down; delete them "

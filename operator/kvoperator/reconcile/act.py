@@ -57,8 +57,8 @@ async def act(ctx: Context, action: policy.Action) -> None:
                 f"{current.epoch}: {plan.partitions_total} partitions to move in "
                 f"{plan.steps_total} steps",
             )
-        case policy.ResumeRebalance():
-            ctx.runner.resume(max_concurrent=ctx.spec.replacement.max_concurrent)
+        case policy.ResumeRebalance(max_concurrent=cap):
+            ctx.runner.resume(max_concurrent=cap)
             await ctx.event("RebalanceResumed", "resuming the persisted rebalance")
         case policy.ReplaceReplicas(
             current=current, replacements=pairs, max_concurrent=cap, away=away

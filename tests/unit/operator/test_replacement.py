@@ -88,3 +88,14 @@ def test_paused_reseeds_nothing() -> None:
     out = d.decide(spec(paused=True), obs, NAMES, objects_current=True)
     assert out.actions == ()
     assert out.phase is Phase.PAUSED
+
+
+def test_a_replacement_resumes_under_its_own_cap_a_rebalance_under_the_operators() -> None:
+    rb = dataclasses.replace(rebalance(M3, M3), replacement=True)
+    obs = observed(sts=3, running=range(3), ready=[0, 1], pmap=M3, rebalance=rb,
+                   bootstrapped=True)  # fmt: skip
+    s = spec(replacement={"maxConcurrent": 3})
+    assert d.decide(s, obs, NAMES, objects_current=True).actions == (d.ResumeRebalance(3),)
+    plain = observed(sts=5, running=range(5), ready=range(5), pmap=M3,
+                     rebalance=rebalance(M3, M5), bootstrapped=True)  # fmt: skip
+    assert d.decide(s, plain, NAMES, objects_current=True).actions == (d.ResumeRebalance(None),)
