@@ -11,6 +11,7 @@ from kvoperator.model.observed import Observed
 from kvoperator.model.status import Phase
 
 from tests.unit.operator.builders import NAMES, NOW, cluster_map, observed, rebalance, spec
+from tests.unit.operator.harness import Harness
 
 M3 = cluster_map(range(3), epoch=7)
 M5 = cluster_map(range(5), epoch=7)
@@ -99,3 +100,34 @@ def test_a_replacement_resumes_under_its_own_cap_a_rebalance_under_the_operators
     plain = observed(sts=5, running=range(5), ready=range(5), pmap=M3,
                      rebalance=rebalance(M3, M5), bootstrapped=True)  # fmt: skip
     assert d.decide(s, plain, NAMES, objects_current=True).actions == (d.ResumeRebalance(None),)
+
+
+async def test_an_emptied_volume_is_reseeded_through_the_reconciler() -> None:
+    """The whole path against the fakes: a member whose volume was emptied (no map, no data,
+    still a voter in its groups) is reseeded partition by partition, and the cluster is Ready
+    again with every replica holding the data."""
+    h = Harness({"replicas": 3, "partitions": 6, "replacement": {"maxConcurrent": 2}})
+    await h.ready()
+    cluster = h.nodes.cluster
+    assert cluster is not None
+    wiped = cluster.nodes["demo-1"]
+    wiped.data.clear()
+    wiped.applied.clear()
+    wiped.maps.clear()
+    h.nodes.bootstrap.pop("demo-1", None)
+    for g in cluster.groups.values():
+        if g.leader == "demo-1":  # it lost its leaderships when it went away
+            g.leader = next(v for v in g.voters if v != "demo-1")
+    await h.step()
+    assert h.status["phase"] == "Rebalancing"
+    assert "ReplicaReplacementStarted" in h.kube.reasons()
+    await h.until("reseeded and Ready", lambda: h.converged() and len(wiped.data) == 6)
+    for p in range(6):
+        assert [op for op in cluster.ops[p] if op[1] == "demo-1" and op[0] != "lead"] == [
+            ("remove", "demo-1"),
+            ("seed", "demo-1"),
+            ("add", "demo-1"),
+        ]
+        assert wiped.data[p] == cluster.nodes["demo-0"].data[p]
+    assert "RebalanceDone" in h.kube.reasons()
+    assert h.errors() == 0
