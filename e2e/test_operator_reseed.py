@@ -35,6 +35,7 @@ pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
 
 PARTITIONS = 8
+BALLAST_KEYS = 10_000  # 2 KB each: about 20 MB of values on every node (RF 3 on 3 nodes)
 VICTIM = "demo-1"
 KVCLUSTER = {
     "apiVersion": "ringkv.io/v1alpha1",
@@ -75,13 +76,17 @@ def test_pod_and_pvc_deleted_replicas_reseeded_automatically(
     kvc.wait_ready(3, timeout=180)
     filled = load.once("fill", "fill", "--keys", str(scale.KEYS), timeout=300)
     assert filled["failures"] == [], filled["failures"][:5]
+    # Ballast, so the copies are not trivially small: other keys with 2 KB values.
+    ballast = load.once("ballast", "fill", "--keys", str(BALLAST_KEYS), "--prefix", "b",
+                        "--value-size", "2048", timeout=300)  # fmt: skip
+    assert ballast["failures"] == [], ballast["failures"][:5]
     ips = pod_ips(cluster, namespace)
     view = newest_view(list(ips.values()))
     assert view is not None
     epoch_before = view["epoch"]
     sizes = [admin_call(ips[VICTIM], "GET", f"/v1/admin/partitions/{p}") for p in range(8)]
     data_bytes = sum(int(s.get("size_bytes", 0)) for s in sizes)
-    scale.report(numbers, "data on the lost node (keys, bytes)",
+    scale.report(numbers, "data on the lost node (keys, store bytes)",
                  (sum(int(s.get("keys", 0)) for s in sizes), data_bytes))  # fmt: skip
 
     load.start(scale.KEYS)
