@@ -5,7 +5,8 @@ its stale copies are dropped and replicas move back to it (the placement over al
 The node is kept away the way a real cluster keeps a pod away: the (only) Kubernetes node is
 cordoned (`kubectl cordon`) and the pod deleted, so its replacement stays Pending, unscheduled,
 until `kubectl uncordon`. 4 nodes, RF 3, 8 partitions, 10 000 keys under a write +
-strong-read load; prints the time to restore full replication and to move back.
+strong-read load, plus 10 000 keys of 2 KB; prints the time to restore full replication and
+to move back.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
 
 PARTITIONS = 8
+BALLAST_KEYS = 10_000  # 2 KB each: about 20 MB of values, RF 3 over 4 nodes
 AWAY = "demo-3"
 KVCLUSTER = {
     "apiVersion": "ringkv.io/v1alpha1",
@@ -84,6 +86,10 @@ def test_a_node_away_too_long_is_re_placed_and_gets_replicas_back(
     kvc.wait_ready(4, timeout=240)
     filled = load.once("fill", "fill", "--keys", str(scale.KEYS), timeout=300)
     assert filled["failures"] == [], filled["failures"][:5]
+    # Ballast, so the copies are not trivially small: other keys with 2 KB values.
+    ballast = load.once("ballast", "fill", "--keys", str(BALLAST_KEYS), "--prefix", "b",
+                        "--value-size", "2048", timeout=300)  # fmt: skip
+    assert ballast["failures"] == [], ballast["failures"][:5]
     before = replicas_of(pod_ips(cluster, namespace))
     assert before is not None
     held = [p for p, r in enumerate(before) if AWAY in r]
