@@ -6,7 +6,8 @@ the partition map from there and (with `--direct`) talks to partition leaders by
 headless-Service names. The test starts it wrapped in `LocalCluster.with_cluster_dns`, so those
 names resolve as in a pod. Results go to `--out` as JSON; nothing is printed.
 
-* `fill --keys N`: write keys `k00000..` (value `<key>@fill`) in batches through the Service.
+* `fill --keys N [--prefix P --value-size S]`: write keys `Pk00000..` (value `<key>@fill`, padded
+  to S characters) in batches through the Service.
 * `run --keys N --workers W --stop-file F`: until F exists, each worker overwrites random keys
   of its own share (key index % W == worker) and strong-reads another of its keys, checking it
   sees its last acknowledged write (a read-your-writes / linearizability check per key).
@@ -38,7 +39,9 @@ def key_name(i: int) -> str:
     return f"k{i:05d}"
 
 
-async def fill(client: Client, keys: int, concurrency: int = 4) -> dict[str, Any]:
+async def fill(
+    client: Client, keys: int, concurrency: int = 4, *, prefix: str = "", value_size: int = 0
+) -> dict[str, Any]:
     """Write every key once; returns the seconds taken and any failed batch."""
     failures: list[str] = []
     chunks = [range(s, min(s + BATCH, keys)) for s in range(0, keys, BATCH)]
@@ -46,7 +49,12 @@ async def fill(client: Client, keys: int, concurrency: int = 4) -> dict[str, Any
 
     async def one(chunk: range) -> None:
         async with sem:
-            ops = [BatchOp.put(key_name(i), f"{key_name(i)}@fill") for i in chunk]
+            ops = [
+                BatchOp.put(
+                    prefix + key_name(i), f"{prefix}{key_name(i)}@fill".ljust(value_size, ".")
+                )
+                for i in chunk
+            ]
             try:
                 result = await client.batch(ops)
                 result.raise_for_error()
@@ -68,7 +76,7 @@ class Worker:
         self.uncertain: dict[str, list[str]] = {}
         self.errors: list[dict[str, Any]] = []
         self.stale: list[dict[str, Any]] = []
-        self.samples: list[tuple[float, float, str, bool]] = []
+        self.samples: list[tuple[float, float, str, bool, str]] = []  # t, s, op, ok, key
         self.rng = random.Random(index)
 
     async def step(self, seq: int) -> None:
@@ -86,7 +94,7 @@ class Worker:
         except Exception as exc:  # every failure counts, whatever its type
             self._error("get", key, t0, exc)
             return
-        self.samples.append((t0, time.time() - t0, "get", True))
+        self.samples.append((t0, time.time() - t0, "get", True, key))
         got = None if entry is None else entry.value
         want = self.acked.get(key)
         if want is not None and got != want and got not in self.uncertain.get(key, []):
@@ -99,11 +107,11 @@ class Worker:
         except Exception as exc:  # every failure counts, whatever its type
             self._error(op, key, t0, exc)
             return False
-        self.samples.append((t0, time.time() - t0, op, True))
+        self.samples.append((t0, time.time() - t0, op, True, key))
         return True
 
     def _error(self, op: str, key: str, t0: float, exc: Exception) -> None:
-        self.samples.append((t0, time.time() - t0, op, False))
+        self.samples.append((t0, time.time() - t0, op, False, key))
         self.errors.append({"op": op, "key": key, "t": t0, "error": f"{type(exc).__name__}: {exc}"})
         log.warning("%s %s failed: %s", op, key, exc)
 
@@ -148,7 +156,7 @@ async def verify(client: Client, expected: dict[str, list[str]]) -> dict[str, An
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async with Client([args.url], timeout=TIMEOUT_S, direct=args.direct) as client:
         if args.command == "fill":
-            return await fill(client, args.keys)
+            return await fill(client, args.keys, prefix=args.prefix, value_size=args.value_size)
         if args.command == "run":
             return await run(client, args.keys, args.workers, Path(args.stop_file))
         text = await asyncio.to_thread(Path(args.expected).read_text)
@@ -162,7 +170,10 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--direct", action="store_true", help="route to leaders (smart client)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("fill").add_argument("--keys", type=int, required=True)
+    f = sub.add_parser("fill")
+    f.add_argument("--keys", type=int, required=True)
+    f.add_argument("--prefix", default="", help="before each key name (ballast: other keys)")
+    f.add_argument("--value-size", type=int, default=0, help="pad values to this many chars")
     r = sub.add_parser("run")
     r.add_argument("--keys", type=int, required=True)
     r.add_argument("--workers", type=int, default=4)

@@ -5,6 +5,7 @@ were deleted."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
@@ -237,3 +238,69 @@ class DrainWatch(threading.Thread):
     def held_when_gone(self, node: str) -> list[Tick]:
         """Ticks where `node`'s pod was terminating or gone while a map still listed it."""
         return [t for t in self.ticks if node not in t.live and node in t.holders]
+
+
+def pod_ips(cluster: LocalCluster, ns: str) -> dict[str, str]:
+    """Node pod name -> pod IP, for the pods that have one."""
+    return {p["metadata"]["name"]: p["status"]["podIP"] for p in node_pods(cluster, ns)
+            if (p.get("status") or {}).get("podIP")}  # fmt: skip
+
+
+def admin_call(ip: str, method: str, path: str, timeout: float = 15.0) -> dict[str, Any]:
+    """One admin API call to the node at `ip`; its JSON answer (raises on an error status)."""
+    req = urllib.request.Request(f"http://{ip}:7000{path}", method=method, data=None)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body = json.loads(resp.read() or b"{}")
+    assert isinstance(body, dict)
+    return body
+
+
+def replica_digests(ips: dict[str, str], pmap: dict[str, Any], partition: int,
+                    timeout: float = 60.0) -> dict[str, str]:  # fmt: skip
+    """Every replica's digest of `partition` at one log index (a marker replicated by its
+    leader): equal digests mean equal data."""
+    replicas = pmap["replicas"][partition]
+    base = f"/v1/admin/partitions/{partition}"
+    states = {n: admin_call(ips[n], "GET", base) for n in replicas}
+    leader = next(n for n, s in states.items() if s.get("role") == "leader")
+    index = admin_call(ips[leader], "POST", f"{base}/digest")["index"]
+    found: dict[str, str] = {}
+
+    def computed() -> bool:
+        for n in replicas:
+            if n not in found:
+                d = admin_call(ips[n], "GET", f"{base}/digest?index={index}").get("digest")
+                if d is not None:
+                    found[n] = str(d)
+        return len(found) == len(replicas)
+
+    procs.wait_until(computed, timeout=timeout, interval=0.3,
+                     what=f"digests of partition {partition} at index {index}")  # fmt: skip
+    return found
+
+
+def unavailability(samples: list[list[Any]], partitions: int) -> dict[int, float]:
+    """Per partition, the longest gap (s) between two successful client operations on its keys
+    (a sample is [start, seconds, op, ok, key]); the end of an op counts as its success time."""
+    from kvnode.core.hashing import partition_of
+
+    done: dict[int, list[float]] = {p: [] for p in range(partitions)}
+    for t0, dt, _op, ok, key in samples:
+        if ok:
+            done[partition_of(key, partitions)].append(t0 + dt)
+    gaps = {}
+    for p, times in done.items():
+        times.sort()
+        gaps[p] = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    return gaps
+
+
+def judge_client_errors(errors: list[dict[str, Any]], *, at_most: int) -> None:
+    """What a client can still see past its own retries when a node stops: a write in flight
+    on a connection the stopping node closed (`UnknownOutcome`: it may or may not have
+    applied; the verification accepts either value of such a write). Anything else (an
+    `Unavailable` past the deadline, a `NotLeader` the client could not follow) is a failure,
+    and so are more than `at_most` of them."""
+    kinds = [e["error"].split(":", 1)[0] for e in errors]
+    assert all(k == "UnknownOutcome" for k in kinds), errors[:10]
+    assert len(errors) <= at_most, errors[:10]

@@ -1,7 +1,7 @@
 """Issue 11, "must be shown": change `spec.image` under a write + strong-read load -> the
-operator rolls every pod (StatefulSet `OnDelete`), one at a time, leaderships moved off first;
-no stale strong read, no acknowledged write lost. Client errors after retries are counted and
-reported, not yet asserted to be zero (see the note at the assertion).
+operator rolls every pod (StatefulSet `OnDelete`), one at a time, each node drained first and
+undrained once its new pod caught up; no stale strong read, no acknowledged write lost, client
+errors past the client's retries bounded and of the one explained kind (see the assertion).
 
 The two tags (`ringkv/ringkv:<appVersion>` and `ringkv/ringkv:rolled`) map to the same local
 install (e2e/images.json), so the roll is a real delete/recreate of each pod on its volume.
@@ -23,7 +23,7 @@ import pytest
 import test_operator_scale as scale
 from kvharness import procs
 from kvharness.cluster import LocalCluster
-from opsupport import NODE_LABELS, Kvc, LoadProcess, percentile
+from opsupport import NODE_LABELS, Kvc, LoadProcess, judge_client_errors, percentile
 
 pytestmark = pytest.mark.e2e
 log = logging.getLogger(__name__)
@@ -136,15 +136,19 @@ def test_image_change_rolls_one_pod_at_a_time_under_load(
     assert sorted(set(order)) == ["demo-0", "demo-1", "demo-2"], order
     scale.report(numbers, "pods away, in order", order)
     reasons = [e["reason"] for e in kvc.events()]
-    assert reasons.count("PodRolled") >= 3, reasons
+    # Each pod: drained, deleted only once seen leading nothing, undrained once caught up.
+    for reason in ("NodeDrained", "PodRolled", "NodeUndrained"):
+        assert reasons.count(reason) >= 3, reasons
 
-    # NOT asserted yet: "zero client errors beyond retries". Each pod restart currently
-    # surfaces a few NotLeader/Unavailable errors past kvload's 10 s deadline (measured 7-8 per
-    # 3-pod roll, with or without the leadership moves), a node/client matter (leader hints
-    # and DNS around a restarted node) that the operator cannot hide. Counted and reported.
+    # Zero lost acknowledged writes and no stale read (below) are asserted outright. Client
+    # errors past kvload's retries: with the drain-first roll and the node's own hand-off on
+    # SIGTERM none were measured (7-8 per roll before, see operator/DESIGN.md "Client errors
+    # around a restarted pod"); what may remain is a write in flight on a connection the
+    # stopping node closes (UnknownOutcome, its value accepted by the check either way).
     scale.report(numbers, "client errors during the roll (after retries)", len(result["errors"]))
     for err in result["errors"][:10]:
-        log.warning("client error during the roll: %s", err)
+        print(f"[operator e2e] client error during the roll: {err}")
+    judge_client_errors(result["errors"], at_most=2)
     assert result["stale_reads"] == [], f"stale strong reads: {result['stale_reads'][:10]}"
     scale.report(numbers, "client ops during the roll", len(result["samples"]))
     lat = [s[1] for s in result["samples"]]

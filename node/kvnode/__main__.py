@@ -60,6 +60,11 @@ def auth_setup(settings: NodeSettings) -> tuple[AuthConfig | None, TokenSource]:
     return config, lambda _url: credential.get()
 
 
+# On SIGTERM, leaderships are handed away for at most this long before the node stops (well
+# inside Kubernetes' default 30 s grace period); a hand-off takes well under a second each.
+SHUTDOWN_HANDOFF_S = 5.0
+
+
 def taken_port(settings: NodeSettings) -> str | None:
     """Pre-flight: the first of this node's listening ports that cannot be bound, described
     for a human (None if all are free). Checked before anything starts so a taken port ends
@@ -140,7 +145,10 @@ async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: Tok
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("node %s shutting down", settings.node_id)
+    log.info("node %s shutting down: handing its leaderships away first", settings.node_id)
+    left = await service.hand_off_before_stop(SHUTDOWN_HANDOFF_S)
+    if left:
+        log.warning("still leading %s after %.0fs; stopping anyway", left, SHUTDOWN_HANDOFF_S)
     await watches.stop()  # open streams end now instead of holding the server open
     await runner.cleanup()
     await service.stop()

@@ -50,10 +50,42 @@ class HttpNodeApi:
             return MapReport(reachable=False)
         try:
             pmap = PartitionMap.from_dict(info["map"])
-            return MapReport(reachable=True, pmap=pmap, leaders=_leaders(info, pmap.partitions))
+            leaders = _leaders(info, pmap.partitions)
+            return MapReport(True, pmap, leaders, _drained(info, node.node_id))
         except (KeyError, TypeError, ValueError) as e:
             log.warning("node %s returned an unreadable map: %s", node.node_id, e)
             return MapReport(reachable=False)
+
+    async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """The partitions ``/readyz`` says this node's volume lost (it answers 503 then);
+        None when it did not answer or said nothing about it."""
+        try:
+            _, body, _ = await self._http.call(
+                node.http_url, "GET", "/readyz", timeout=self._timeout
+            )
+        except errors.Unavailable as e:
+            body = e.details
+        except (errors.KvError, OSError) as e:
+            log.debug("node %s did not answer /readyz: %s", node.node_id, e)
+            return None
+        raw = body.get("needs_reseed")
+        if not isinstance(raw, list) or not all(isinstance(p, int) for p in raw):
+            return None
+        return tuple(sorted(raw))
+
+    async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """Partitions the node hosts a replica of (``GET /v1/admin/partitions``)."""
+        try:
+            _, body, _ = await self._http.call(
+                node.http_url, "GET", "/v1/admin/partitions", timeout=self._timeout
+            )
+        except (errors.KvError, OSError) as e:
+            log.debug("node %s did not list its partitions: %s", node.node_id, e)
+            return None
+        raw = body.get("partitions")
+        if not isinstance(raw, list):
+            return None
+        return tuple(sorted(int(s["partition"]) for s in raw if isinstance(s, dict)))
 
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
         await self._admin.install_map(node, pmap)
@@ -72,8 +104,20 @@ class HttpNodeApi:
                 return token
         return None
 
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
+        """``PUT /v1/admin/drain``: the node's drain report (``complete``: it leads nothing)."""
+        return await self._admin.set_drained(node, drained)
+
     async def close(self) -> None:
         await self._http.close()
+
+
+def _drained(info: dict[str, object], node_id: str) -> bool | None:
+    """This node's drain flag in a ``/v1/cluster`` answer (``nodes[<id>].drained``)."""
+    nodes = info.get("nodes")
+    me = nodes.get(node_id) if isinstance(nodes, dict) else None
+    flag = me.get("drained") if isinstance(me, dict) else None
+    return flag if isinstance(flag, bool) else None
 
 
 def _leaders(info: dict[str, object], partitions: int) -> tuple[str | None, ...] | None:

@@ -118,3 +118,31 @@ async def _text(url: str) -> tuple[int, str]:
 async def _drained_in_cluster(url: str, node: str) -> bool:
     status, body = await call(url, "GET", "/v1/cluster")
     return status == 200 and body["nodes"][node]["drained"] is True
+
+
+async def test_a_stopping_node_hands_its_leaderships_away_first(make_cluster) -> None:
+    """SIGTERM (a pod deleted) hands every leadership away before the process exits, so the
+    others lead at once instead of after an election timeout; a restart is not drained."""
+    h = make_cluster(nodes=3, partitions=PARTITIONS, replication=3)
+    await h.wait_ready(timeout=60)
+    c = h.cluster
+    pmap = c.pmap
+    node = pmap.nodes[0].node_id
+    other = pmap.nodes[1].http_url
+
+    async def leads() -> list[int] | None:
+        led = [p for p, n in (await leaders(pmap.node(node).http_url)).items() if n == node]
+        return led or None
+
+    await eventually(leads, timeout=30, what=f"{node} leading some partition")
+    started = time.monotonic()
+    await asyncio.to_thread(c.stop_node, node)
+    took = time.monotonic() - started
+    after = await leaders(other)
+    log.info("stop with hand-off took %.2fs; leaders right after: %s", took, after)
+    assert all(n is not None and n != node for n in after.values()), after
+    c.start_node(node)
+    await h.wait_ready(timeout=60)
+    status, body = await call(pmap.node(node).http_url, "GET", "/v1/admin/drain")
+    assert status == 200
+    assert body["drained"] is False

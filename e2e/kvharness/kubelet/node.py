@@ -85,13 +85,34 @@ def register(kube: Kube, name: str, *, host_ip: str, version: str, now: float, p
     kube.patch_strategic(f"/api/v1/nodes/{name}/status", {"status": status})
 
 
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
+def tolerates_unschedulable(pod: JsonDict) -> bool:
+    """The scheduler's NodeUnschedulable rule: a cordoned node takes only pods tolerating its
+    `node.kubernetes.io/unschedulable:NoSchedule` taint (DaemonSet pods do)."""
+    for t in pod["spec"].get("tolerations") or []:
+        key, op = t.get("key"), t.get("operator", "Equal")
+        if (key == UNSCHEDULABLE_TAINT or (key in (None, "") and op == "Exists")) and t.get(
+            "effect"
+        ) in (None, "", "NoSchedule"):
+            return True
+    return False
+
+
 def bind_pending(kube: Kube, node: str) -> list[JsonDict]:
-    """Bind every unscheduled pod (no scheduling gates, not deleting) to `node`."""
+    """Bind every unscheduled pod (no scheduling gates, not deleting) to `node`; while the node
+    is cordoned (`kubectl cordon`: spec.unschedulable) only pods that tolerate it."""
     pods = kube.get("/api/v1/pods", fieldSelector="spec.nodeName=")["items"]
+    if not pods:
+        return []
+    cordoned = bool(kube.get(f"/api/v1/nodes/{node}").get("spec", {}).get("unschedulable"))
     bound = []
     for pod in pods:
         meta, spec = pod["metadata"], pod["spec"]
         if meta.get("deletionTimestamp") or spec.get("schedulingGates"):
+            continue
+        if cordoned and not tolerates_unschedulable(pod):
             continue
         ns, name = meta["namespace"], meta["name"]
         binding = {

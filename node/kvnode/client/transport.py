@@ -76,6 +76,14 @@ class NodeHttp:
         _no_silent_resend(self._session)
         return self._session
 
+    def _forget_address(self, url: URL) -> None:
+        """A connection that could not be made may mean the name now points elsewhere (a pod
+        recreated with a new IP): the next attempt resolves it again instead of reusing the
+        cached address for up to ``ttl_dns_cache`` seconds."""
+        connector = None if self._session is None else self._session.connector
+        if isinstance(connector, aiohttp.TCPConnector) and url.host is not None:
+            connector.clear_dns_cache(url.host, url.port)
+
     async def close(self) -> None:
         if self._session is not None and self._owns_session and not self._session.closed:
             await self._session.close()
@@ -121,6 +129,7 @@ class NodeHttp:
                 raw = await resp.read()
                 status, resp_headers = resp.status, resp.headers
         except _NOT_SENT as exc:
+            self._forget_address(url)
             raise errors.Unavailable(
                 f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
             ) from exc

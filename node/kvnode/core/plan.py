@@ -154,6 +154,41 @@ def _partition_steps(p: int, cur: tuple[str, ...], tgt: tuple[str, ...]) -> tupl
     return tuple(steps)
 
 
+def plan_replacement(
+    current: Sequence[Sequence[str]],
+    replacements: Iterable[tuple[int, str, str]],
+) -> MigrationPlan:
+    """Replace a dead or emptied replica: ``(partition, old, new)`` becomes
+
+        REMOVE old, SEED new, ADD new, CATCH_UP new, VERIFY new
+
+    (``new == old`` is a reseed: a node whose volume lost the partition gets a fresh copy under
+    its old address). The old member goes FIRST, unlike a rebalance: it serves nothing, so
+    adding before removing would make a group of R+1 voters whose up-to-date majority needs
+    every live member plus a copy still catching up; removed first, the R-1 live voters are
+    the whole group until the copy is verified. Nothing is dropped: the old copy is gone or on
+    a node that is away. The caller checks that the live members make a quorum."""
+    by_partition: dict[int, list[Step]] = {}
+    targets: dict[int, list[str]] = {}
+    for p, old, new in sorted(replacements):
+        members = list(targets.get(p, current[p]))
+        if old not in members:
+            raise ValueError(f"{old} is not a replica of partition {p}: {members}")
+        if new != old and new in members:
+            raise ValueError(f"{new} already holds a replica of partition {p}")
+        members[members.index(old)] = new
+        targets[p] = members
+        kinds = (StepKind.SEED, StepKind.ADD, StepKind.CATCH_UP, StepKind.VERIFY)
+        steps = [Step(p, StepKind.REMOVE, old), *(Step(p, k, new) for k in kinds)]
+        by_partition.setdefault(p, []).extend(steps)
+    return MigrationPlan(
+        tuple(
+            PartitionMove(p, tuple(steps), tuple(current[p]), tuple(targets[p]))
+            for p, steps in sorted(by_partition.items())
+        )
+    )
+
+
 def _add_steps(p: int, node: str) -> list[Step]:
     kinds = (StepKind.SEED, StepKind.ADD, StepKind.CATCH_UP, StepKind.VERIFY)
     return [Step(p, k, node) for k in kinds]

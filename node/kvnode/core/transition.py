@@ -110,7 +110,10 @@ def trusted_voters(
     """
     voters, fresh = planning.voters_after(current, steps_done)
     verified = {s.node_id for s in steps_done if s.kind is planning.StepKind.VERIFY}
-    return frozenset(n for n in voters & fresh if n in current or n in verified)
+    # A member removed and added back (a reseed) is a fresh copy, not an original one.
+    removed = {s.node_id for s in steps_done if s.kind is planning.StepKind.REMOVE}
+    original = set(current) - removed
+    return frozenset(n for n in voters & fresh if n in original or n in verified)
 
 
 def _members_at(

@@ -115,10 +115,13 @@ class Rebalancer:
         admin: admin_api.NodeAdmin,
         options: Options | None = None,
         on_progress: ProgressCallback | None = None,
+        plan: planning.MigrationPlan | None = None,
     ) -> Rebalancer:
         """Plan ``current`` -> ``target`` and persist it at ``state_path`` (a file path or a
         ``StateStore``). Refuses to overwrite a rebalance that is not finished
-        (``UnfinishedRebalance``)."""
+        (``UnfinishedRebalance``). ``plan``: run this plan instead of ``plan_migration``'s
+        (a replica replacement, ``planning.plan_replacement``); it must lead from ``current``
+        to ``target``."""
         store = _store(state_path)
         old = store.load()
         if old is not None and not old.status.finished:
@@ -129,7 +132,8 @@ class Rebalancer:
             )
         current.validate()
         target.validate()
-        plan = planning.plan_migration(current.replicas, target.replicas)
+        if plan is None:
+            plan = planning.plan_migration(current.replicas, target.replicas)
         state = RebalanceState(Status.RUNNING, current, target, plan, started_at=time.time())
         store.save(state)
         log.info(

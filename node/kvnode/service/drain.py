@@ -85,6 +85,39 @@ async def until_leaderless(
         await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
+STOP_HANDOFF_STALL_S = 1.0  # a stopping node gives up after this long without progress
+
+
+async def hand_off_before_stop(
+    groups: RaftGroups, balance: Callable[[], Awaitable[None]], timeout: float
+) -> list[int]:
+    """``until_leaderless`` for a stopping node, which must also see each partition it led
+    taken over: stepping down is not enough (the transfer message may still be in flight, and
+    if the process dies first the others wait out an election timeout); done once this replica
+    follows another leader. Gives up at ``timeout``, or once nothing moved for
+    ``STOP_HANDOFF_STALL_S`` (nobody takes them: the peers are stopping too, as at the end of
+    a test or a whole-cluster stop). Returns the partitions not handed over."""
+    deadline = time.monotonic() + timeout
+    started = set(led_here(groups))
+    last: list[int] = []
+    moved_at = time.monotonic()
+    while True:
+        await balance()
+        pending = sorted(set(led_here(groups)) | {p for p in started if not _taken(groups, p)})
+        now = time.monotonic()
+        if pending != last:
+            last, moved_at = pending, now
+        if not pending or now >= deadline or now - moved_at >= STOP_HANDOFF_STALL_S:
+            return pending
+        await asyncio.sleep(0.1)
+
+
+def _taken(groups: RaftGroups, p: int) -> bool:
+    """This replica follows a leader other than itself (it heard from the new one)."""
+    st = groups.status(p)
+    return st is not None and st.role != "leader" and st.leader_addr not in (None, st.self_addr)
+
+
 def report(
     node_id: str,
     drained: bool,

@@ -380,6 +380,16 @@ class NodeService:
             await drain.until_leaderless(self._groups, self._housekeeper.balance_now, timeout)
         return self.drain_report()
 
+    async def hand_off_before_stop(self, timeout: float) -> list[int]:
+        """A graceful stop (SIGTERM: the pod is being deleted) first hands every leadership
+        away, as a drain does, so clients meet a new leader at once instead of an election
+        timeout after the process is gone; the flag is not persisted (the restarted node leads
+        again). Returns the partitions still led here when ``timeout`` passed."""
+        self._volume.drain_until_restart()
+        return await drain.hand_off_before_stop(
+            self._groups, self._housekeeper.balance_now, timeout
+        )
+
     def drain_report(self) -> dict[str, Any]:
         """``drain.report`` of this node."""
         return drain.report(self.node_id, self.drained, self._groups, self.view.leader_node)

@@ -55,6 +55,10 @@ class VolumeState:
             await self._save(self._identity.reseeded(partition))
             log.info("partition %d: reseeded, no longer needs a reseed", partition)
 
+    def drain_until_restart(self) -> None:
+        """Drained in memory only (a stopping node): the restarted node is not drained."""
+        self.drained = True
+
     async def set_drained(self, drained: bool) -> None:
         await asyncio.to_thread(drain.save, self._dir, drained)
         self.drained = drained

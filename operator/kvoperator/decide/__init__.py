@@ -6,12 +6,15 @@ from kvoperator.decide.actions import (
     Action,
     ApplyObjects,
     Decision,
+    DropStale,
     InstallMap,
     ReclaimVolumes,
+    ReplaceReplicas,
     RestoreBackup,
     ResumeRebalance,
     RollPod,
     StartRebalance,
+    UndrainNode,
 )
 from kvoperator.decide.policy import RETRY_AFTER_FAILURE_S, decide
 from kvoperator.model.status import Condition
@@ -22,11 +25,14 @@ __all__ = [
     "ApplyObjects",
     "Condition",
     "Decision",
+    "DropStale",
     "InstallMap",
     "ReclaimVolumes",
+    "ReplaceReplicas",
     "RestoreBackup",
     "ResumeRebalance",
     "RollPod",
     "StartRebalance",
+    "UndrainNode",
     "decide",
 ]

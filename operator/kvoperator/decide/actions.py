@@ -36,7 +36,10 @@ class StartRebalance:
 
 @dataclass(frozen=True, slots=True)
 class ResumeRebalance:
-    """Load the persisted rebalance and run it (or finish its abort)."""
+    """Load the persisted rebalance and run it (or finish its abort); ``max_concurrent``: the
+    cap of a replica replacement (``spec.replacement.maxConcurrent``), None for a rebalance."""
+
+    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +53,16 @@ class ReclaimVolumes:
 
 @dataclass(frozen=True, slots=True)
 class RollPod:
-    """Rolling upgrade step: move the leaderships in ``transfers`` ((partition, to node)) off
-    the pod of ``ordinal``, then delete it so the StatefulSet (``OnDelete``) recreates it from
-    the new template."""
+    """Rolling upgrade step. ``delete=False``: mark the pod's volume (``ROLL_DRAIN_ANNOTATION``)
+    and drain its node (``PUT /v1/admin/drain``: every leadership handed away and kept away).
+    ``delete=True`` (a later pass saw it drained and leading nothing): delete the pod so the
+    StatefulSet (``OnDelete``) recreates it from the new template. The pass in between lets
+    clients learn the new leaders from the drained node's answers before it goes, and catches
+    a leadership handed back to it by a peer whose view of the drain was stale."""
 
     ordinal: int
-    transfers: tuple[tuple[int, str], ...] = ()
+    revision: str
+    delete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,38 @@ class RestoreBackup:
     backup: str
 
 
+@dataclass(frozen=True, slots=True)
+class UndrainNode:
+    """The rolled pod of ``ordinal`` is ready: once every replica it hosts in ``pmap`` has
+    applied its leader's commit index, undrain it and remove the volume's mark."""
+
+    ordinal: int
+    pmap: PartitionMap
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceReplicas:
+    """Replace replicas through the rebalance executor (``plan_replacement``): each
+    ``(partition, old, new)`` is remove ``old``, seed ``new`` out of band, add it, let it catch
+    up, verify its digest; ``new == old`` reseeds a node whose volume lost the partition.
+    ``max_concurrent`` replicas are replaced at once."""
+
+    current: PartitionMap
+    replacements: tuple[tuple[int, str, str], ...]
+    max_concurrent: int
+    away: tuple[str, ...] = ()  # nodes left out of the resulting map (gone too long)
+
+
+@dataclass(frozen=True, slots=True)
+class DropStale:
+    """A node back after its replicas were re-placed: install ``pmap`` (which does not list
+    it) and drop its old copies of ``partitions``, so it rejoins only with fresh seeds."""
+
+    ordinal: int
+    partitions: tuple[int, ...]
+    pmap: PartitionMap
+
+
 Action = (
     ApplyObjects
     | InstallMap
@@ -76,6 +115,9 @@ Action = (
     | ReclaimVolumes
     | RollPod
     | RestoreBackup
+    | UndrainNode
+    | ReplaceReplicas
+    | DropStale
 )
 
 

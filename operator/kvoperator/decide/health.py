@@ -50,7 +50,15 @@ def quorum_health(pmap: PartitionMap | None, nodes: tuple[NodeReport, ...]) -> Q
     quorum = pmap.replication // 2 + 1
     lost = []
     for p, replicas in enumerate(pmap.replicas):
-        up = [answering[o] for o in (_ordinal(r) for r in replicas) if o in answering]
+        # A node that answers without its replica (a lost volume: no map, or needing a
+        # reseed of p) is no voter of p in practice.
+        up = [
+            n
+            for o in (_ordinal(r) for r in replicas)
+            if (n := answering.get(o)) is not None
+            and n.epoch is not None
+            and p not in n.needs_reseed
+        ]
         if len(up) < quorum:
             lost.append(p)
             continue

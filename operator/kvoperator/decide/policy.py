@@ -23,23 +23,22 @@ import dataclasses
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.core.placement import NodeSlot, place
 
-from kvoperator.decide import rolling
+from kvoperator.decide import away, replacement, rolling, volumes
 from kvoperator.decide.actions import (
     Action,
     ApplyObjects,
     Decision,
     InstallMap,
-    ReclaimVolumes,
     RestoreBackup,
     ResumeRebalance,
     StartRebalance,
 )
 from kvoperator.decide.health import QuorumHealth, quorum_health
-from kvoperator.decide.report import report_quorum
+from kvoperator.decide.report import rebalance_progress, report_quorum
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.observed import Observed, RebalanceView
-from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
-from kvoperator.model.status import Condition, Phase, RebalanceProgress
+from kvoperator.model.spec import ClusterSpec
+from kvoperator.model.status import Condition, Phase
 
 RETRY_AFTER_FAILURE_S = 60.0  # wait this long after an aborted rebalance before re-planning
 
@@ -66,7 +65,7 @@ def decide(
         need = max(spec.replicas, obs.statefulset_replicas or 0)
     elif m is None:
         need = spec.replicas
-    elif _retired_joiners(spec, obs, m):
+    elif volumes.retired_joiners(spec, obs, m):
         need = _span(m)  # a pod must never start on a stale volume
     else:
         need = max(_span(m), spec.replicas)
@@ -202,23 +201,12 @@ def _map(
     return PartitionMap.build(epoch=epoch, nodes=nodes, replicas=replicas, replication=replication)
 
 
-def _progress(rb: RebalanceView) -> RebalanceProgress:
-    return RebalanceProgress(
-        from_replicas=len(rb.base.nodes),
-        to_replicas=rb.target_size,
-        partitions_done=rb.partitions_done,
-        partitions_total=rb.partitions_total,
-        steps_done=rb.steps_done,
-        steps_total=rb.steps_total,
-        bytes_moved=rb.bytes_moved,
-        eta_seconds=rb.eta_s,
-    )
-
-
 def _rebalancing(spec: ClusterSpec, obs: Observed, rb: RebalanceView) -> Decision:
     frm, to = len(rb.base.nodes), rb.target_size
     what = "aborting" if rb.status in ("aborting", "failed") else "rebalancing"
     msg = f"{what} {frm} -> {to} nodes: {rb.partitions_done}/{rb.partitions_total} partitions"
+    if rb.replacement:  # same nodes: replicas lost with a volume (or away) are being replaced
+        msg = f"{what} replica replacement: {rb.partitions_done}/{rb.partitions_total} partitions"
     if spec.replicas != to:
         msg += f"; replicas {spec.replicas} requested: waits for this rebalance to finish"
     actions: tuple[Action, ...] = ()
@@ -227,21 +215,24 @@ def _rebalancing(spec: ClusterSpec, obs: Observed, rb: RebalanceView) -> Decisio
         if not obs.running(needed):
             msg += "; waiting for its pods to run before resuming"
         else:
-            actions = (ResumeRebalance(),)
+            actions = (
+                ResumeRebalance(spec.replacement.max_concurrent if rb.replacement else None),
+            )
     replicas, ready, epoch = _counts(obs)
+    reason = "ReplacingReplicas" if rb.replacement else "Rebalancing"
     return Decision(
         actions=actions,
         phase=Phase.REBALANCING,
         message=msg,
-        ready=Condition("Ready", False, "Rebalancing", msg),
-        progressing=Condition("Progressing", True, "Rebalancing", msg),
+        ready=Condition("Ready", False, reason, msg),
+        progressing=Condition("Progressing", True, reason, msg),
         degraded=Condition("Degraded", True, "RebalanceFailed", rb.failure or msg)
         if rb.status == "failed"
         else None,
         replicas=replicas,
         ready_replicas=ready,
         epoch=epoch,
-        progress=_progress(rb),
+        progress=rebalance_progress(rb),
         rebalancing=True,
     )
 
@@ -269,54 +260,35 @@ def _at_rest(
         msg = f"installing the epoch-1 map on {', '.join(names.pod(o) for o in empty)}"
         d = _waiting(obs, Phase.BOOTSTRAPPING, "InstallingMap", msg)
         return _with(d, actions=(InstallMap(m, tuple(empty)),))
-    if empty:
-        pods = ", ".join(names.pod(o) for o in empty)
-        msg = (
-            f"{pods} answer without a map although the map lists them (an emptied volume?): "
-            "they must be reseeded, which the operator does not do automatically yet"
-        )
-        return _waiting(obs, Phase.DEGRADED, "NodeWithoutMap", msg, degraded=True)
+    lost = replacement.lost_replicas(obs, m)  # bootstrapped: an empty member is a lost volume
     lagging = tuple(
         n.ordinal
         for n in obs.nodes
         if n.reachable and n.ordinal in members and n.epoch is not None and n.epoch < m.epoch
     )
     repair: tuple[Action, ...] = (InstallMap(m, lagging),) if lagging else ()
+    if lost:
+        d = _waiting(obs, Phase.DEGRADED, "ReplicasLost", "")
+        d = replacement.decide_reseed(
+            spec, obs, m, lost, _health(obs), waiting=d, retry_after_s=retry_after_s
+        )
+        return d if d.actions else _with(d, actions=repair)
+    gone = away.away_nodes(spec, obs, m) if members == target else []
+    if gone:
+        d = _waiting(obs, Phase.DEGRADED, "NodeAway", "")
+        return away.decide_away(spec, obs, m, gone[0], _health(obs), waiting=d, repair=repair)
     if members == target:
         c = _converged(spec, obs, m)
         roll = () if repair else c.actions  # no pod goes down while a node's map lags
-        return _with(c, actions=repair + _reclaim(spec, obs, m) + roll)
+        return _with(c, actions=repair + volumes.reclaim(spec, obs, m) + roll)
     d = _scale(spec, obs, names, m, retry_after_s=retry_after_s)
     return d if d.actions else _with(d, actions=repair)
-
-
-def _retired_joiners(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> list[str]:
-    """Retained volumes (stale data) of ordinals a scale-up would bring back."""
-    members = set(_members(m))
-    return [
-        p.name
-        for p in obs.pvcs
-        if p.retired and p.ordinal < spec.replicas and p.ordinal not in members
-    ]
-
-
-def _reclaim(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> tuple[Action, ...]:
-    """Volumes of ordinals the map no longer uses, once their pods are gone."""
-    policy = spec.storage.reclaim_policy
-    pvcs = tuple(
-        p.name
-        for p in obs.pvcs
-        if p.ordinal >= spec.replicas
-        and obs.pod(p.ordinal) is None
-        and (policy is ReclaimPolicy.DELETE or not p.retired)
-    )
-    return (ReclaimVolumes(pvcs, policy, m.epoch),) if pvcs else ()
 
 
 def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
     replicas, ready, epoch = _counts(obs)
     extra = sorted(p.name for p in obs.pods if p.ordinal >= spec.replicas)
-    if extra or _reclaim(spec, obs, m):
+    if extra or volumes.reclaim(spec, obs, m):
         msg = "drained: removing " + (", ".join(extra) if extra else "volumes of removed nodes")
         return _waiting(obs, Phase.SCALING, "RemovingDrainedNodes", msg)
     members = _members(m)
@@ -325,7 +297,10 @@ def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
         not_ready = [n.node_id for n in m.nodes if not obs.ready([_ordinal(n.node_id)])]
         # Only while pods are still on the old template is a starting pod part of a roll (the
         # last rolled pod's start shows as NodesNotReady: nothing tells it from a crash).
-        young, stuck = rolling.starting(obs, [_ordinal(x) for x in not_ready] if stale else [])
+        rolling_now = stale or rolling.roll_marked(obs, members)
+        young, stuck = rolling.starting(
+            obs, [_ordinal(x) for x in not_ready] if rolling_now else []
+        )
         if stuck:
             msg = (
                 f"rolling update stopped: {', '.join(sorted(_pods(m, stuck)))} not ready "
@@ -340,12 +315,10 @@ def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
         if m.epoch == 1:  # only right after the bootstrap: leaders are being elected
             return _waiting(obs, Phase.BOOTSTRAPPING, "NodesNotReady", msg)
         return _waiting(obs, Phase.DEGRADED, "NodesNotReady", msg, degraded=True)
-    if stale:
-        roll = rolling.next_roll(obs, m, stale)
-        moves = f", moving {len(roll.transfers)} leaderships off it" if roll.transfers else ""
-        msg = f"rolling update: replacing {_pods(m, [roll.ordinal])[0]}{moves}"
-        msg += f" ({len(stale) - 1} more to roll)"
-        return _with(_waiting(obs, Phase.UPGRADING, "RollingUpdate", msg), actions=(roll,))
+    roll = rolling.step(obs, m, members, stale)
+    if roll is not None:
+        action, msg = roll
+        return _with(_waiting(obs, Phase.UPGRADING, "RollingUpdate", msg), actions=(action,))
     msg = f"{replicas} nodes ready at map epoch {epoch}"
     return Decision(
         actions=(),
@@ -377,7 +350,7 @@ def _scale(
         )
         return _waiting(obs, Phase.DEGRADED, "RebalanceAborted", msg, degraded=True)
     joiners = [o for o in target if o not in members]
-    retired = _retired_joiners(spec, obs, m)
+    retired = volumes.retired_joiners(spec, obs, m)
     if retired:
         msg = (
             f"{', '.join(retired)} hold data retained at an earlier scale-down; delete them "
@@ -395,6 +368,11 @@ def _scale(
     if not_running:
         msg = f"waiting for new pods to run and answer: {', '.join(not_running)}"
         return _waiting(obs, Phase.SCALING, "WaitingForPods", msg)
+    stale = away.stale_replicas(obs, m, joiners)
+    if stale is not None:
+        msg = f"{names.pod(stale.ordinal)} still hosts replicas of partitions {stale.partitions}"
+        msg += " from before it was away: dropping them before it rejoins"
+        return _with(_waiting(obs, Phase.SCALING, "DroppingStaleReplicas", msg), actions=(stale,))
     zones = obs.zones()
     nodes = [
         m.node(names.pod(o)) if o in members else names.node(o, zone=zones.get(o)) for o in target

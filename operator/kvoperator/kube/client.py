@@ -158,7 +158,9 @@ class KubernetesApi:
 
         await self._run(call)
 
-    async def annotate_pvc(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+    async def annotate_pvc(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
         def call() -> None:
             self._core.patch_namespaced_persistent_volume_claim(
                 name, namespace, {"metadata": {"annotations": dict(annotations)}},

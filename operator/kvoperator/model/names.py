@@ -28,6 +28,10 @@ MANAGER = "ringkv-operator"  # field manager and Event reporting component
 # Annotation put on a retained PVC of a removed ordinal: its data is stale and must not come
 # back as a member's volume (see decide: scale-up refuses to reuse it).
 RETIRED_ANNOTATION = f"{GROUP}/retired-at-epoch"
+# On a node's PVC while a rolling upgrade has drained that node (value: the revision rolled to):
+# the drain flag lives on the volume, so the mark must too; the operator undrains it once the
+# recreated pod is ready and caught up. A drain without the mark is a person's: left alone.
+ROLL_DRAIN_ANNOTATION = f"{GROUP}/drained-for-roll"
 STATE_KEY = "state.json"  # ConfigMap key of the rebalance executor's state
 UPDATED_KEY = "updatedAt"  # ConfigMap key: wall clock of the last save
 

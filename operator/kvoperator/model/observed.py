@@ -20,6 +20,9 @@ class PodView:
     zone: str | None = None  # the zone label of the Kubernetes node it runs on
     revision: str | None = None  # its controller-revision-hash (the template it was made from)
     created: float | None = None  # creationTimestamp, seconds since the epoch
+    # Since when it is not ready: the Ready condition's last transition to False, else its
+    # creation (a pod never ready, e.g. Pending); None while ready or unknown.
+    unready_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,7 @@ class PvcView:
     ordinal: int
     name: str
     retired: bool  # retained at an earlier scale-down: stale data
+    roll_drained: bool = False  # its node was drained by a rolling upgrade, not undrained yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,12 @@ class NodeReport:
     epoch: int | None = None  # None: reachable but no map yet
     # The leader this node knows for each partition (index = partition), None: not told.
     leaders: tuple[str | None, ...] | None = None
+    # Partitions this node's volume lost (identity): it serves nothing of them until reseeded.
+    needs_reseed: tuple[int, ...] = ()
+    drained: bool | None = None  # maintenance drain (None: not told)
+    # Partitions it hosts, asked only of running nodes the newest map does not list (a node
+    # coming back after its replicas were re-placed): None when not asked or not told.
+    hosted: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,7 @@ class MapReport:
     reachable: bool
     pmap: PartitionMap | None = None
     leaders: tuple[str | None, ...] | None = None  # ``leaders`` of the answer, by partition
+    drained: bool | None = None  # the node's own maintenance drain flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,7 @@ class RebalanceView:
     eta_s: float | None = None
     failure: str | None = None
     updated_at: float = 0.0  # wall clock of the last save
+    replacement: bool = False  # a replica replacement (reseed or re-placement), not a resize
 
     @property
     def finished(self) -> bool:
@@ -96,6 +108,9 @@ class Observed:
 
     def ready(self, ordinals: range | list[int]) -> bool:
         return all((p := self.pod(o)) is not None and p.ready for o in ordinals)
+
+    def pvc(self, ordinal: int) -> PvcView | None:
+        return next((p for p in self.pvcs if p.ordinal == ordinal), None)
 
     def zones(self) -> dict[int, str | None]:
         return {p.ordinal: p.zone for p in self.pods}

@@ -30,7 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "storage.reclaimPolicy": "retain",
     "scheduling.zoneLabel": DEFAULT_ZONE_LABEL,
     "auth.metrics": "open",
+    "replacement.after": "10m",
+    "replacement.maxConcurrent": 2,
 }
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 class SpecError(ValueError):
@@ -84,6 +87,16 @@ class SchedulingSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplacementSpec:
+    """Automatic replica replacement (issue 11). ``after_s``: a member away (pod missing or not
+    ready) this long has its replicas re-placed on the others; ``max_concurrent``: replicas
+    being replaced (reseeded or re-placed) at once, cluster-wide."""
+
+    after_s: float = 600.0
+    max_concurrent: int = DEFAULTS["replacement.maxConcurrent"]
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterSpec:
     replicas: int = DEFAULTS["replicas"]
     partitions: int = DEFAULTS["partitions"]
@@ -98,6 +111,7 @@ class ClusterSpec:
     """None: authentication is off (anyone who reaches a node may do anything)."""
     restore_from: str | None = None
     """Name of the KVClusterBackup to restore at bootstrap (``spec.restoreFrom.backup``)."""
+    replacement: ReplacementSpec = ReplacementSpec()
 
 
 class _Reader:
@@ -186,6 +200,7 @@ def parse_spec(raw: Mapping[str, Any] | None, *, default_image: str) -> ClusterS
         scheduling=_scheduling(r, r.obj(d, "scheduling", "spec")),
         auth=_auth(r, d),
         restore_from=r.str_(r.obj(d, "restoreFrom", "spec"), "backup", "spec.restoreFrom", None),
+        replacement=_replacement(r, r.obj(d, "replacement", "spec")),
     )
     if problems:
         raise SpecError(problems)
@@ -224,3 +239,24 @@ def _auth(r: _Reader, d: Mapping[str, Any]) -> AuthSpec | None:
     return AuthSpec(
         secret_name=name or "", metrics=r.enum(raw, "metrics", "spec.auth", AuthMetrics)
     )
+
+
+def parse_duration(text: str) -> float | None:
+    """``1h30m``, ``10m``, ``45s`` (a Go-style duration, whole units) in seconds; None if not
+    one."""
+    m = _DURATION.match(text)
+    if m is None or not text:
+        return None
+    h, mi, se = (int(x or 0) for x in m.groups())
+    return float(h * 3600 + mi * 60 + se)
+
+
+def _replacement(r: _Reader, d: Mapping[str, Any]) -> ReplacementSpec:
+    path = "spec.replacement"
+    raw = r.str_(d, "after", path, DEFAULTS["replacement.after"]) or ""
+    after = parse_duration(raw)
+    if after is None or after <= 0:
+        r.problems.append(f"{path}.after: {raw!r} is not a positive duration such as 10m or 90s")
+        after = 600.0
+    cap = r.int_(d, "maxConcurrent", path, lo=1, hi=MAX_PARTITIONS)
+    return ReplacementSpec(after_s=after, max_concurrent=cap)

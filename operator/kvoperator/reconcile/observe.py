@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from kvnode.core import plan as planning
 from kvnode.core.model import PartitionMap
+from kvnode.core.plan import StepKind
 from kvnode.rebalance.executor import RebalanceProgress
 from kvnode.rebalance.state import RebalanceState
 
@@ -102,6 +103,19 @@ def _condition(pod: Obj, kind: str) -> bool:
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
+def _unready_since(pod: Obj, *, ready: bool) -> float | None:
+    """When the pod stopped being ready (its Ready condition's transition), else when it was
+    created (never ready: Pending, or starting)."""
+    if ready:
+        return None
+    for c in pod.get("status", {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") != "True":
+            since = _timestamp(c.get("lastTransitionTime"))
+            if since is not None:
+                return since
+    return _timestamp(pod["metadata"].get("creationTimestamp"))
+
+
 async def _pods(
     kube: KubeApi, names: ClusterNames, pods: list[Obj], *, zone_label: str
 ) -> tuple[PodView, ...]:
@@ -122,12 +136,14 @@ async def _pods(
             and not meta.get("deletionTimestamp")
         )
         node_name = pod.get("spec", {}).get("nodeName")
+        ready = running and _condition(pod, "Ready")
         views.append(
             PodView(
                 ordinal=ordinal,
                 name=meta["name"],
                 running=running,
-                ready=running and _condition(pod, "Ready"),
+                ready=ready,
+                unready_since=_unready_since(pod, ready=ready),
                 zone=zone_of.get(node_name) if node_name else None,
                 revision=(meta.get("labels") or {}).get(REVISION_LABEL),
                 created=_timestamp(meta.get("creationTimestamp")),
@@ -144,7 +160,14 @@ def _pvcs(names: ClusterNames, pvcs: list[Obj]) -> list[PvcView]:
         if ordinal is None or meta.get("deletionTimestamp"):
             continue
         annotations: Mapping[str, str] = meta.get("annotations") or {}
-        out.append(PvcView(ordinal, meta["name"], retired=n.RETIRED_ANNOTATION in annotations))
+        out.append(
+            PvcView(
+                ordinal,
+                meta["name"],
+                retired=n.RETIRED_ANNOTATION in annotations,
+                roll_drained=n.ROLL_DRAIN_ANNOTATION in annotations,
+            )
+        )
     return sorted(out, key=lambda v: v.ordinal)
 
 
@@ -153,12 +176,28 @@ async def _maps(
 ) -> tuple[tuple[NodeReport, ...], PartitionMap | None]:
     running = [p for p in pods if p.running]
     answers = await asyncio.gather(*(nodes.read_map(names.node(p.ordinal)) for p in running))
-    reports, newest = [], None
-    for pod, ans in zip(running, answers, strict=True):
-        epoch = None if ans.pmap is None else ans.pmap.epoch
-        reports.append(NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders))
+    # A node whose volume lost partitions is never ready: only those are asked which.
+    unready = [p for p, a in zip(running, answers, strict=True) if a.pmap and not p.ready]
+    lost = await asyncio.gather(*(nodes.needs_reseed(names.node(p.ordinal)) for p in unready))
+    reseed = {p.ordinal: x or () for p, x in zip(unready, lost, strict=True)}
+    newest = None
+    for ans in answers:
         if ans.pmap is not None and (newest is None or ans.pmap.epoch > newest.epoch):
             newest = ans.pmap
+    # A node the newest map does not list but that hosts replicas: back after its replicas were
+    # re-placed elsewhere; they are stale and are dropped before it gets any back.
+    outside = [
+        p for p, a in zip(running, answers, strict=True)
+        if a.pmap is not None and newest is not None and not newest.has_node(names.pod(p.ordinal))
+    ]  # fmt: skip
+    listed = await asyncio.gather(*(nodes.hosted(names.node(p.ordinal)) for p in outside))
+    hosted = {p.ordinal: x for p, x in zip(outside, listed, strict=True)}
+    reports = []
+    for pod, ans in zip(running, answers, strict=True):
+        epoch = None if ans.pmap is None else ans.pmap.epoch
+        lost_here = reseed.get(pod.ordinal, ())
+        report = NodeReport(pod.ordinal, ans.reachable, epoch, ans.leaders, lost_here)
+        reports.append(replace(report, drained=ans.drained, hosted=hosted.get(pod.ordinal)))
     return tuple(reports), newest
 
 
@@ -178,6 +217,7 @@ def _rebalance(
         bytes_moved=state.bytes_moved,
         failure=state.failure or state.abort_reason,
         updated_at=updated_at,
+        replacement=is_replacement(state),
     )
     if live is None:
         return view
@@ -194,4 +234,13 @@ def _rebalance(
         eta_s=live.eta_s,
         failure=view.failure,
         updated_at=updated_at,
+        replacement=view.replacement,
     )
+
+
+def is_replacement(state: RebalanceState) -> bool:
+    """A replica replacement (``plan_replacement``: every move starts by removing a member that
+    is gone) over an unchanged node set, not a resize."""
+    same_nodes = {n.node_id for n in state.base.nodes} == {n.node_id for n in state.target.nodes}
+    moves = state.plan.moves
+    return same_nodes and bool(moves) and all(m.steps[0].kind is StepKind.REMOVE for m in moves)

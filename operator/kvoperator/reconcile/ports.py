@@ -57,7 +57,7 @@ class KubeApi(Protocol):
         ...
 
     async def annotate_pvc(
-        self, namespace: str, name: str, annotations: Mapping[str, str]
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> None: ...
 
     async def node_labels(self, node_name: str) -> Mapping[str, str] | None:
@@ -101,6 +101,19 @@ class NodeApi(Protocol):
     def use_credential(self, domain: str, token: str | None) -> None:
         """Send ``token`` as the bearer token on every call (admin calls included) to nodes
         whose host ends with ``.domain`` (one cluster's headless-Service domain); None: none."""
+        ...
+
+    async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """Partitions the node hosts a replica of; None: it did not say."""
+        ...
+
+    async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
+        """Partitions the node's volume lost (``/readyz``); None: it did not say."""
+        ...
+
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
+        """Maintenance drain (``PUT /v1/admin/drain``); the node's report, ``complete`` once it
+        leads nothing (it waits a while for that before answering)."""
         ...
 
     async def close(self) -> None: ...

@@ -9,10 +9,12 @@ operator finds the unfinished state and resumes it (``resume``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
 from kvnode.core.model import PartitionMap
+from kvnode.core.plan import MigrationPlan
 from kvnode.rebalance import executor
 from kvnode.rebalance.admin import NodeAdmin
 from kvnode.rebalance.state import StateStore
@@ -49,29 +51,46 @@ class RebalanceRunner:
         """Progress of the rebalance running here now; None when none runs here."""
         return self._rebalancer.progress if self.busy and self._rebalancer else None
 
-    def start(self, current: PartitionMap, target: PartitionMap) -> executor.RebalanceProgress:
-        """Plan, persist and start ``current`` -> ``target``. The executor refuses to replace
-        an unfinished persisted rebalance (``UnfinishedRebalance``), and this runner refuses
-        to start while one runs here: two plans never run side by side."""
+    def start(
+        self,
+        current: PartitionMap,
+        target: PartitionMap,
+        *,
+        plan: MigrationPlan | None = None,
+        max_concurrent: int | None = None,
+    ) -> executor.RebalanceProgress:
+        """Plan, persist and start ``current`` -> ``target`` (``plan``: this one instead of the
+        executor's; ``max_concurrent``: another cap than the operator's). The executor refuses
+        to replace an unfinished persisted rebalance (``UnfinishedRebalance``), and this runner
+        refuses to start while one runs here: two plans never run side by side."""
         self._refuse_if_busy()
         rb = executor.Rebalancer.create(
             self._store,
             current,
             target,
             admin=self._admin,
-            options=self._options,
+            options=self._capped(max_concurrent),
             on_progress=self._on_progress,
+            plan=plan,
         )
         self._launch(rb)
         return rb.progress
 
-    def resume(self) -> None:
+    def resume(self, *, max_concurrent: int | None = None) -> None:
         """Load the persisted rebalance and run it (a persisted abort is finished instead)."""
         self._refuse_if_busy()
         rb = executor.Rebalancer.load(
-            self._store, admin=self._admin, options=self._options, on_progress=self._on_progress
+            self._store,
+            admin=self._admin,
+            options=self._capped(max_concurrent),
+            on_progress=self._on_progress,
         )
         self._launch(rb)
+
+    def _capped(self, max_concurrent: int | None) -> executor.Options:
+        if max_concurrent is None:
+            return self._options
+        return dataclasses.replace(self._options, max_concurrent=max_concurrent)
 
     def _refuse_if_busy(self) -> None:
         if self.busy:

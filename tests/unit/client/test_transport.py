@@ -157,3 +157,16 @@ async def test_shared_session_is_not_closed(server: tuple[Script, str]) -> None:
         await http.call(url, "GET", "/ok", timeout=2)
         await http.close()
         assert not session.closed
+
+
+async def test_a_failed_connect_forgets_the_cached_address(http: NodeHttp) -> None:
+    """A pod recreated under the same name gets a new IP: after a connect failure the name is
+    resolved again rather than reused from the DNS cache (aiohttp keeps it 10 s)."""
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    url = f"http://localhost:{port}"
+    with pytest.raises(errors.Unavailable):
+        await http.call(url, "GET", "/ok", timeout=2)
+    session = http._get_session()
+    connector = session.connector
+    assert isinstance(connector, aiohttp.TCPConnector)
+    assert ("localhost", port) not in connector._cached_hosts

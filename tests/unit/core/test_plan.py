@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kvnode.core import placement as pl
 from kvnode.core import plan as pm
-from kvnode.core.plan import Step, StepKind
+from kvnode.core.plan import Step, StepKind, plan_replacement, voters_after
 
 K = StepKind
 POOL = [f"n{i}" for i in range(8)]
@@ -219,3 +219,41 @@ def test_serialised_forms_are_stable() -> None:
     with pytest.raises(ValueError, match="format"):
         pm.MigrationPlan.from_dict({"format": 99, "moves": []})
     assert Step.from_dict(Step(3, K.DROP, "x").to_dict()) == Step(3, K.DROP, "x")
+
+
+# -- replica replacement (a dead or emptied member) -------------------------------------------
+
+
+def test_replacement_removes_the_dead_member_first_and_drops_nothing() -> None:
+    plan = plan_replacement([("a", "b", "c"), ("b", "c", "d")], [(0, "c", "d")])
+    (move,) = plan.moves
+    assert [(s.kind, s.node_id) for s in move.steps] == [
+        (StepKind.REMOVE, "c"),
+        (StepKind.SEED, "d"),
+        (StepKind.ADD, "d"),
+        (StepKind.CATCH_UP, "d"),
+        (StepKind.VERIFY, "d"),
+    ]
+    assert move.current == ("a", "b", "c")
+    assert move.target == ("a", "b", "d")
+    # The live members are the whole group until the new copy caught up.
+    for k in range(len(move.steps) + 1):
+        voters, fresh = voters_after(move.current, move.steps[:k])
+        assert {"a", "b"} <= fresh
+        assert len(voters) <= 3
+
+
+def test_reseed_replaces_a_member_with_a_fresh_copy_of_itself() -> None:
+    plan = plan_replacement([("a", "b", "c")] * 3, [(2, "c", "c"), (0, "c", "c")])
+    assert [m.partition for m in plan.moves] == [0, 2]
+    move = plan.moves[0]
+    assert move.current == move.target == ("a", "b", "c")
+    voters, fresh = voters_after(move.current, move.steps)
+    assert voters == fresh == {"a", "b", "c"}
+
+
+def test_replacement_refuses_impossible_pairs() -> None:
+    with pytest.raises(ValueError, match="not a replica"):
+        plan_replacement([("a", "b", "c")], [(0, "x", "d")])
+    with pytest.raises(ValueError, match="already holds"):
+        plan_replacement([("a", "b", "c")], [(0, "c", "a")])

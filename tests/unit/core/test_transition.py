@@ -176,3 +176,23 @@ def test_union_prefers_the_target_node_info_and_sizes_must_match() -> None:
     assert [(n.node_id, n.http_port) for n in m.nodes] == [("a", 1), ("b", 8000), ("c", 8000)]
     with pytest.raises(ValueError, match="differ in size"):
         tr.map_at(base, pmap([["a"], ["b"]], epoch=0), plan, pm.PlanProgress())
+
+
+def test_a_reseeded_member_is_not_trusted_before_its_verify() -> None:
+    """A reseed removes a member and adds a fresh copy under the same id: until VERIFY it must
+    not be preferred as leader (housekeeping would hand an unchecked copy leadership)."""
+    base = pmap([["c", "a", "b"]], epoch=3)
+    plan = pm.plan_replacement(base.replicas, [(0, "c", "c")])
+    steps = plan.moves[0].steps
+    seen = []
+    for k in range(len(steps) + 1):
+        progress = pm.PlanProgress(((0, k),)) if k else pm.PlanProgress()
+        m = tr.map_at(base, base, plan, progress)
+        seen.append(m.replicas[0])
+        assert m.epoch == base.epoch + 1 + k
+        trusted = tr.trusted_voters(base.replicas[0], steps[:k])
+        assert m.replicas[0][0] in trusted
+        if 0 < k < len(steps):
+            assert "c" not in trusted
+    assert seen[1] == ("a", "b")  # removed first
+    assert seen[-1] == ("c", "a", "b")  # back, in the target's order, once verified

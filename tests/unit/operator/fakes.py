@@ -53,6 +53,7 @@ class FakeKube:
         self.statuses: list[Obj] = []  # every status patch, in order
         self.deleted_pods: list[str] = []
         self.on_pod_deleted: Callable[[str], None] | None = None
+        self.on_delete_pod: Callable[[str], None] | None = None  # the operator deleting one
         self.node_zones: dict[str, str] = {}
 
     # -- test controls ---------------------------------------------------------------------------
@@ -122,6 +123,8 @@ class FakeKube:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         """OnDelete: the pod goes; the next ``run_controllers`` recreates it (same volume)."""
+        if self.on_delete_pod is not None:
+            self.on_delete_pod(name)
         if self.objects.pop(("Pod", namespace, name), None) is not None:
             self.rolled.append(name)
 
@@ -171,9 +174,14 @@ class FakeKube:
     async def delete_pvc(self, namespace: str, name: str) -> None:
         self.objects.pop(("PersistentVolumeClaim", namespace, name), None)
 
-    async def annotate_pvc(self, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+    async def annotate_pvc(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
         pvc = self.objects[("PersistentVolumeClaim", namespace, name)]
-        pvc["metadata"].setdefault("annotations", {}).update(annotations)
+        mine = pvc["metadata"].setdefault("annotations", {})
+        mine.update(annotations)
+        for k in [k for k, v in mine.items() if v is None]:  # a merge patch's null removes
+            del mine[k]
 
     async def node_labels(self, node_name: str) -> Mapping[str, str] | None:
         zone = self.node_zones.get(node_name)
@@ -219,6 +227,8 @@ class FakeNodes:
         self.installs = 0
         self.deaf: set[str] = set()  # pods running whose node does not answer (yet)
         self.credentials: dict[str, str] = {}  # use_credential: domain -> token
+        self.lost: dict[str, set[int]] = {}  # partitions a node says it needs reseeded
+        self.drained: dict[str, bool] = {}
         self._admin = _Admin(self)
 
     @property
@@ -246,7 +256,8 @@ class FakeNodes:
             leaders = tuple(
                 groups[p].leader if p in groups else None for p in range(pmap.partitions)
             )
-        return MapReport(reachable=True, pmap=pmap, leaders=leaders)
+        drained = self.drained.get(node.node_id, False) if pmap is not None else None
+        return MapReport(reachable=True, pmap=pmap, leaders=leaders, drained=drained)
 
     async def install_map(self, node: NodeInfo, pmap: PartitionMap) -> None:
         if node.node_id in self.deaf or not self.kube.pod_running(
@@ -274,6 +285,20 @@ class FakeNodes:
             self.credentials.pop(domain, None)
         else:
             self.credentials[domain] = token
+
+    async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:
+        if self.cluster is None:
+            return ()
+        return tuple(sorted(self.cluster.nodes[node.node_id].data))
+
+    async def needs_reseed(self, node: NodeInfo) -> tuple[int, ...] | None:
+        return tuple(sorted(self.lost.get(node.node_id, ())))
+
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
+        self.drained[node.node_id] = drained
+        if self.cluster is None:
+            return {"drained": drained, "complete": True, "leader_of": []}
+        return await self.cluster.set_drained(node, drained)
 
     async def close(self) -> None:
         pass

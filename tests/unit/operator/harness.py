@@ -37,6 +37,12 @@ class Harness:
         self.registry = CollectorRegistry()
         self.metrics = OperatorMetrics(self.registry)
         self.rec = self.new_reconciler()
+        self.led_when_deleted: dict[str, list[int]] = {}  # pod -> partitions it led then
+        self.kube.on_delete_pod = self._record_leaderships
+
+    def _record_leaderships(self, pod: str) -> None:
+        groups = {} if self.nodes.cluster is None else self.nodes.cluster.groups
+        self.led_when_deleted[pod] = [p for p, g in groups.items() if g.leader == pod]
 
     def new_reconciler(self) -> Reconciler:
         """What a freshly started operator builds: nothing carried over in memory."""

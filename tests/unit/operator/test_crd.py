@@ -74,7 +74,7 @@ def test_objects_default_to_empty_so_nested_defaults_apply(version: dict[str, An
     # `self.replicas >= self.replicationFactor` is rejected ("no such key: replicas").
     # parse_spec applies the defaults to a KVCluster without spec.
     assert "default" not in spec_schema(version)
-    for obj in ("storage", "scheduling"):
+    for obj in ("storage", "scheduling", "replacement"):
         assert field(version, obj)["default"] == {}
 
 

@@ -161,3 +161,22 @@ async def test_reconciler_event_and_metric_on_loss_and_recovery() -> None:
     assert conds["QuorumLost"]["status"] == "False"
     assert "QuorumRestored" in h.kube.reasons()
     assert h.sample("ringkv_operator_partitions_quorum_lost") == 0
+
+
+def test_a_node_that_lost_its_volume_is_no_voter_of_what_it_lost() -> None:
+    """Reachable is not enough: a member answering without a map, or naming a partition as
+    needing a reseed, does not count towards that partition's quorum."""
+    a, b = "demo-0", "demo-1"
+    both = hosted_by_both(a, b)
+    third = {p: next(int(r.rsplit("-", 1)[1]) for r in PMAP4.replicas[p] if r not in (a, b))
+             for p in both}  # fmt: skip
+    down = [o for o in range(4) if o not in (0, 1)]
+    up = [NodeReport(0, reachable=False), *reports([1]), *reports(down)]
+    assert quorum_health(PMAP4, tuple(up)).lost == ()
+    emptied = tuple(dataclasses.replace(n, epoch=None) if n.ordinal == 1 else n for n in up)
+    assert set(quorum_health(PMAP4, emptied).lost) >= set(both)
+    p = both[0]
+    marked = tuple(
+        dataclasses.replace(n, needs_reseed=(p,)) if n.ordinal == third[p] else n for n in up
+    )
+    assert p in quorum_health(PMAP4, marked).lost

@@ -107,3 +107,30 @@ async def test_nothing_listening_is_unreachable(aiohttp_server: Any) -> None:
     finally:
         await api.close()
     assert not report.reachable
+
+
+async def test_drain_flag_and_lost_partitions_are_read(aiohttp_server: Any) -> None:
+    pmap = cluster_map(range(3), epoch=7, partitions=4)
+    body = {"epoch": 7, "map": pmap.to_dict(), "nodes": {"demo-0": {"drained": True}}}
+
+    async def cluster(_: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    async def readyz(_: web.Request) -> web.Response:
+        reason = {"ready": False, "reason": "partitions [1, 3] need a reseed"}
+        return web.json_response({**reason, "needs_reseed": [3, 1]}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/v1/cluster", cluster)
+    app.router.add_get("/readyz", readyz)
+    server: TestServer = await aiohttp_server(app, host="127.0.0.1", port=free_port())
+    api = HttpNodeApi(timeout_s=2)
+    try:
+        report = await api.read_map(node_at(server))
+        lost = await api.needs_reseed(node_at(server))
+        gone = await api.needs_reseed(NodeInfo("demo-1", "127.0.0.1", free_port(), 17000))
+    finally:
+        await api.close()
+    assert report.drained is True
+    assert lost == (1, 3)
+    assert gone is None

@@ -1,6 +1,6 @@
 """The operator-driven rolling upgrade: decide() rows for each phase, and a whole roll through
 the reconciler against fake Kubernetes and the fake node cluster (one pod at a time, followers
-first, leaderships moved off before the delete, paused stops it)."""
+first, drained before the delete and undrained once back, paused stops it)."""
 
 from __future__ import annotations
 
@@ -57,12 +57,18 @@ def test_all_current_is_ready() -> None:
     assert out.actions == ()
 
 
-def test_the_follower_with_fewest_leaderships_goes_first_and_its_leaderships_move() -> None:
+def marked(o: Observed, ordinal: int) -> Observed:
+    """The volume of ``ordinal`` carries the roll's drain mark."""
+    pvcs = tuple(dataclasses.replace(v, roll_drained=v.ordinal == ordinal) for v in o.pvcs)
+    return dataclasses.replace(o, pvcs=pvcs)
+
+
+def test_the_follower_with_fewest_leaderships_goes_first_drained() -> None:
     out = decide(obs({0: OLD, 1: OLD, 2: OLD}))
     assert out.phase is Phase.UPGRADING
     (roll,) = out.actions
-    assert roll == d.RollPod(2, ((5, "demo-1"),))  # demo-1 leads 2 < demo-0's 3
-    assert "2 more to roll" in out.message
+    assert roll == d.RollPod(2, NEW)  # demo-2 leads 1 < demo-1's 2 < demo-0's 3
+    assert "draining demo-2 (2 more to roll)" in out.message
     assert out.ready.status is False
     assert out.degraded is None
 
@@ -70,11 +76,57 @@ def test_the_follower_with_fewest_leaderships_goes_first_and_its_leaderships_mov
 def test_the_node_with_most_leaderships_goes_last() -> None:
     out = decide(obs({0: OLD, 1: NEW, 2: NEW}))
     (roll,) = out.actions
-    assert isinstance(roll, d.RollPod)
-    assert roll.ordinal == 0
-    # Its three leaderships go to the others, spread by how many each already leads.
-    assert [p for p, _ in roll.transfers] == [0, 1, 2]
-    assert {to for _, to in roll.transfers} == {"demo-1", "demo-2"}
+    assert roll == d.RollPod(0, NEW)
+
+
+def test_a_rolled_pod_is_undrained_before_the_next_goes() -> None:
+    out = decide(marked(obs({0: OLD, 1: OLD, 2: NEW}), 2))
+    (undrain,) = out.actions
+    assert undrain == d.UndrainNode(2, PMAP)
+    assert out.phase is Phase.UPGRADING
+    assert "undraining demo-2 once it caught up (2 more to roll)" in out.message
+    # The last one too: the roll is over only once nothing is drained for it.
+    last = decide(marked(obs({0: NEW, 1: NEW, 2: NEW}), 0))
+    assert last.actions == (d.UndrainNode(0, PMAP),)
+    assert last.phase is Phase.UPGRADING
+
+
+def drained(o: Observed, ordinal: int) -> Observed:
+    nodes = tuple(dataclasses.replace(n, drained=n.ordinal == ordinal) for n in o.nodes)
+    return dataclasses.replace(o, nodes=nodes)
+
+
+def test_a_drained_pod_still_on_the_old_template_is_finished_first() -> None:
+    """The operator stopped between the drain and the delete: that pod goes, not another."""
+    out = decide(marked(obs({0: OLD, 1: OLD, 2: OLD}), 0))
+    assert out.actions == (d.RollPod(0, NEW),)  # still leads: drained again, not deleted
+
+
+def test_deleted_only_once_seen_drained_and_leading_nothing() -> None:
+    leaders = leaders_by({0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 0})  # demo-2 leads nothing
+    o = marked(obs({0: OLD, 1: OLD, 2: OLD}, leaders=leaders), 2)
+    assert decide(o).actions == (d.RollPod(2, NEW),)  # its drain flag not seen yet
+    out = decide(drained(o, 2))
+    assert out.actions == (d.RollPod(2, NEW, delete=True),)
+    assert "replacing demo-2, drained (2 more to roll)" in out.message
+    # A leadership handed back to it meanwhile: drained again, not deleted.
+    back = marked(obs({0: OLD, 1: OLD, 2: OLD}, leaders=leaders_by({**dict.fromkeys(range(6), 1),
+                                                                   5: 2})), 2)  # fmt: skip
+    assert decide(drained(back, 2)).actions == (d.RollPod(2, NEW),)
+
+
+def test_a_rolled_pod_starting_after_the_last_roll_is_waited_for() -> None:
+    o = marked(obs({0: NEW, 1: NEW, 2: NEW}, ready=[0, 1], created={2: NOW - 5}), 2)
+    out = decide(o)
+    assert out.phase is Phase.UPGRADING
+    assert out.actions == ()
+    assert out.degraded is None
+
+
+def test_an_undrain_is_not_held_back_by_a_lost_quorum() -> None:
+    leaders = (*LEADERS[:5], None)
+    out = decide(marked(obs({0: OLD, 1: OLD, 2: NEW}, leaders=leaders), 2))
+    assert out.actions == (d.UndrainNode(2, PMAP),)
 
 
 def test_waits_for_the_rolled_pod_to_be_ready() -> None:
@@ -146,10 +198,13 @@ async def test_an_image_change_rolls_every_pod_one_at_a_time() -> None:
     assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"] == "ringkv:v2"
     assert h.kube.reasons().count("PodRolled") == 3
-    rolled = [msg for _, reason, msg in h.kube.events if reason == "PodRolled"]
-    moved = [m.split("(")[1].split(" ")[0] for m in rolled]  # "k/n leaderships moved"
-    assert all(a == b for a, b in (x.split("/") for x in moved)), rolled
-    assert any(x != "0/0" for x in moved), rolled  # leaders were moved off before a delete
+    assert h.kube.reasons().count("NodeUndrained") == 3
+    # Each pod led nothing when deleted: its node had been drained first.
+    assert all(led == [] for led in h.led_when_deleted.values()), h.led_when_deleted
+    assert not any(h.nodes.drained.values())
+    assert not any("ringkv.io/drained-for-roll" in (v["metadata"].get("annotations") or {})
+                   for (kind, _, _), v in h.kube.objects.items()
+                   if kind == "PersistentVolumeClaim")  # fmt: skip
     assert h.errors() == 0
 
 

@@ -108,3 +108,21 @@ def test_the_example_cluster_is_valid() -> None:
     spec = parse(doc["spec"])
     assert spec.replicas == 3
     assert spec.storage.reclaim_policy is ReclaimPolicy.DELETE
+
+
+def test_replacement_defaults_and_durations() -> None:
+    s = parse_spec({}, default_image="img")
+    assert s.replacement.after_s == 600.0
+    assert s.replacement.max_concurrent == 2
+    s = parse_spec({"replacement": {"after": "1h30m20s", "maxConcurrent": 4}}, default_image="i")
+    assert s.replacement.after_s == 5420.0
+    assert s.replacement.max_concurrent == 4
+    assert (
+        parse_spec({"replacement": {"after": "20s"}}, default_image="i").replacement.after_s == 20
+    )
+
+
+@pytest.mark.parametrize("after", ["", "10", "1.5m", "0s", "ten minutes"])
+def test_a_bad_replacement_delay_is_named(after: str) -> None:
+    with pytest.raises(SpecError, match=r"spec.replacement.after"):
+        parse_spec({"replacement": {"after": after}}, default_image="i")

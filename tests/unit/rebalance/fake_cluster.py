@@ -75,6 +75,7 @@ class FakeCluster:
         self.housekeeping = False
         self.handoffs: list[tuple[int, str, bool]] = []  # (partition, to, digested before)
         self.digested: set[tuple[int, str]] = set()
+        self.drained: set[str] = set()  # maintenance drain: leads nothing while drained
 
     # -- faults ----------------------------------------------------------------------------------
     def fail_next(self, node_id: str, count: int) -> None:
@@ -137,11 +138,30 @@ class FakeCluster:
         """The node's preferred-leader housekeeping, run the moment a map arrives."""
         for p, g in self.groups.items():
             preferred = pmap.replicas[p][0]
-            if g.leader == node_id and preferred != node_id and preferred in g.voters:
+            hosts = p in self.nodes[preferred].data  # a wiped voter cannot take over
+            hosts = hosts and preferred not in self.drained  # housekeeping respects a drain
+            if g.leader == node_id and preferred != node_id and preferred in g.voters and hosts:
                 g.leader = preferred
                 g.commit += 1
                 self.handoffs.append((p, preferred, (p, preferred) in self.digested))
                 self._log(p, "lead", preferred)
+
+    async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
+        """The node-level drain: its leaderships go to another live voter at once."""
+        await self._enter(node)
+        n = node.node_id
+        if not drained:
+            self.drained.discard(n)
+            return {"node_id": n, "drained": False, "complete": True, "leader_of": []}
+        self.drained.add(n)
+        for p, g in self.groups.items():
+            heir = next((v for v in g.voters if v != n and v not in self.dead), None)
+            if g.leader == n and heir is not None:
+                g.leader = heir
+                g.commit += 1
+                self._log(p, "lead", heir)
+        led = [p for p, g in self.groups.items() if g.leader == n]
+        return {"node_id": n, "drained": True, "complete": not led, "leader_of": led}
 
     async def replica_state(self, node: NodeInfo, partition: int) -> ReplicaState:
         me = await self._enter(node)
