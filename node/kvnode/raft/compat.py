@@ -197,8 +197,11 @@ class SyncedFileJournal(pso_journal.FileJournal):  # type: ignore[misc]
         self.flush()
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        # PySyncObj writes <journal>.meta.tmp and renames it over <journal>.meta, syncing
+        # neither: sync the new file, then the directory, so the rename (the vote) is durable.
         super().setCurrentTerm(term, votedForNodeId)
         _fsync_path(self._meta_path)
+        _fsync_path(os.path.dirname(os.path.abspath(self._meta_path)))
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         super().deleteEntriesFrom(entryFrom)
