@@ -57,4 +57,5 @@ def test_a_vote_is_on_disk_file_and_rename_before_it_is_acted_on(
     journal.setCurrentTerm(7, "peer:1")
     assert synced == [path + ".meta", str(tmp_path)]
     assert FileJournal(path).getCurrentTerm() == 7
-    assert os.path.exists(path + ".meta") and not os.path.exists(path + ".meta.tmp")
+    assert os.path.exists(path + ".meta")
+    assert not os.path.exists(path + ".meta.tmp")
