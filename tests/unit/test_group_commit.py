@@ -204,3 +204,24 @@ async def test_group_commit_off_puts_every_write_in_its_own_entry() -> None:
     results = await asyncio.gather(*futs)
     assert [r.index for r in results] == [1, 2, 3, 4]
     assert all(isinstance(c, WriteCmd) for c in raft.log)
+
+
+async def test_no_group_while_a_replica_may_not_decode_one() -> None:
+    raft = FakeRaft()
+    allowed = {0: False}
+    gc = GroupCommitter(raft.propose, allowed=lambda p: allowed[p])
+    raft.open.clear()
+    futs = [asyncio.ensure_future(gc.submit(0, w(Put(k, "1")), timeout=5)) for k in "abcd"]
+    await _until(lambda: len(raft.log) == 1, "first proposal")
+    raft.open.set()
+    await asyncio.gather(*futs)
+    assert all(isinstance(c, WriteCmd) for c in raft.log)
+    assert len(raft.log) == 4
+    allowed[0] = True
+    raft.open.clear()
+    futs = [asyncio.ensure_future(gc.submit(0, w(Put(k, "2")), timeout=5)) for k in "abcd"]
+    await _until(lambda: len(raft.log) == 5, "first proposal")
+    raft.open.set()
+    await asyncio.gather(*futs)
+    assert isinstance(raft.log[-1], GroupCmd)
+    assert len(raft.log) == 6

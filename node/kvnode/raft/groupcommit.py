@@ -16,6 +16,10 @@ Rules that keep a group equivalent to its requests applied one by one:
 * **Bounded.** At most ``max_requests`` requests and ``max_bytes`` (estimated encoded size) per
   entry, well below PySyncObj's ``appendEntriesBatchSizeBytes`` (``raft.tuning``), above which an
   entry would be sent in chunks. A request bigger than the byte bound alone still goes alone.
+* **Only where every replica decodes it.** ``allowed(partition)`` says whether every peer of the
+  group confirmed it decodes grouped entries (``compat.CompatSyncObj.group_commit_ok``); until
+  then, e.g. during a rolling upgrade from a release without group commit, every write is its
+  own entry in the old format.
 * **Outcome.** A queued request whose deadline passes before its entry is proposed is withdrawn
   and certainly not applied (``Unavailable``, retryable); once proposed, a timeout is
   ``UnknownOutcome``, as for any write. A failed proposal fails each of its requests with the
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -108,10 +113,13 @@ class GroupCommitter:
         propose: Propose,
         *,
         limits: GroupCommitLimits | None = None,
+        allowed: Callable[[int], bool] = lambda _p: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._propose = propose
         self.limits = limits or GroupCommitLimits()
+        self._alone = dataclasses.replace(self.limits, max_requests=1)
+        self._allowed = allowed
         self._clock = clock
         self._parts: dict[int, _Partition] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # strong references while running
@@ -153,7 +161,8 @@ class GroupCommitter:
 
     def _pump(self, partition: int, state: _Partition) -> None:
         while state.queue and state.inflight < self.limits.max_inflight:
-            batch = take_batch(state.queue, self.limits)
+            grouping = len(state.queue) > 1 and self._allowed(partition)
+            batch = take_batch(state.queue, self.limits if grouping else self._alone)
             state.inflight += 1
             task = asyncio.ensure_future(self._run(partition, batch))
             self._tasks.add(task)

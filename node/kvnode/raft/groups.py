@@ -57,7 +57,11 @@ class GroupManager:
         self._barriers = BarrierCoalescer(self.propose_barrier, self.hosts)
         self.group_commit = GroupCommitter(
             self._propose_entry,
-            limits=GroupCommitLimits(max_requests=tuning.group_commit_max_requests),
+            limits=GroupCommitLimits(
+                max_requests=tuning.group_commit_max_requests,
+                max_inflight=tuning.group_commit_max_inflight,
+            ),
+            allowed=self._may_group,
         )
         self._last_status_refresh = 0.0
 
@@ -277,6 +281,15 @@ class GroupManager:
             self._replica(partition)  # NotOwner at once, not after queueing
             return await self.group_commit.submit(partition, cmd, timeout=timeout)
         return await self._propose_entry(partition, cmd, timeout)
+
+    def _may_group(self, partition: int) -> bool:
+        """Whether every replica of ``partition`` decodes grouped entries (asked over Raft by
+        the leader while writes want grouping; see ``compat``). Event loop."""
+        replica = self._replicas.get(partition)
+        if replica is None:
+            return False
+        replica.group_commit_wanted_at = time.monotonic()
+        return replica.group_commit_ok
 
     async def _propose_entry(self, partition: int, cmd: commands.Command, timeout: float) -> Any:
         """One log entry, replicated and applied here."""
