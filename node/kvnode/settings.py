@@ -41,6 +41,16 @@ class NodeSettings:
     """'process': an acknowledged write survives kill -9 of every replica (page cache, no fsync).
     'fsync': the Raft journal and LevelDB are synced before a replica acknowledges, so it also
     survives a simultaneous power loss of every replica, at a throughput cost."""
+    group_commit_max_requests: int = 64
+    """Most client write requests coalesced into one Raft entry by group commit (writes to a
+    partition arriving while its previous entry is in flight share the next entry: one journal
+    sync, one LevelDB write). 1 turns group commit off: every write is its own entry. A leader
+    groups only once every replica of the partition confirmed it decodes grouped entries, so a
+    rolling upgrade from a release without group commit needs no setting."""
+    group_commit_max_inflight: int = 1
+    """Group-commit entries of one partition in flight (proposed, not yet applied on the leader)
+    before further writes queue for the next entry. 1 groups the most writes per entry; more
+    pipelines entries behind each other at the cost of smaller groups."""
     read_mode: str = "readindex"
     """How a strong read is made linearizable. 'readindex': the leader confirms it still leads
     with a quorum probe round after the read arrives, no log entry (node/DESIGN.md). 'barrier':
@@ -130,6 +140,8 @@ class NodeSettings:
             raise ValueError(
                 f"{PREFIX}DURABILITY must be 'process' or 'fsync', not {self.durability!r}"
             )
+        if self.group_commit_max_requests < 1 or self.group_commit_max_inflight < 1:
+            raise ValueError(f"{PREFIX}GROUP_COMMIT_MAX_REQUESTS and _MAX_INFLIGHT must be >= 1")
         if self.read_mode not in ("readindex", "barrier"):
             raise ValueError(
                 f"{PREFIX}READ_MODE must be 'readindex' or 'barrier', not {self.read_mode!r}"

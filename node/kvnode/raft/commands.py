@@ -13,6 +13,12 @@ Format 1 (JSON arrays, ``null`` for absent optional fields)::
     {"t": "e", "now": <ms>, "limit": <n>}
     {"t": "b"}
     {"t": "d"}
+    {"t": "g", "reqs": [{"now": <ms>, "ops": [...]}, ...]}      (group commit)
+
+A ``"w"`` entry is one client request; a ``"g"`` entry is several independent client requests
+coalesced by group commit (``kvnode.raft.groupcommit``), each with the body of a ``"w"`` entry.
+A lone request is still written as ``"w"``, so journals written before group commit existed, and
+entries written at low load, decode and apply exactly as before.
 """
 
 from __future__ import annotations
@@ -71,13 +77,58 @@ class DigestCmd:
     applied the same log prefix must report the same digest (rebalance VERIFY)."""
 
 
-Command = WriteCmd | ExpireCmd | BarrierCmd | DigestCmd
+@dataclass(frozen=True, slots=True)
+class GroupCmd:
+    """Several independent client requests in one log entry (group commit).
+
+    Each request keeps its own ops, clock and outcome: a failed condition in one changes nothing
+    of another. Their keys are pairwise disjoint (checked here), so no request can observe
+    another's effect and the order inside the entry does not matter: applying the group gives
+    every request the result it would get alone at this log index, and each written record gets
+    a version no other write in the entry shares (versions are log indexes).
+    """
+
+    reqs: tuple[WriteCmd, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.reqs) < 2:
+            raise ValueError("GroupCmd needs at least two requests (one is a WriteCmd)")
+        seen: set[str] = set()
+        for req in self.reqs:
+            if not isinstance(req, WriteCmd):
+                raise ValueError(f"not a WriteCmd: {req!r}")
+            keys = {op.key for op in req.ops}
+            if not seen.isdisjoint(keys):
+                raise ValueError("GroupCmd requests must touch disjoint keys")
+            seen |= keys
+
+
+Command = WriteCmd | ExpireCmd | BarrierCmd | DigestCmd | GroupCmd
+
+
+def write_keys(cmd: WriteCmd) -> frozenset[str]:
+    return frozenset(op.key for op in cmd.ops)
+
+
+def approx_size(cmd: WriteCmd) -> int:
+    """An upper-bound-ish estimate of the encoded size of ``cmd`` (bytes), without encoding it:
+    what group commit bounds a batch by."""
+    size = 32
+    for op in cmd.ops:
+        size += 64 + 4 * len(op.key)  # JSON escaping and UTF-8 can grow a char to a few bytes
+        if isinstance(op, kvops.Put):
+            size += 4 * len(op.value)
+        if op.cond.if_value is not None:
+            size += 4 * len(op.cond.if_value)
+    return size
 
 
 def encode(cmd: Command) -> bytes:
     body: dict[str, Any]
     if isinstance(cmd, WriteCmd):
-        body = {"t": "w", "now": cmd.now_ms, "ops": [_op_to_json(op) for op in cmd.ops]}
+        body = {"t": "w", **_write_to_json(cmd)}
+    elif isinstance(cmd, GroupCmd):
+        body = {"t": "g", "reqs": [_write_to_json(r) for r in cmd.reqs]}
     elif isinstance(cmd, ExpireCmd):
         body = {"t": "e", "now": cmd.now_ms, "limit": cmd.limit}
     elif isinstance(cmd, BarrierCmd):
@@ -108,9 +159,14 @@ def _from_json(body: Any) -> Command:
         raise ValueError("command is not an object")
     kind = body.get("t")
     if kind == "w" and body.keys() == {"t", "now", "ops"}:
-        if not isinstance(body["ops"], list):
-            raise ValueError("ops is not a list")
-        return WriteCmd(ops=tuple(_op_from_json(o) for o in body["ops"]), now_ms=body["now"])
+        return _write_from_json(body)
+    if kind == "g" and body.keys() == {"t", "reqs"}:
+        if not isinstance(body["reqs"], list):
+            raise ValueError("reqs is not a list")
+        for req in body["reqs"]:
+            if not isinstance(req, dict) or req.keys() != {"now", "ops"}:
+                raise ValueError("a grouped request is not {now, ops}")
+        return GroupCmd(reqs=tuple(_write_from_json(r) for r in body["reqs"]))
     if kind == "e" and body.keys() == {"t", "now", "limit"}:
         return ExpireCmd(now_ms=body["now"], limit=body["limit"])
     if kind == "b" and body.keys() == {"t"}:
@@ -118,6 +174,16 @@ def _from_json(body: Any) -> Command:
     if kind == "d" and body.keys() == {"t"}:
         return DigestCmd()
     raise ValueError(f"unknown command shape {sorted(body)}")
+
+
+def _write_to_json(cmd: WriteCmd) -> dict[str, Any]:
+    return {"now": cmd.now_ms, "ops": [_op_to_json(op) for op in cmd.ops]}
+
+
+def _write_from_json(body: dict[str, Any]) -> WriteCmd:
+    if not isinstance(body["ops"], list):
+        raise ValueError("ops is not a list")
+    return WriteCmd(ops=tuple(_op_from_json(o) for o in body["ops"]), now_ms=body["now"])
 
 
 def _op_to_json(op: kvops.Put | kvops.Delete) -> list[Any]:

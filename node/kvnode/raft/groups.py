@@ -21,6 +21,7 @@ from typing import Any
 from kvnode.core import errors
 from kvnode.raft import bridge, commands, readindex, registry
 from kvnode.raft.barriers import BarrierCoalescer
+from kvnode.raft.groupcommit import GroupCommitLimits, GroupCommitter
 from kvnode.raft.processor import CommandProcessor
 from kvnode.raft.replica import PartitionReplica, SeedCapture, restore_header
 from kvnode.raft.status import ReplicaStatus, status_of
@@ -58,6 +59,14 @@ class GroupManager:
         self._replicas: dict[int, PartitionReplica] = {}
         self._status: dict[int, ReplicaStatus] = {}
         self._barriers = BarrierCoalescer(self.propose_barrier, self.hosts)
+        self.group_commit = GroupCommitter(
+            self._propose_entry,
+            limits=GroupCommitLimits(
+                max_requests=tuning.group_commit_max_requests,
+                max_inflight=tuning.group_commit_max_inflight,
+            ),
+            allowed=self._may_group,
+        )
         self._last_status_refresh = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -299,7 +308,25 @@ class GroupManager:
 
     # -- proposals ---------------------------------------------------------------------------
     async def propose(self, partition: int, cmd: commands.Command, *, timeout: float) -> Any:
-        """Replicate ``cmd`` and return the processor's result once applied on this replica."""
+        """Replicate ``cmd`` and return the processor's result once applied on this replica.
+        A client write goes through group commit (``raft.groupcommit``): it may share its log
+        entry with concurrent writes, and gets its own ``ApplyResult`` back all the same."""
+        if isinstance(cmd, commands.WriteCmd):
+            self._replica(partition)  # NotOwner at once, not after queueing
+            return await self.group_commit.submit(partition, cmd, timeout=timeout)
+        return await self._propose_entry(partition, cmd, timeout)
+
+    def _may_group(self, partition: int) -> bool:
+        """Whether every replica of ``partition`` decodes grouped entries (asked over Raft by
+        the leader while writes want grouping; see ``compat``). Event loop."""
+        replica = self._replicas.get(partition)
+        if replica is None:
+            return False
+        replica.group_commit_wanted_at = time.monotonic()
+        return replica.group_commit_ok
+
+    async def _propose_entry(self, partition: int, cmd: commands.Command, timeout: float) -> Any:
+        """One log entry, replicated and applied here."""
         replica = self._replica(partition)
         payload = commands.encode(cmd)
         return await bridge.submit(

@@ -146,7 +146,7 @@ class PartitionReplica(CompatSyncObj):
         try:
             result = self._processor.apply(self._store, cmd, index)
             if not result.skipped:
-                ts_ms = cmd.now_ms if isinstance(cmd, commands.WriteCmd | commands.ExpireCmd) else 0
+                ts_ms = _proposed_ms(cmd)
                 self.history.record(index, result.effects, ts_ms=ts_ms)
             if isinstance(cmd, commands.DigestCmd) and not result.skipped:
                 self.digests.start(index, self._store.iter_dump())
@@ -271,3 +271,13 @@ def restore_header(header: bytes, *, partition: int, peers: list[str]) -> bytes:
     last, prev, _cluster = meta["raft"]
     raft = ((last[0], int(last[1]), 0), (prev[0], int(prev[1]), 0), {tcp_node(a) for a in peers})
     return pickle.dumps({**meta, "raft": raft}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _proposed_ms(cmd: commands.Command) -> int:
+    """When the leader proposed ``cmd`` (its clock; 0 if the command carries none): the watch
+    lag metric measures from there. A group's newest request stands for the entry."""
+    if isinstance(cmd, commands.WriteCmd | commands.ExpireCmd):
+        return cmd.now_ms
+    if isinstance(cmd, commands.GroupCmd):
+        return max(req.now_ms for req in cmd.reqs)
+    return 0

@@ -36,6 +36,8 @@ class RaftTuning:
     compaction_min_entries: int = _DEFAULTS["compaction_min_entries"]
     compaction_min_time_s: float = _DEFAULTS["compaction_min_time_s"]
     read_mode: str = _DEFAULTS["read_mode"]
+    group_commit_max_requests: int = _DEFAULTS["group_commit_max_requests"]
+    group_commit_max_inflight: int = _DEFAULTS["group_commit_max_inflight"]
     fsync: bool = _DEFAULTS["durability"] == "fsync"
 
     @classmethod

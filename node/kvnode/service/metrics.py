@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kvnode.raft.groups import GroupManager
@@ -19,7 +19,7 @@ class RaftCollector(Collector):
         self._groups = groups
         self._node_id = node_id
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         labels = ["node", "partition"]
         fams = {
             "role": GaugeMetricFamily(
@@ -50,6 +50,22 @@ class RaftCollector(Collector):
             fams["lag"].add_metric(lv, st.lag)
             fams["quorum"].add_metric(lv, 1 if st.has_quorum else 0)
         yield from fams.values()
+        yield from self._group_commit()
+
+    def _group_commit(self) -> Iterator[CounterMetricFamily]:
+        """Write entries proposed here and the client requests they carried: requests/entries
+        is the mean group-commit batch size."""
+        gc = self._groups.group_commit.stats()
+        entries = CounterMetricFamily(
+            "ringkv_write_entries", "Raft entries proposed for client writes", labels=["node"]
+        )
+        entries.add_metric([self._node_id], gc.entries)
+        requests = CounterMetricFamily(
+            "ringkv_write_requests", "Client write requests those entries carried", labels=["node"]
+        )
+        requests.add_metric([self._node_id], gc.requests)
+        yield entries
+        yield requests
 
 
 class DrainCollector(Collector):
@@ -59,7 +75,7 @@ class DrainCollector(Collector):
         self._drained = drained
         self._node_id = node_id
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         fam = GaugeMetricFamily(
             "ringkv_node_drained", "1 while drained (leads no partition)", labels=["node"]
         )
@@ -75,7 +91,7 @@ class ReseedCollector(Collector):
         self._needs_reseed = needs_reseed
         self._node_id = node_id
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         fam = GaugeMetricFamily(
             "ringkv_partition_needs_reseed",
             "1: the map lists this node for the partition but its volume lost the replica",

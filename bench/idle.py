@@ -1,0 +1,89 @@
+"""What an idle cluster costs: CPU and memory of each node process with no client traffic.
+
+    ./dev shell, then: python bench/idle.py --partitions 16,64,256 --seconds 10
+
+Per partition count, a 3-node ringkv (RF 3, the node's default Raft timing) on a loopback address
+of its own; once every partition has a leader and a settling pause has passed, the node
+processes' CPU (user + system, from /proc) is taken over ``--seconds`` and their resident memory
+at the end. Nothing else talks to the cluster meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from kvnode.local import LocalCluster
+
+from tests.support.addresses import claim_address  # needs the repository root on sys.path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def measure(partitions: int, seconds: float, settle: float) -> str:
+    base = tempfile.mkdtemp(prefix="ringkv-bench-idle-")
+    claim = claim_address(partitions=partitions)
+    cluster = LocalCluster.create(
+        base,
+        nodes=3,
+        partitions=partitions,
+        replication=3,
+        host=claim.host,
+        base_port=claim.base_port,
+    )
+    try:
+        cluster.start_all()
+        await cluster.wait_ready(timeout=300)
+        await asyncio.sleep(settle)  # let start-up elections and compaction settle
+        pids = [cluster.pid(n) for n in cluster.node_ids]
+        assert all(pids), pids
+        before = [cpu_seconds(p) for p in pids]  # type: ignore[arg-type]
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        wall = time.monotonic() - t0
+        cores = [(cpu_seconds(p) - b) / wall for p, b in zip(pids, before, strict=True)]  # type: ignore[arg-type]
+        rss = [rss_mib(p) for p in pids]  # type: ignore[arg-type]
+    finally:
+        cluster.kill_everything()
+        claim.release()
+        shutil.rmtree(base, ignore_errors=True)
+    per_node = " / ".join(f"{c:.3f}" for c in cores)
+    mem = " / ".join(f"{m:.0f}" for m in rss)
+    return f"| {partitions} | {sum(cores):.3f} | {per_node} | {mem} | {os.getloadavg()[0]:.1f} |"
+
+
+async def main(args: argparse.Namespace) -> None:
+    print("| partitions | cores, 3 nodes | cores per node | RSS MiB per node | load avg |")
+    print("|---|---|---|---|---|")
+    for p in args.partitions:
+        print(await measure(p, args.seconds, args.settle), flush=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument(
+        "--partitions", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64, 256]
+    )
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--settle", type=float, default=5.0)
+    asyncio.run(main(ap.parse_args()))
