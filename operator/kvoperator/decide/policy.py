@@ -312,7 +312,9 @@ def _converged(spec: ClusterSpec, obs: Observed, m: PartitionMap) -> Decision:
             msg += f" ({len(stale)} more to roll)" if stale else ""
             return _waiting(obs, Phase.UPGRADING, "RollingUpdate", msg)
         msg = f"nodes not ready: {', '.join(sorted(not_ready))}"
-        if m.epoch == 1:  # only right after the bootstrap: leaders are being elected
+        # Only right after the bootstrap (leaders are being elected) is a node that is not
+        # ready part of bootstrapping; once the cluster was anything else (Ready), it is not.
+        if m.epoch == 1 and obs.previous_phase in (None, "", Phase.BOOTSTRAPPING.value):
             return _waiting(obs, Phase.BOOTSTRAPPING, "NodesNotReady", msg)
         return _waiting(obs, Phase.DEGRADED, "NodesNotReady", msg, degraded=True)
     roll = rolling.step(obs, m, members, stale)

@@ -99,6 +99,7 @@ class Observed:
     rebalance: RebalanceView | None = None
     bootstrapped: bool = False  # status.bootstrapped: the first map reached every node once
     update_revision: str | None = None  # the StatefulSet's status.updateRevision (OnDelete)
+    previous_phase: str | None = None  # status.phase as the last pass wrote it
 
     def pod(self, ordinal: int) -> PodView | None:
         return next((p for p in self.pods if p.ordinal == ordinal), None)

@@ -50,6 +50,7 @@ async def observe(
     now: float,
     live: RebalanceProgress | None,
     bootstrapped: bool,
+    previous_phase: str | None = None,
 ) -> Observation:
     """``live``: progress of the rebalance this process runs now (None: none runs here)."""
     ns = names.namespace
@@ -76,6 +77,7 @@ async def observe(
         cluster_map=newest,
         rebalance=rebalance,
         bootstrapped=bootstrapped,
+        previous_phase=previous_phase,
         update_revision=None if sts is None else (sts.get("status") or {}).get("updateRevision"),
     )
     annotations = {} if sts is None else sts["metadata"].get("annotations") or {}

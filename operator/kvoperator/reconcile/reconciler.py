@@ -181,6 +181,7 @@ class Reconciler:
                 self._kube, self._nodes, names, spec,
                 generation=generation, now=self._clock(), live=runner.live,
                 bootstrapped=bool((body.get("status") or {}).get("bootstrapped")),
+                previous_phase=(body.get("status") or {}).get("phase"),
             )  # fmt: skip
         except StateUnreadable as e:
             await self._blocked(body, names, generation, "RebalanceStateUnreadable", str(e))
