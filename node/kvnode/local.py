@@ -170,6 +170,33 @@ class LocalCluster:
         host = host_of(i, host=self.host, hosts=self.hosts)
         return node_info(i, host=host, base_port=self.base_port)
 
+    async def seal_bootstrap(self) -> bool:
+        """Move a cluster that serves on its epoch-1 map to an identical epoch-2 map (on every
+        node, then in ``map.json``); False if it is past epoch 1 already.
+
+        Why: a node whose volume is empty takes an epoch-1 map for a fresh bootstrap and opens
+        its replicas empty as voters (``kvnode.service.identity``). Once the bootstrap is over
+        that would be a lost volume rejoining with an empty log, which can lose acknowledged
+        writes; from epoch 2 on, the same node reports needs-reseed instead. The operator closes
+        the same gap its own way (it never installs a map on a bootstrapped member that lost
+        it)."""
+        if self.pmap.epoch != 1:
+            return False
+        base = self.pmap
+        sealed = PartitionMap.build(
+            epoch=2, nodes=base.nodes, replicas=base.replicas, replication=base.replication
+        )
+        http = self.http()
+        try:
+            admin = HttpNodeAdmin(http, timeout_s=15.0)
+            for node in sealed.nodes:
+                await admin.install_map(node, sealed)
+        finally:
+            await http.close()
+        self.set_map(sealed)
+        log.info("bootstrap sealed: the cluster is at epoch 2 (same placement)")
+        return True
+
     def set_map(self, pmap: PartitionMap) -> None:
         """Record ``pmap`` as the cluster's map (what nodes read at start, and who exists)."""
         self.pmap = pmap
@@ -607,6 +634,8 @@ async def up(
         cluster.set_map(cluster.pmap)  # records the env in cluster.json
     cluster.start_all()
     info = await cluster.wait_ready(timeout=timeout)
+    if await cluster.seal_bootstrap():
+        info = await cluster.wait_ready(timeout=timeout)
     hint = f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}"
     auth_doc: Any = "OFF: anyone who reaches these ports can read, write and administer it"
     if localauth.TOKENS_ENV in cluster.env:

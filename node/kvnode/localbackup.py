@@ -85,6 +85,8 @@ async def restore_into(
         await http.close()
     os.replace(map_file + ".restoring", map_file)
     info = await cluster.wait_ready(timeout=timeout)
+    if await cluster.seal_bootstrap():  # a volume lost from now on is a lost volume
+        info = await cluster.wait_ready(timeout=timeout)
     return {
         **result,
         "dir": cluster.base_dir,

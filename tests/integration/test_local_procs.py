@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from kvnode import local, localprocs
 from kvnode.local import LocalCluster, NodeExited
@@ -25,6 +27,7 @@ from tests.support.clusters import Clusters, eventually
 pytestmark = pytest.mark.integration
 
 CLI = "from kvnode.cli import main; main()"
+TIMEOUT = aiohttp.ClientTimeout(5)
 
 
 def ringkv(*args: str) -> subprocess.Popen[bytes]:
@@ -161,5 +164,37 @@ async def test_nodes_of_a_killed_up_are_found_without_pid_files(tmp_path: Path) 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        kill_state_dir(base)
+        claim.release()
+
+
+async def test_up_seals_the_bootstrap_so_a_wiped_volume_needs_a_reseed(tmp_path: Path) -> None:
+    """After ``local up`` the cluster is past its epoch-1 map (same placement, epoch 2), so a
+    node restarted on an emptied volume reports needs-reseed instead of rejoining empty."""
+    claim = claim_address(partitions=2)
+    base = str(tmp_path / "up")
+    try:
+        out = await local.up(base_dir=base, host=claim.host, partitions=2, timeout=90)
+        assert out["epoch"] == 2
+        cluster = LocalCluster.load(base)
+        assert cluster.pmap.epoch == 2
+        victim = cluster.pmap.nodes[1].node_id
+        cluster.stop_node(victim)
+        shutil.rmtree(cluster.data_dir(victim))
+        cluster.start_node(victim)
+
+        url = cluster.pmap.node(victim).http_url + "/readyz"
+
+        async def refused() -> Any:
+            try:
+                async with aiohttp.ClientSession() as s, s.get(url, timeout=TIMEOUT) as r:
+                    status, body = r.status, await r.json()
+            except aiohttp.ClientError:  # not listening yet
+                return None
+            return body if status == 503 and body.get("needs_reseed") else None
+
+        body = await eventually(refused, timeout=60, what="needs-reseed on the wiped node")
+        assert body["needs_reseed"] == list(cluster.pmap.partitions_of(victim))
+    finally:
         kill_state_dir(base)
         claim.release()

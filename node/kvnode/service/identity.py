@@ -17,8 +17,10 @@ no incarnation adopts its first map, ``lost_partitions``):
 A partition needing a reseed is not opened: this node serves nothing of it (requests are routed
 to its leader), reports it (``/readyz``, ``GET /v1/admin/partitions/{p}``, a metric) and waits for
 the operator to remove its old voter and join a fresh replica through the seed path; the join
-clears the mark. Limit: a cluster still at epoch 1 that loses a volume cannot tell it from a
-bootstrap this way (the map would have to carry per-node incarnations: future work).
+clears the mark. A cluster still at epoch 1 that loses a volume cannot tell it from a bootstrap
+this way, so nothing stays there: ``ringkv local`` seals a bootstrap by installing the same
+placement at epoch 2 once the cluster serves (``LocalCluster.seal_bootstrap``), and the operator
+never installs a map on a bootstrapped member that answers without one.
 """
 
 from __future__ import annotations
