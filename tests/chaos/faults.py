@@ -168,7 +168,9 @@ class Faults:
                     log.warning("%s died on its own:\n%s", node_id, self.cluster.log_tail(node_id))
                 self.restart(node_id)
             elif (why := self.unhealthy(node_id)) is not None:
-                # what a liveness probe does on Kubernetes: /healthz 503 -> restart
+                # What a liveness probe does on Kubernetes: /healthz 503 -> restart. A storage
+                # failure now fail-stops the node (exit 70, noted above as "exited"), so this
+                # models the probe for what still needs it: a stalled (hung) ticker.
                 self.crashed.append(f"{node_id} {why}")
                 log.warning("%s failed /healthz (%s): restarting it", node_id, why)
                 self.cluster.kill_node(node_id)

@@ -15,6 +15,13 @@ Retry rules, all within the operation's deadline, after which the last error is 
   jittered, at least the server's ``retry_after``), refresh ``/v1/cluster``, retry.
 - ``UnknownOutcome``: never retried, the write may have applied. Nor is a batch error whose
   results show that some op applied.
+
+Each attempt gets at most ``attempt_timeout`` (default 2 s, about one default election timeout)
+of the deadline, not all of it: a paused or cut-off node accepts the request and never answers,
+and must not hold the operation. A read that ran out its attempt is retried on another node; a
+write that did is ``UnknownOutcome`` as before (it may have applied) and is not retried. The
+node that gave no answer is suspected for a while (``Routing.suspect``), so the next attempts
+and operations go elsewhere while the cluster elects a new leader.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from kvnode.client.routing import Routing
-from kvnode.client.transport import NodeHttp
+from kvnode.client.routing import Routing, attempt_budget
+from kvnode.client.transport import NodeHttp, no_answer
 from kvnode.client.types import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
 from kvnode.client.watch import Watcher
 from kvnode.core import errors
@@ -41,6 +48,7 @@ MAX_IMMEDIATE_RETRIES = 3
 REFRESH_TIMEOUT_S = 2.0
 MIN_ATTEMPT_S = 0.02  # less time than this left: no point in another attempt
 SERVER_DEADLINE_SHARE = 0.9  # the node gets a bit less time than we wait, to answer precisely
+ATTEMPT_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +79,8 @@ class Client:
     Use as ``async with Client([...]) as c:`` or call ``close()``. ``timeout`` is the deadline of
     each operation, retries included. ``token`` is a bearer token (the CLI takes it from
     ``RINGKV_TOKEN``) sent with every request, ``/v1/cluster`` refreshes included; ignored when
-    ``http`` is given (that transport carries its own).
+    ``http`` is given (that transport carries its own). ``attempt_timeout`` caps each attempt
+    (see the module docstring): raise it for operations that legitimately take longer.
     """
 
     def __init__(
@@ -82,9 +91,11 @@ class Client:
         direct: bool = True,
         http: NodeHttp | None = None,
         token: str | None = None,
+        attempt_timeout: float = ATTEMPT_TIMEOUT_S,
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if timeout <= 0 or attempt_timeout <= 0:
+            raise ValueError("timeout and attempt_timeout must be positive")
+        self._attempt_timeout = attempt_timeout
         self._routing = Routing(endpoints)
         self._timeout = timeout
         self._direct = direct
@@ -272,10 +283,10 @@ class Client:
         avoid: str | None = None
         while deadline > time.monotonic():
             url, headers = await self._target(call, deadline=deadline, avoid=avoid)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            budget = attempt_budget(deadline - time.monotonic(), self._attempt_timeout)
+            if budget <= 0:
                 break
-            headers["X-Ringkv-Timeout"] = _timeout_header(remaining)
+            headers["X-Ringkv-Timeout"] = _timeout_header(budget)
             try:
                 _, body, _ = await self._http.call(
                     url,
@@ -284,15 +295,19 @@ class Client:
                     params=call.params,
                     json_body=call.json_body,
                     headers=headers,
-                    timeout=remaining,
+                    timeout=budget,
                 )
+                self._routing.vouch(url)
                 return body
             except errors.KvError as exc:
+                if no_answer(exc):
+                    self._routing.suspect(url)  # paused, cut off or dead: go elsewhere
+                    avoid = url
+                else:
+                    self._routing.vouch(url)
                 if not _may_retry(exc, call):
                     raise
                 last = exc
-                if exc.details.get("reason") == "connect":
-                    avoid = url
                 if immediate < MAX_IMMEDIATE_RETRIES and self._learn(exc, call):
                     immediate += 1
                     continue
@@ -323,7 +338,12 @@ class Client:
         partition = self._partition_of(call)
         if isinstance(exc, errors.NotLeader) and partition is not None:
             leader = exc.details.get("leader")
-            return isinstance(leader, str) and self._routing.note_leader(partition, leader)
+            if not (isinstance(leader, str) and self._routing.note_leader(partition, leader)):
+                return False
+            pmap = self._routing.pmap
+            assert pmap is not None
+            # a hint naming a node that gave no answer: back off for the election instead
+            return not self._routing.suspected(pmap.node(leader).http_url)
         if isinstance(exc, errors.StaleEpoch):
             pmap = exc.details.get("map")
             return isinstance(pmap, Mapping) and self._routing.adopt_map(pmap)

@@ -214,6 +214,14 @@ class NodeHttp:
         raise _error_for(status, body, headers=resp_headers, method="POST", base_url=base_url)
 
 
+def no_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised by ``NodeHttp``) means the node did not respond at all: the
+    connection could not be made, or the attempt's time ran out (raised from the underlying
+    aiohttp / timeout error). A connection the node closed is not counted: a live node does
+    that to an idle keep-alive connection, and a dead one is refused on the next attempt."""
+    return isinstance(exc.__cause__, (TimeoutError, *_NOT_SENT))
+
+
 def _no_silent_resend(session: aiohttp.ClientSession) -> None:
     """Stop aiohttp from silently re-sending a PUT/DELETE whose keep-alive connection dropped.
 

@@ -17,7 +17,6 @@ PySyncObj patches (append-entries rule, pre-vote) come from the base class
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import threading
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from typing import Any
 from pysyncobj import SyncObjConf, replicated
 
 from kvnode.core import errors
-from kvnode.raft import commands
+from kvnode.raft import commands, failstop
 from kvnode.raft.compat import CompatSyncObj, tcp_node
 from kvnode.raft.dump import BackgroundDump
 from kvnode.raft.processor import CommandProcessor
@@ -154,14 +153,7 @@ class PartitionReplica(CompatSyncObj):
         except Exception:
             # A storage failure would make this replica diverge; fail-stop and let the restart
             # replay the journal instead of acknowledging something that was not written.
-            log.critical(
-                "partition %d: apply failed at index %d; stopping the process",
-                self.partition,
-                index,
-                exc_info=True,
-            )
-            logging.shutdown()
-            os._exit(70)
+            failstop.fail_stop(log, "partition %d: apply failed at index %d", self.partition, index)
 
     # -- membership (ticker thread) -----------------------------------------------------------
     def member_addrs(self) -> tuple[str, ...]:

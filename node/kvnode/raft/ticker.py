@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from kvnode.raft import compat
+from kvnode.raft import compat, failstop
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,6 +129,15 @@ class SharedTicker:
 
     # -- loop --------------------------------------------------------------------------------
     def _run(self) -> None:
+        """The loop, fail-stopped on anything unexpected: a ticker thread that dies leaves a
+        process that answers HTTP but never ticks Raft again (``/healthz`` ``ticker_dead``),
+        which nothing but a liveness probe would restart. Exiting lets any supervisor do it."""
+        try:
+            self._loop()
+        except BaseException:
+            failstop.fail_stop(log, "raft ticker loop failed")
+
+    def _loop(self) -> None:
         next_full = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -148,9 +157,14 @@ class SharedTicker:
             if full or id(group) in dirty:
                 try:
                     group.doTick(0.0)
+                except OSError:
+                    # PySyncObj's transport handles its socket errors itself; an OSError out
+                    # of a tick is storage (journal entry or term/vote record, e.g. ENOSPC),
+                    # already applied in memory but not on disk: unsafe to go on.
+                    failstop.fail_stop(log, "raft tick failed for %s", _label(group))
                 except Exception:
                     self.tick_errors += 1
-                    log.exception("raft tick failed for %s", getattr(group, "label", group))
+                    log.exception("raft tick failed for %s", _label(group))
 
     def _run_hooks(self) -> None:
         for hook in self._full_tick_hooks:
@@ -180,6 +194,10 @@ class SharedTicker:
         with contextlib.suppress(BlockingIOError):
             while os.read(descr, 4096):
                 pass
+
+
+def _label(group: Any) -> object:
+    return getattr(group, "label", group)
 
 
 def _pipe() -> tuple[int, int]:

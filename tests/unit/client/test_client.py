@@ -157,7 +157,64 @@ async def test_read_timeout_is_retried(cluster: Cluster) -> None:
     leader.script.append(DROP)
     async with Client([cluster.node("n0").url], timeout=2) as c:
         assert await c.get("k") is not None
+    # a closed connection is not "no answer" (a live node closes idle keep-alive ones)
     assert len(leader.data_requests()) == 2
+
+
+def replicas_of(cluster: Cluster, key: str) -> list[str]:
+    assert cluster.pmap is not None
+    return list(cluster.pmap.replicas[partition_of(key, PARTITIONS)])
+
+
+async def test_a_hanging_leader_costs_a_read_one_attempt_not_the_deadline(
+    cluster: Cluster,
+) -> None:
+    leader = cluster.leader_of("k")
+    leader.script.append(HANG)  # a paused (SIGSTOP) leader: accepts, never answers
+    async with Client([cluster.node("n0").url], timeout=6, attempt_timeout=0.3) as c:
+        started = time.monotonic()
+        assert await c.get("k") is not None
+        took = time.monotonic() - started
+    assert took < 1.5, took  # one capped attempt, then another node; not the 6 s deadline
+    [hung] = leader.data_requests()
+    assert float(hung.headers["X-Ringkv-Timeout"]) <= 0.3
+    assert len(cluster.all_data_requests()) == 2
+
+
+async def test_a_write_whose_attempt_timed_out_is_unknown_and_never_resent(
+    cluster: Cluster,
+) -> None:
+    leader = cluster.leader_of("k")
+    leader.script.append(HANG)
+    async with Client([cluster.node("n0").url], timeout=6, attempt_timeout=0.3) as c:
+        started = time.monotonic()
+        with pytest.raises(errors.UnknownOutcome):
+            await c.cas("k", "v", if_version=3)
+        assert time.monotonic() - started < 1.5
+    assert len(cluster.all_data_requests()) == 1  # may have applied: not sent again
+
+
+async def test_after_a_node_gave_no_answer_the_next_writes_wait_for_a_new_leader(
+    cluster: Cluster,
+) -> None:
+    old = cluster.leader_of("k")
+    old.script.append(HANG)
+    follower, new = (cluster.node(n) for n in replicas_of(cluster, "k") if n != old.node_id)
+    stale = {"code": "not_leader", "message": "no", "leader": old.node_id}
+    follower.script.extend([(421, stale), (421, stale)])  # before the election: the old leader
+    follower.script.append((421, {"code": "not_leader", "message": "no", "leader": new.node_id}))
+    async with Client([cluster.node("n0").url], timeout=6, attempt_timeout=0.3) as c:
+        with pytest.raises(errors.UnknownOutcome):
+            await c.put("k", "v1")
+        assert await c.put("k", "v2") == 8
+    assert len(old.data_requests()) == 1  # suspected: not asked again, stale hints or not
+    assert len(follower.data_requests()) == 3
+    assert [s.body for s in new.data_requests()] == [{"value": "v2"}]
+
+
+async def test_attempt_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="attempt_timeout"):
+        Client(["http://a"], attempt_timeout=0)
 
 
 async def test_precondition_failed_is_raised_with_details(cluster: Cluster) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from kvnode.client.routing import BACKOFF_CAP_S, Routing
+from kvnode.client.routing import BACKOFF_CAP_S, Routing, attempt_budget
 from kvnode.core.model import NodeInfo, PartitionMap
 
 
@@ -74,3 +74,33 @@ def test_backoff_is_jittered_exponential_capped_and_honours_retry_after() -> Non
     assert all(d <= BACKOFF_CAP_S for d in delays)
     assert delays[9] >= BACKOFF_CAP_S / 2
     assert r.backoff(0, retry_after=2.0) == 2.0
+
+
+def test_attempt_budget_is_capped_but_never_beyond_the_deadline() -> None:
+    assert attempt_budget(6.0, 2.0) == 2.0  # a long deadline: several attempts fit
+    assert attempt_budget(1.5, 2.0) == 1.5  # the last attempt gets what is left
+    assert attempt_budget(-0.1, 2.0) == 0.0
+
+
+def test_suspected_nodes_are_avoided_until_vouched_or_expired() -> None:
+    r = Routing(["http://h0:7000", "http://h1:7000"], rng=random.Random(1))
+    r.adopt_cluster({"map": MAP1.to_dict(), "leaders": {"0": "n1"}})
+    r.suspect("http://h1:7000/", now=100.0, for_s=3.0)
+    assert r.leader(0, now=101.0).node_id == "n0"  # the hint names a suspect
+    assert {r.replica(0, now=101.0).node_id for _ in range(20)} == {"n0"}
+    assert [r.any_node(now=101.0) for _ in range(3)] == ["http://h0:7000"] * 3
+    assert r.refresh_candidates(now=101.0)[-1] == "http://h1:7000"
+    assert r.leader(0, now=103.5).node_id == "n1"  # expired
+    r.suspect("http://h1:7000", now=200.0)
+    r.vouch("http://h1:7000")
+    assert r.leader(0, now=200.5).node_id == "n1"
+
+
+def test_suspicion_is_a_preference_not_a_ban() -> None:
+    r = Routing(["http://h0:7000"])
+    r.adopt_map(MAP1.to_dict())
+    r.suspect("http://h0:7000", now=0.0)
+    r.suspect("http://h1:7000", now=0.0)
+    assert r.leader(0, now=1.0).node_id == "n0"  # every replica suspected: still try one
+    assert r.leader(0, avoid="http://h0:7000", now=1.0).node_id == "n1"
+    assert r.any_node(now=1.0) == "http://h0:7000"
