@@ -76,6 +76,7 @@ def test_crd_defaults_columns_scale_and_cel(cluster: LocalCluster, namespace: st
         "paused": False,
         "storage": {"size": "1Gi", "reclaimPolicy": "retain"},
         "scheduling": {"zoneLabel": "topology.kubernetes.io/zone"},
+        "replacement": {"after": "10m", "maxConcurrent": 2},
     }
     header = cluster.kubectl(*ns, "get", "kvc").stdout.splitlines()[0].split()
     assert header == ["NAME", "REPLICAS", "READY", "PHASE", "EPOCH", "PROGRESS", "AGE"]
