@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prereq
 from kvharness import procs
 from kvharness.cluster import LocalCluster
+from opsupport import Kvc, LoadProcess
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +108,21 @@ def operator(cluster: LocalCluster, helm: Path) -> Iterator[str]:
     finally:
         argv = [str(helm), "uninstall", "ringkv", "-n", ns, "--wait", "--timeout", "60s"]
         subprocess.run(argv, capture_output=True, text=True, timeout=90, env=env, check=False)
+
+
+@pytest.fixture
+def scenario(
+    cluster: LocalCluster, operator: str, namespace: str, tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[Kvc, LoadProcess]]:  # fmt: skip
+    """A KVCluster handle and a client load process (``e2e/kvload.py``) for an operator test;
+    the load is killed after the test, and on failure the cluster and the load's log are
+    dumped."""
+    kvc = Kvc(cluster, namespace)
+    load = LoadProcess(cluster, namespace, tmp_path)
+    yield kvc, load
+    load.kill()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or rep.failed:
+        kvc.dump()
+        log.error("kvload log:\n%s", procs.tail(tmp_path / "kvload.log", 60))

@@ -142,6 +142,18 @@ class LoadProcess:
         base = [sys.executable, str(KVLOAD), "--url", self.url, "--out", str(out), *flags, *args]
         return self.cluster.with_cluster_dns(base)
 
+    def fill(self, keys: int, *, ballast_keys: int = 0, timeout: float = 300) -> Any:
+        """Write the ``keys`` the load later checks, then ``ballast_keys`` other keys with 2 KB
+        values so that copies measured by a test are not trivially small; no write may fail. The
+        fill's result (``seconds``, ...)."""
+        filled = self.once("fill", "fill", "--keys", str(keys), timeout=timeout)
+        assert filled["failures"] == [], filled["failures"][:5]
+        if ballast_keys:
+            ballast = self.once("ballast", "fill", "--keys", str(ballast_keys), "--prefix", "b",
+                                "--value-size", "2048", timeout=timeout)  # fmt: skip
+            assert ballast["failures"] == [], ballast["failures"][:5]
+        return filled
+
     def once(self, name: str, *args: str, direct: bool = False, timeout: float) -> Any:
         """Run one command (fill/verify) to completion; its JSON result."""
         out = self.work / f"{name}.json"

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,20 +54,11 @@ def k8s_node(cluster: LocalCluster) -> str:
 
 @pytest.fixture
 def scenario(
-    cluster: LocalCluster, operator: str, namespace: str, tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> Iterator[tuple[Kvc, LoadProcess]]:  # fmt: skip
-    kvc = Kvc(cluster, namespace)
-    load = LoadProcess(cluster, namespace, tmp_path)
-    try:
-        yield kvc, load
-    finally:
-        load.kill()
-        cluster.kubectl("uncordon", k8s_node(cluster), check=False)  # never left cordoned
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            kvc.dump()
-            log.error("kvload log:\n%s", procs.tail(tmp_path / "kvload.log", 60))
+    scenario: tuple[Kvc, LoadProcess], cluster: LocalCluster
+) -> Iterator[tuple[Kvc, LoadProcess]]:
+    """The shared operator scenario (``e2e/conftest.py``); the node is never left cordoned."""
+    yield scenario
+    cluster.kubectl("uncordon", k8s_node(cluster), check=False)
 
 
 def replicas_of(ips: dict[str, str]) -> list[list[str]] | None:
@@ -84,12 +74,7 @@ def test_a_node_away_too_long_is_re_placed_and_gets_replicas_back(
     numbers: dict[str, Any] = {}
     kvc.kubectl("apply", "-f", "-", stdin=json.dumps(KVCLUSTER))
     kvc.wait_ready(4, timeout=240)
-    filled = load.once("fill", "fill", "--keys", str(scale.KEYS), timeout=300)
-    assert filled["failures"] == [], filled["failures"][:5]
-    # Ballast, so the copies are not trivially small: other keys with 2 KB values.
-    ballast = load.once("ballast", "fill", "--keys", str(BALLAST_KEYS), "--prefix", "b",
-                        "--value-size", "2048", timeout=300)  # fmt: skip
-    assert ballast["failures"] == [], ballast["failures"][:5]
+    load.fill(scale.KEYS, ballast_keys=BALLAST_KEYS)
     before = replicas_of(pod_ips(cluster, namespace))
     assert before is not None
     held = [p for p, r in enumerate(before) if AWAY in r]

@@ -12,8 +12,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,21 +44,6 @@ KVCLUSTER = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def scenario(
-    cluster: LocalCluster, operator: str, namespace: str, tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> Iterator[tuple[Kvc, LoadProcess]]:  # fmt: skip
-    kvc = Kvc(cluster, namespace)
-    load = LoadProcess(cluster, namespace, tmp_path)
-    yield kvc, load
-    load.kill()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is None or rep.failed:
-        kvc.dump()
-        log.error("kvload log:\n%s", procs.tail(tmp_path / "kvload.log", 60))
-
-
 def pvc_uid(kvc: Kvc, name: str) -> str | None:
     done = kvc.kubectl("get", "pvc", name, "-o", "jsonpath={.metadata.uid}", check=False)
     return done.stdout.strip() or None
@@ -74,12 +57,7 @@ def test_pod_and_pvc_deleted_replicas_reseeded_automatically(
     numbers: dict[str, Any] = {}
     kvc.kubectl("apply", "-f", "-", stdin=json.dumps(KVCLUSTER))
     kvc.wait_ready(3, timeout=180)
-    filled = load.once("fill", "fill", "--keys", str(scale.KEYS), timeout=300)
-    assert filled["failures"] == [], filled["failures"][:5]
-    # Ballast, so the copies are not trivially small: other keys with 2 KB values.
-    ballast = load.once("ballast", "fill", "--keys", str(BALLAST_KEYS), "--prefix", "b",
-                        "--value-size", "2048", timeout=300)  # fmt: skip
-    assert ballast["failures"] == [], ballast["failures"][:5]
+    load.fill(scale.KEYS, ballast_keys=BALLAST_KEYS)
     ips = pod_ips(cluster, namespace)
     view = newest_view(list(ips.values()))
     assert view is not None
