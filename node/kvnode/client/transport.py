@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
@@ -34,6 +35,11 @@ Headers = CIMultiDictProxy[str]
 # A bearer token for every request: fixed, or looked up per node base URL at each call (the
 # node re-reads its cluster credential file; the operator has one credential per cluster).
 TokenSource = str | Callable[[str], str | None] | None
+# The TLS client context for calls to a node, fixed or looked up per node base URL (the node
+# re-reads its CA file; the operator has one CA per cluster). With a context, a node's
+# ``http://`` base URL (the partition map records plain host:port) is called as ``https://``:
+# a cluster serves TLS on every node port or on none.
+TlsSource = ssl.SSLContext | Callable[[str], ssl.SSLContext | None] | None
 
 # Failures where the connection was never established, so nothing was sent. aiohttp >= 3.10
 # tells a connect timeout apart from a read timeout; older versions do not (then a connect
@@ -50,15 +56,29 @@ class NodeHttp:
     Pass a ``session`` to share one; otherwise one is created on first use (inside the running
     loop) and closed by ``close()``. ``path`` must already be percent-encoded (``/v1/kv/a%2Fb``).
     ``token`` (see ``TokenSource``) is sent as ``Authorization: Bearer`` on every request; it is
-    never logged nor put in an error.
+    never logged nor put in an error. ``tls`` (see ``TlsSource``) switches calls to HTTPS,
+    verifying the node's certificate and host name against that context.
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession | None = None, *, token: TokenSource = None
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        token: TokenSource = None,
+        tls: TlsSource = None,
     ) -> None:
         self._session = session
         self._owns_session = session is None
         self._token = token
+        self._tls = tls
+
+    def _target(self, base_url: str, path: str) -> tuple[URL, ssl.SSLContext | bool]:
+        """The URL to call and the ``ssl`` argument for aiohttp (True: its default checks)."""
+        context = self._tls(base_url) if callable(self._tls) else self._tls
+        base = base_url.rstrip("/")
+        if context is not None and base.startswith("http://"):
+            base = "https://" + base[len("http://") :]
+        return URL(base + path, encoded=True), True if context is None else context
 
     def _auth(self, base_url: str, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
         token = self._token(base_url) if callable(self._token) else self._token
@@ -107,7 +127,7 @@ class NodeHttp:
         idempotent one (a read can be retried).
         """
         method = method.upper()
-        url = URL(base_url.rstrip("/") + path, encoded=True)
+        url, tls = self._target(base_url, path)
         client_timeout = aiohttp.ClientTimeout(
             total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S)
         )
@@ -125,6 +145,7 @@ class NodeHttp:
                 data=data,
                 headers=headers,
                 timeout=client_timeout,
+                ssl=tls,
             ) as resp:
                 raw = await resp.read()
                 status, resp_headers = resp.status, resp.headers
@@ -151,14 +172,14 @@ class NodeHttp:
         non-2xx answer raises the node's domain error (nothing is written); a failure midway
         raises ``Unavailable`` (the caller discards the partial file).
         """
-        url = URL(base_url.rstrip("/") + path, encoded=True)
+        url, tls = self._target(base_url, path)
         client_timeout = aiohttp.ClientTimeout(
             total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S), sock_read=idle_timeout
         )
         written = 0
         try:
             async with self._get_session().get(
-                url, headers=self._auth(base_url, None), timeout=client_timeout
+                url, headers=self._auth(base_url, None), timeout=client_timeout, ssl=tls
             ) as resp:
                 if not 200 <= resp.status < 300:
                     raw = await resp.read()
@@ -191,14 +212,19 @@ class NodeHttp:
         return the JSON answer of a 2xx, raise the node's domain error otherwise. A failure
         after sending began is ``UnknownOutcome`` (the caller decides whether repeating is safe:
         a restore is, it answers ``already_hosted``)."""
-        url = URL(base_url.rstrip("/") + path, encoded=True)
+        url, tls = self._target(base_url, path)
         client_timeout = aiohttp.ClientTimeout(
             total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S)
         )
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = self._auth(base_url, {"Content-Type": "application/octet-stream"})
         try:
             async with self._get_session().post(
-                url, params=params, data=src, headers=headers, timeout=client_timeout
+                url,
+                params=params,
+                data=src,
+                headers=headers,
+                timeout=client_timeout,
+                ssl=tls,
             ) as resp:
                 raw = await resp.read()
                 status, resp_headers = resp.status, resp.headers
