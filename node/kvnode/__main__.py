@@ -106,11 +106,13 @@ def raft_password(settings: NodeSettings) -> str | None:
         return None
     try:
         with open(path, "rb") as f:
-            password = auth_files.parse_secret(f.read())
+            password = f.read().decode("utf-8").strip()  # a trailing newline is no part of it
     except OSError as exc:
         raise ValueError(f"Raft password file {path} is unreadable: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"Raft password file {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"Raft password file {path} is not UTF-8 text") from None
+    if not password:
+        raise ValueError(f"Raft password file {path} is empty")
     log.info("node %s: Raft traffic encrypted with the password in %s", settings.node_id, path)
     return password
 
@@ -248,9 +250,14 @@ def main() -> None:
         log.error("node %s cannot start: auth configuration: %s", settings.node_id, exc)
         raise SystemExit(CONFIG_EXIT) from None
     try:
-        tls, password = tls_setup(settings), raft_password(settings)
+        tls = tls_setup(settings)
     except ValueError as exc:
         log.error("node %s cannot start: TLS configuration: %s", settings.node_id, exc)
+        raise SystemExit(CONFIG_EXIT) from None
+    try:
+        password = raft_password(settings)
+    except ValueError as exc:
+        log.error("node %s cannot start: Raft encryption: %s", settings.node_id, exc)
         raise SystemExit(CONFIG_EXIT) from None
     security = Security(auth=auth, credential=credential, tls=tls, raft_password=password)
     # Plain asyncio, not uvloop: uvloop writes to sockets holding the GIL, which delays the

@@ -92,7 +92,8 @@ async def restore_into(
         "dir": cluster.base_dir,
         "endpoints": cluster.endpoints,
         "leaders": info["leaders"],
-        "hint": f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}",
+        "hint": f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}"
+        + (f" RINGKV_CACERT={cluster.ca_file}" if cluster.ca_file else ""),
     }
 
 
