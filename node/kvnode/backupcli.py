@@ -174,6 +174,7 @@ def register(
     @local_dir
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address of every node.")
     @click.option("--base-port", type=click.IntRange(1024, 32767), default=7000, show_default=True)
+    @click.option("--tls", is_flag=True, help="The new cluster serves HTTPS only (as local up).")
     def local_restore(
         src: str,
         nodes: int,
@@ -181,9 +182,12 @@ def register(
         base_dir: str | None,
         host: str,
         base_port: int,
+        tls: bool,
     ) -> None:
         """Create a new local cluster of NODES nodes holding the backup in SRC."""
         from kvnode import localbackup
+
+        extra = {"tls": True} if tls else {}
 
         emit(
             _run(
@@ -195,6 +199,7 @@ def register(
                         base_dir=base_dir,
                         host=host,
                         base_port=base_port,
+                        **extra,
                     )
                 )
             )
