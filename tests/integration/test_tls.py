@@ -335,6 +335,11 @@ async def test_a_node_with_another_raft_password_stays_out(make_cluster, tmp_pat
         for i in range(15):
             assert await eventual_on(outsider_url, f"during/{i}") is None
         assert cluster.is_running(outsider)
+        # Its peers say why they refuse it (PySyncObj alone drops the connection silently).
+        logs = await asyncio.to_thread(
+            lambda: "".join(Path(cluster.node(n).log_path).read_text() for n in cluster.node_ids)
+        )
+        assert "a Raft message failed authentication" in logs
         leaders = (await client.cluster())["leaders"]
         assert outsider not in leaders.values()
         # With the right password again it catches up: nothing was corrupted on either side.

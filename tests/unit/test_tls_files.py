@@ -7,10 +7,12 @@ handshakes in ``tests/integration/test_tls.py``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import InvalidToken
 from kvnode import localtls
 from kvnode.auth import tlsfiles
 from kvnode.raft import compat
@@ -131,5 +133,25 @@ def test_raft_key_derivation_happens_once_per_password() -> None:
     first = pso_syncobj.getEncryptor("pw-a")
     assert pso_syncobj.getEncryptor("pw-a") is first
     assert pso_syncobj.getEncryptor("pw-b") is not first
-    token = first.encrypt(b"entry")
+    token = first.encrypt_at_time(b"entry", 7)
+    assert first.extract_timestamp(token) == 7
     assert compat._original_get_encryptor("pw-a").decrypt(token) == b"entry"
+    assert first.decrypt(token) == b"entry"
+
+
+def test_a_message_under_another_password_is_refused_and_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pysyncobj import syncobj as pso_syncobj
+
+    monkeypatch.setattr(compat, "_bad_message_reported_at", None)
+    ours, theirs = pso_syncobj.getEncryptor("ours"), pso_syncobj.getEncryptor("theirs")
+    foreign = theirs.encrypt_at_time(b"append entries", 1)
+    with caplog.at_level(logging.ERROR, logger="kvnode.raft.compat"):
+        with pytest.raises(InvalidToken):
+            ours.extract_timestamp(foreign)
+        with pytest.raises(InvalidToken):
+            ours.decrypt(b"not even a token")
+    reports = [r for r in caplog.records if "failed authentication" in r.getMessage()]
+    assert len(reports) == 1  # rate-limited: one line per 30 s, not one per message
+    assert "KVNODE_RAFT_PASSWORD_FILE" in reports[0].getMessage()

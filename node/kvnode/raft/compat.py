@@ -17,6 +17,9 @@ What lives here:
   (``kvnode.raft.appendfix``), adds pre-vote with leader stickiness (``kvnode.raft.prevote``),
   the probe rounds of ReadIndex (``kvnode.raft.readindex``), and the feature handshake that
   tells a leader whether every peer decodes grouped entries (``group_commit_ok``).
+* ``getEncryptor`` (Raft encryption, ``KVNODE_RAFT_PASSWORD_FILE``): the key derivation is
+  cached per password, and a message that fails to authenticate is logged before PySyncObj
+  drops its connection silently.
 * Fault injection used by the integration tests (cutting one Raft link, sending a raw message,
   rewinding a leader's next index): it touches private transport state, so it is checked too.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 import time
@@ -42,10 +46,13 @@ from pysyncobj import pickle as pso_pickle
 from pysyncobj import poller as pso_poller
 from pysyncobj import serializer as pso_serializer
 from pysyncobj import syncobj as pso_syncobj
+from pysyncobj import tcp_connection as pso_tcp_connection
 from pysyncobj import transport as pso_transport
 from pysyncobj import version as pso_version
 
 from kvnode.raft import appendfix, prevote, readindex
+
+log = logging.getLogger(__name__)
 
 REQUIRED_VERSION = "0.3.17"
 
@@ -80,6 +87,7 @@ def _req(owner: str, kind: str, names: str) -> list[Requirement]:
 
 REQUIREMENTS: tuple[Requirement, ...] = (
     *_req("pysyncobj.syncobj", "attr", "createPoller createJournal getEncryptor _RAFT_STATE"),
+    *_req("TcpConnection", "code", "encrypt_at_time extract_timestamp decrypt"),
     *_req("pysyncobj.journal", "attr", "FileJournal"),
     *_req("pysyncobj.poller", "attr", "Poller PollPoller POLL_EVENT_TYPE"),
     *_req("pysyncobj.config", "attr", "SERIALIZER_STATE"),
@@ -161,6 +169,7 @@ INSTALLED: Mapping[str, Any] = {
     "Serializer": getattr(pso_serializer, "Serializer", None),
     "SyncObj": SyncObj,
     "TCPTransport": getattr(pso_transport, "TCPTransport", None),
+    "TcpConnection": getattr(pso_tcp_connection, "TcpConnection", None),
 }
 ensure_compatible(pso_version.VERSION, INSTALLED)
 
@@ -195,17 +204,62 @@ def facade_poller(facade: Any) -> Iterator[None]:
         _construction.facade = None
 
 
-# -- getEncryptor: one key derivation per password, not per group ------------------------------
+# -- getEncryptor: one key derivation per password, not per group; failures reported ----------
 _original_get_encryptor = pso_syncobj.getEncryptor
+_BAD_MESSAGE_REPORT_EVERY_S = 30.0
+_bad_message_reported_at: float | None = None
+
+
+def _report_bad_message() -> None:
+    """PySyncObj drops a connection whose message fails to authenticate without a word
+    ("Why no logging of security errors?" in its source), so a node with the wrong Raft
+    password would just never join. Say it, at most every 30 s (no message content)."""
+    global _bad_message_reported_at
+    now = time.monotonic()
+    if _bad_message_reported_at is None or now - _bad_message_reported_at >= (
+        _BAD_MESSAGE_REPORT_EVERY_S
+    ):
+        _bad_message_reported_at = now
+        log.error(
+            "a Raft message failed authentication and its connection was dropped: a peer "
+            "with another KVNODE_RAFT_PASSWORD_FILE (or none), or not a ringkv node"
+        )
+
+
+class ReportingEncryptor:
+    """A ``Fernet`` that logs (rate-limited) when a message does not authenticate, then
+    raises as before; PySyncObj uses exactly these three methods."""
+
+    __slots__ = ("_fernet",)
+
+    def __init__(self, fernet: Any) -> None:
+        self._fernet = fernet
+
+    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
+        return self._fernet.encrypt_at_time(data, current_time)  # type: ignore[no-any-return]
+
+    def extract_timestamp(self, token: bytes) -> int:
+        try:
+            return self._fernet.extract_timestamp(token)  # type: ignore[no-any-return]
+        except Exception:
+            _report_bad_message()
+            raise
+
+    def decrypt(self, token: bytes) -> bytes:
+        try:
+            return self._fernet.decrypt(token)  # type: ignore[no-any-return]
+        except Exception:
+            _report_bad_message()
+            raise
 
 
 @functools.lru_cache(maxsize=4)
-def _get_encryptor(password: str | bytes) -> Any:
+def _get_encryptor(password: str | bytes) -> ReportingEncryptor:
     """PySyncObj derives the Fernet key from the password (PBKDF2, 100 000 rounds: ~20 ms) in
     every SyncObj's constructor, which runs on the shared ticker thread; with hundreds of groups
     that stalled every group's ticks for seconds. A ``Fernet`` holds only its keys and is safe
     to share between groups (each message draws its own IV)."""
-    return _original_get_encryptor(password)
+    return ReportingEncryptor(_original_get_encryptor(password))
 
 
 pso_syncobj.getEncryptor = _get_encryptor
