@@ -1,0 +1,153 @@
+"""Issue 12 (TLS) on Kubernetes: a KVCluster with `spec.tls` (and `spec.auth`) serves its API
+over HTTPS only, with the certificate of a cert-manager-format Secret; the operator, which
+trusts that Secret's `ca.crt`, bootstraps it (HTTPS readiness probes, map install) and scales it
+3 -> 4 (every rebalance call over HTTPS) with the data intact; Raft traffic is encrypted with a
+password in the `<cluster>-raft` Secret the operator made and every pod mounts.
+
+The client runs as a pod would (`with_cluster_dns`: the client Service and headless names
+resolve), and calls them by name: the names are what the certificate covers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kvharness import pki, procs
+from kvharness.cluster import LocalCluster
+from kvnode.auth import tokens
+from kvoperator.model import tls as model_tls
+from kvoperator.model.names import ClusterNames
+from opsupport import Kvc, LoadProcess
+
+pytestmark = pytest.mark.e2e
+
+PARTITIONS = 8
+KEYS = 40
+KVCLUSTER = {
+    "apiVersion": "ringkv.io/v1alpha1",
+    "kind": "KVCluster",
+    "metadata": {"name": "demo"},
+    "spec": {"replicas": 3, "partitions": PARTITIONS, "replicationFactor": 3,
+             "tls": {"secretName": "demo-tls"}, "auth": {"secretName": "demo-auth"}},
+}  # fmt: skip
+
+# Runs in the cluster network: one JSON list of requests on stdin, one JSON list of outcomes
+# ({"status", "body"} or {"error"}) on stdout. HTTP errors are answers, not failures.
+CLIENT = textwrap.dedent("""
+    import http.client, json, ssl, sys, urllib.error, urllib.request
+    out = []
+    for r in json.load(sys.stdin):
+        ctx = ssl.create_default_context(cafile=r["ca"]) if r.get("ca") else None
+        headers = {"Content-Type": "application/json"}
+        if r.get("token"):
+            headers["Authorization"] = "Bearer " + r["token"]
+        data = None if r.get("body") is None else json.dumps(r["body"]).encode()
+        req = urllib.request.Request(r["url"], data=data, method=r["method"], headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+                out.append({"status": resp.status, "body": json.loads(resp.read())})
+        except urllib.error.HTTPError as e:
+            out.append({"status": e.code, "body": json.loads(e.read() or b"null")})
+        except (OSError, http.client.HTTPException) as e:
+            out.append({"error": type(e).__name__ + ": " + str(e)[:300]})
+    json.dump(out, sys.stdout)
+""")
+
+
+def in_cluster(cluster: LocalCluster, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    argv = cluster.with_cluster_dns([sys.executable, "-c", CLIENT])
+    done = subprocess.run(argv, input=json.dumps(requests), capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert isinstance(out, list)
+    return out
+
+
+def auth_secret(cluster_token: str, writer: str) -> dict[str, Any]:
+    table = {"tokens": [
+        tokens.entry_json(name="cluster", role=tokens.Role.ADMIN, token=cluster_token),
+        tokens.entry_json(name="app", role=tokens.Role.WRITE, token=writer),
+    ]}  # fmt: skip
+    data = {"tokens.json": json.dumps(table), "cluster-token": cluster_token}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "demo-auth"},
+            "stringData": data}  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_spec_tls_serves_https_only_encrypts_raft_and_still_scales(
+    scenario: tuple[Kvc, LoadProcess], cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    kvc, _ = scenario
+    names = ClusterNames("demo", namespace)
+    sans = list(model_tls.required_sans(names))
+    cert = pki.serving_cert(tmp_path / "pki", dns_names=sans)
+    wrong = pki.serving_cert(tmp_path / "other", dns_names=sans, ca_name="someone-else")
+    ca, wrong_ca = tmp_path / "ca.crt", tmp_path / "wrong-ca.crt"
+    ca.write_bytes(cert.ca_crt)
+    wrong_ca.write_bytes(wrong.ca_crt)
+    cluster_token, writer = tokens.new_token(), tokens.new_token()
+    for obj in (cert.secret("demo-tls"), auth_secret(cluster_token, writer), KVCLUSTER):
+        kvc.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+    kvc.wait_ready(3, timeout=240)  # HTTPS probes, and the operator's map install over HTTPS
+
+    pod = cluster.kubectl_json("-n", namespace, "get", "pod", "demo-0")
+    (c,) = pod["spec"]["containers"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {"name": "raft", "mountPath": "/etc/ringkv/raft", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "tls", "mountPath": "/etc/ringkv/tls", "readOnly": True} in c["volumeMounts"]
+    raft = cluster.kubectl_json("-n", namespace, "get", "secret", "demo-raft")
+    assert raft["metadata"]["ownerReferences"][0]["name"] == "demo"
+    password = base64.b64decode(raft["data"]["password"]).decode()
+    assert len(password) >= 43
+
+    service = f"https://demo.{namespace}.svc.cluster.local:7000"
+    node1 = f"https://demo-1.{names.node_domain}:7000"
+    writes = [{"method": "PUT", "url": f"{service}/v1/kv/tls/{i}", "ca": str(ca), "token": writer,
+               "body": {"value": str(i)}} for i in range(KEYS)]  # fmt: skip
+    probes = [
+        {"method": "GET", "url": f"{node1}/v1/kv/tls/0", "ca": str(ca), "token": writer},
+        {"method": "GET", "url": f"{node1}/v1/kv/tls/0", "ca": str(wrong_ca), "token": writer},
+        {"method": "GET", "url": f"http://demo-1.{names.node_domain}:7000/v1/kv/tls/0",
+         "token": writer},
+        {"method": "GET", "url": f"{service}/v1/kv/tls/0", "ca": str(ca)},  # no token
+    ]  # fmt: skip
+    *written, good, bad_ca, plain, anonymous = in_cluster(cluster, writes + probes)
+    assert all(w.get("status") == 200 for w in written), written  # forwarded over HTTPS too
+    assert good.get("status") == 200, good
+    assert good["body"]["value"] == "0", good
+    assert "CERTIFICATE_VERIFY_FAILED" in bad_ca.get("error", ""), bad_ca
+    assert "error" in plain or plain.get("status") == 400, plain  # no API answer over HTTP
+    assert anonymous.get("status") == 401, anonymous  # TLS does not replace auth
+
+    kvc.kubectl("scale", "kvc/demo", "--replicas=4")
+    kvc.wait_ready(4, timeout=420)  # the rebalance: seeds, member changes, digests over HTTPS
+    node3 = f"https://demo-3.{names.node_domain}:7000"
+    reads = [{"method": "GET", "url": f"{node3}/v1/kv/tls/{i}", "ca": str(ca), "token": writer}
+             for i in range(KEYS)]  # fmt: skip
+    view = {"method": "GET", "url": f"{node3}/v1/cluster", "ca": str(ca), "token": writer}
+
+    def intact() -> bool:
+        *got, cluster_view = in_cluster(cluster, [*reads, view])
+        hosts_demo3 = any("demo-3" in r for r in cluster_view.get("body", {})["map"]["replicas"])
+        values = [g.get("body", {}).get("value") if g.get("status") == 200 else g for g in got]
+        return hosts_demo3 and values == [str(i) for i in range(KEYS)]
+
+    procs.wait_until(intact, timeout=30, interval=1.0, what="every key readable from demo-3",
+                     on_timeout=kvc.dump)  # fmt: skip
+
+    logs = cluster.kubectl("-n", "ringkv-system", "logs", "deployment/ringkv-operator",
+                           "--tail=-1", check=False).stdout  # fmt: skip
+    assert logs, "no operator logs to check"
+    for secret in (password, cluster_token, writer):
+        assert secret not in logs
+    reasons = [e["reason"] for e in kvc.events()]
+    assert "RaftSecretCreated" in reasons, reasons
+    assert not {"TlsSecretUnusable", "RaftSecretMissing"} & set(reasons), reasons
