@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kvoperator import manifests
 from kvoperator.decide import backup as pb
 from kvoperator.model import backup as b
@@ -303,3 +304,16 @@ async def test_turning_tls_off_in_the_operator_forgets_the_ca(cas: tuple[bytes, 
     cluster["metadata"]["generation"] += 1
     await h.step()
     assert h.nodes.tls == {}
+
+
+def test_the_cert_manager_example_names_what_the_operator_needs() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "kvcluster-tls.yaml"
+    docs = list(yaml.safe_load_all(example.read_text()))
+    (kvc,) = [d for d in docs if d["kind"] == "KVCluster"]
+    names = ClusterNames(kvc["metadata"]["name"], kvc["metadata"]["namespace"])
+    spec = parse_spec(kvc["spec"], default_image="i")
+    assert spec.tls is not None
+    (cert,) = [d for d in docs if d["kind"] == "Certificate" and d["spec"].get("dnsNames")]
+    assert cert["spec"]["secretName"] == spec.tls.secret_name
+    assert tuple(cert["spec"]["dnsNames"]) == model_tls.required_sans(names)
+    assert {"server auth", "client auth"} <= set(cert["spec"]["usages"])
