@@ -7,11 +7,13 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kvnode.auth import files as auth_files
+from kvnode.auth import tlsfiles
 from kvnode.auth import tokens as auth_tokens
 from kvnode.client import NodeHttp
 from kvnode.client.transport import TokenSource
@@ -30,7 +32,7 @@ from kvnode.storage.leveldb import LevelDBStore
 log = logging.getLogger("kvnode")
 
 PORT_TAKEN_EXIT = 69  # sysexits EX_UNAVAILABLE: a port this node must listen on is taken
-CONFIG_EXIT = 78  # sysexits EX_CONFIG: the tokens or credential file is unusable
+CONFIG_EXIT = 78  # sysexits EX_CONFIG: a tokens, credential, TLS or Raft password file is unusable
 
 
 def auth_setup(settings: NodeSettings) -> tuple[AuthConfig | None, TokenSource]:
@@ -58,6 +60,71 @@ def auth_setup(settings: NodeSettings) -> tuple[AuthConfig | None, TokenSource]:
     )
     config = AuthConfig(table=table.get, metrics_open=settings.auth_metrics == "open")
     return config, lambda _url: credential.get()
+
+
+def tls_setup(settings: NodeSettings) -> tlsfiles.ReloadingTls | None:
+    """The node's TLS contexts, reloaded from the files; None when TLS is off. Raises
+    ValueError (a partial set of ``KVNODE_TLS_*``) or ``TlsConfigError`` naming a bad file."""
+    problem = settings.tls_problem()
+    if problem:
+        raise ValueError(problem)
+    cert, key, ca = settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file
+    if not (cert and key and ca):
+        log.warning(
+            "node %s: TLS IS OFF (no KVNODE_TLS_CERT_FILE/KEY_FILE/CA_FILE): the HTTP API on "
+            "port %d, with its tokens and data, is plain text on the network",
+            settings.node_id,
+            settings.http_port,
+        )
+        return None
+    paths = tlsfiles.TlsPaths(cert_file=cert, key_file=key, ca_file=ca)
+    reloading = tlsfiles.ReloadingTls(paths, interval_s=settings.tls_reload_s)
+    log.info(
+        "node %s: TLS on (HTTPS only, TLS 1.2+): certificate %s, key %s, peers verified with %s "
+        "as host %s; files re-read every %gs",
+        settings.node_id,
+        paths.cert_file,
+        paths.key_file,
+        paths.ca_file,
+        settings.host,
+        settings.tls_reload_s,
+    )
+    return reloading
+
+
+def raft_password(settings: NodeSettings) -> str | None:
+    """The Raft encryption password (read once: not reloadable), None when unset. Raises
+    ValueError/OSError naming the file when it is unreadable or empty."""
+    path = settings.raft_password_file
+    if not path:
+        log.warning(
+            "node %s: RAFT ENCRYPTION IS OFF (no KVNODE_RAFT_PASSWORD_FILE): Raft ports from %d "
+            "accept and send plain, unauthenticated traffic",
+            settings.node_id,
+            settings.raft_port_base,
+        )
+        return None
+    try:
+        with open(path, "rb") as f:
+            password = f.read().decode("utf-8").strip()  # a trailing newline is no part of it
+    except OSError as exc:
+        raise ValueError(f"Raft password file {path} is unreadable: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"Raft password file {path} is not UTF-8 text") from None
+    if not password:
+        raise ValueError(f"Raft password file {path} is empty")
+    log.info("node %s: Raft traffic encrypted with the password in %s", settings.node_id, path)
+    return password
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """What ``main`` checked before starting: auth, TLS and the Raft password."""
+
+    auth: AuthConfig | None
+    credential: TokenSource
+    tls: tlsfiles.ReloadingTls | None
+    raft_password: str | None
 
 
 # On SIGTERM, leaderships are handed away for at most this long before the node stops (well
@@ -93,16 +160,20 @@ def taken_port(settings: NodeSettings) -> str | None:
     return None
 
 
-async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: TokenSource) -> None:
+async def serve(settings: NodeSettings, security: Security) -> None:
     sync = settings.durability == "fsync"
     groups = GroupManager(
         data_dir=settings.data_dir,
-        tuning=RaftTuning.from_settings(settings),
+        tuning=RaftTuning.from_settings(settings, password=security.raft_password),
         open_store=lambda path: LevelDBStore.open(path, sync=sync),
         history_limits=settings.history_limits,
     )
     groups.start()
-    http = NodeHttp(token=credential)
+    tls = security.tls
+    http = NodeHttp(
+        token=security.credential,
+        tls=None if tls is None else (lambda _url: tls.client_context()),
+    )
     service = NodeService(settings=settings, groups=groups, forwarder=Forwarder(http))
     registry = CollectorRegistry()
     registry.register(RaftCollector(groups, settings.node_id))
@@ -122,7 +193,7 @@ async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: Tok
         ),
         registry=registry,
     )
-    app = make_app(service, registry=registry, admin=admin, watches=watches, auth=auth)
+    app = make_app(service, registry=registry, admin=admin, watches=watches, auth=security.auth)
     runner = ApiRunner(
         app,
         node_id=settings.node_id,
@@ -130,11 +201,18 @@ async def serve(settings: NodeSettings, auth: AuthConfig | None, credential: Tok
         keepalive_timeout=settings.http_idle_timeout_s,  # also bounds a first request's headers
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.bind_host, settings.http_port, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.bind_host,
+        settings.http_port,
+        reuse_address=True,
+        ssl_context=None if tls is None else tls.listening,
+    )
     await site.start()
     log.info(
-        "node %s serving http on %s:%d (raft ports from %d, durability=%s)",
+        "node %s serving %s on %s:%d (raft ports from %d, durability=%s)",
         settings.node_id,
+        "http" if tls is None else "https",
         settings.bind_host,
         settings.http_port,
         settings.raft_port_base,
@@ -171,9 +249,20 @@ def main() -> None:
     except (OSError, ValueError) as exc:
         log.error("node %s cannot start: auth configuration: %s", settings.node_id, exc)
         raise SystemExit(CONFIG_EXIT) from None
+    try:
+        tls = tls_setup(settings)
+    except ValueError as exc:
+        log.error("node %s cannot start: TLS configuration: %s", settings.node_id, exc)
+        raise SystemExit(CONFIG_EXIT) from None
+    try:
+        password = raft_password(settings)
+    except ValueError as exc:
+        log.error("node %s cannot start: Raft encryption: %s", settings.node_id, exc)
+        raise SystemExit(CONFIG_EXIT) from None
+    security = Security(auth=auth, credential=credential, tls=tls, raft_password=password)
     # Plain asyncio, not uvloop: uvloop writes to sockets holding the GIL, which delays the
     # shared Raft ticker thread, and it showed no measurable gain (bench/COMPARE.md).
-    asyncio.run(serve(settings, auth, credential))
+    asyncio.run(serve(settings, security))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import click
 from kvnode.backup import files, take
 from kvnode.backup import restore as rst
 from kvnode.client import NodeHttp
+from kvnode.client.client import client_tls
 from kvnode.core import errors
 from kvnode.core.model import PartitionMap
 
@@ -55,10 +57,20 @@ def _token(ctx: click.Context) -> str | None:
     return token.strip() if token else None
 
 
+def _tls(ctx: click.Context) -> ssl.SSLContext | None:
+    """The root ``--cacert`` / ``RINGKV_CACERT`` (or the system store for https endpoints)."""
+    root = ctx.find_root().obj or {}
+    return client_tls(root.get("endpoints", []), root.get("cacert"))
+
+
 async def _backup(
-    endpoints: list[str], dest: str, concurrency: int, token: str | None
+    endpoints: list[str],
+    dest: str,
+    concurrency: int,
+    token: str | None,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
-    http = NodeHttp(token=token)
+    http = NodeHttp(token=token, tls=tls)
     try:
         opts = take.Options(concurrency=concurrency)
         manifest = await take.take_backup(endpoints, dest, http=http, options=opts)
@@ -67,8 +79,10 @@ async def _backup(
     return manifest.summary(dest)
 
 
-async def _restore(src: str, pmap: PartitionMap, token: str | None) -> dict[str, Any]:
-    http = NodeHttp(token=token)
+async def _restore(
+    src: str, pmap: PartitionMap, token: str | None, tls: ssl.SSLContext | None = None
+) -> dict[str, Any]:
+    http = NodeHttp(token=token, tls=tls)
     try:
         return await rst.restore_backup(src, pmap, http=http)
     finally:
@@ -113,7 +127,8 @@ def register(
         endpoints = ctx.find_root().obj["endpoints"]
         where = os.path.abspath(dest)
         token = _token(ctx)
-        emit(_run(lambda: asyncio.run(_backup(endpoints, where, concurrency, token))))
+        tls = _tls(ctx)
+        emit(_run(lambda: asyncio.run(_backup(endpoints, where, concurrency, token, tls))))
 
     @cli.command("restore")
     @click.argument("src", type=click.Path(exists=True, file_okay=False))
@@ -124,7 +139,8 @@ def register(
         """Restore SRC into a new cluster whose nodes run without a map, then install it."""
         pmap = _read_map(map_path, map_json)
         token = _token(ctx)
-        emit(_run(lambda: asyncio.run(_restore(src, pmap, token))))
+        tls = _tls(ctx)
+        emit(_run(lambda: asyncio.run(_restore(src, pmap, token, tls))))
 
     @cli.command("verify-backup")
     @click.argument("src", type=click.Path(exists=True, file_okay=False))
@@ -158,6 +174,7 @@ def register(
     @local_dir
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address of every node.")
     @click.option("--base-port", type=click.IntRange(1024, 32767), default=7000, show_default=True)
+    @click.option("--tls", is_flag=True, help="The new cluster serves HTTPS only (as local up).")
     def local_restore(
         src: str,
         nodes: int,
@@ -165,9 +182,12 @@ def register(
         base_dir: str | None,
         host: str,
         base_port: int,
+        tls: bool,
     ) -> None:
         """Create a new local cluster of NODES nodes holding the backup in SRC."""
         from kvnode import localbackup
+
+        extra = {"tls": True} if tls else {}
 
         emit(
             _run(
@@ -179,6 +199,7 @@ def register(
                         base_dir=base_dir,
                         host=host,
                         base_port=base_port,
+                        **extra,
                     )
                 )
             )

@@ -13,7 +13,10 @@ Every result is one JSON document on stdout; every error is one JSON document
 ====  ==========================================================================
 
 The token (``--token`` or ``RINGKV_TOKEN``) is sent as ``Authorization: Bearer``; ``ringkv
-token new`` makes one and the tokens-file entry holding its hash.
+token new`` makes one and the tokens-file entry holding its hash. ``https://`` endpoints are
+verified against ``--cacert`` / ``RINGKV_CACERT`` (else the system trust store); there is no
+switch to skip verification: a certificate that does not verify is a ``tls_verify_failed``
+error naming the endpoint.
 """
 
 from __future__ import annotations
@@ -51,10 +54,15 @@ class LocalClusterError(errors.KvError):
 
 
 def make_client(
-    endpoints: list[str], *, timeout: float, direct: bool, token: str | None = None
+    endpoints: list[str],
+    *,
+    timeout: float,
+    direct: bool,
+    token: str | None = None,
+    ca_file: str | None = None,
 ) -> SyncClient:
     """The client the commands use (tests replace this factory)."""
-    return SyncClient(endpoints, timeout=timeout, direct=direct, token=token)
+    return SyncClient(endpoints, timeout=timeout, direct=direct, token=token, ca_file=ca_file)
 
 
 def exit_code(err: errors.KvError) -> int:
@@ -134,17 +142,38 @@ def _endpoints(ctx: click.Context, param: click.Parameter, raw: str) -> list[str
     show_default=False,
     help="Bearer token (env RINGKV_TOKEN); needed when the cluster has auth on.",
 )
+@click.option(
+    "--cacert",
+    envvar="RINGKV_CACERT",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM CA bundle node certificates are verified with (env RINGKV_CACERT); with it, "
+    "nodes are called over https. Default for https:// endpoints: the system trust store.",
+)
 @click.pass_context
 def cli(
-    ctx: click.Context, endpoints: list[str], timeout: float, direct: bool, token: str | None
+    ctx: click.Context,
+    endpoints: list[str],
+    timeout: float,
+    direct: bool,
+    token: str | None,
+    cacert: str | None,
 ) -> None:
     """ringkv: a partitioned, Raft-replicated key-value store."""
-    ctx.obj = {"endpoints": endpoints, "timeout": timeout, "direct": direct, "token": token}
+    ctx.obj = {
+        "endpoints": endpoints,
+        "timeout": timeout,
+        "direct": direct,
+        "token": token,
+        "cacert": cacert,
+    }
 
 
 def _client(ctx: click.Context) -> SyncClient:
     root = ctx.find_root().obj
-    kwargs = {"token": root["token"].strip()} if root["token"] else {}
+    kwargs: dict[str, Any] = {"token": root["token"].strip()} if root["token"] else {}
+    if root.get("cacert"):
+        kwargs["ca_file"] = root["cacert"]
     return make_client(root["endpoints"], timeout=root["timeout"], direct=root["direct"], **kwargs)
 
 
@@ -307,17 +336,26 @@ def watch(ctx: click.Context, prefix: str, from_token: str | None, count: int | 
     """Print changes of keys under PREFIX as JSON lines (each with the token to resume from),
     reconnecting by itself; stops on Ctrl-C, after --count changes, or when the position is
     no longer kept (a compacted error, exit 1)."""
-    endpoints = ctx.find_root().obj["endpoints"]
+    root = ctx.find_root().obj
+    token = root["token"].strip() if root["token"] else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_watch(endpoints, prefix, from_token, count))
+        asyncio.run(
+            _watch(root["endpoints"], prefix, from_token, count, token=token, ca=root["cacert"])
+        )
 
 
 async def _watch(
-    endpoints: list[str], prefix: str, from_token: str | None, count: int | None
+    endpoints: list[str],
+    prefix: str,
+    from_token: str | None,
+    count: int | None,
+    *,
+    token: str | None,
+    ca: str | None,
 ) -> None:
     from kvnode.client import Client
 
-    async with Client(endpoints) as client:
+    async with Client(endpoints, token=token, ca_file=ca) as client:
         watcher = client.watch(prefix, from_token=from_token)
         seen = 0
         try:
@@ -408,6 +446,12 @@ LOCAL_DIR = click.option(
     is_flag=True,
     help="Turn bearer-token auth on: makes <dir>/auth/ (tokens file, cluster and admin tokens).",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve HTTPS only and encrypt Raft: makes <dir>/tls/ (a CA, one certificate per node, "
+    "a Raft password). Clients then need --cacert <dir>/tls/ca.crt.",
+)
 def local_up(
     nodes: int,
     partitions: int,
@@ -416,6 +460,7 @@ def local_up(
     host: str,
     base_port: int,
     auth: bool,
+    tls: bool,
 ) -> None:
     """Start (or restart, keeping data) the local cluster and wait until it serves."""
     if replication > nodes:
@@ -432,6 +477,7 @@ def local_up(
                 host=host,
                 base_port=base_port,
                 auth=auth,
+                **({"tls": True} if tls else {}),
             )
         )
     )

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kvnode import localauth, localconf, localprocs
+from kvnode import localauth, localconf, localprocs, localtls
 from kvnode.client import NodeHttp
 from kvnode.core import errors, files
 from kvnode.core.model import NodeInfo, PartitionMap
@@ -163,8 +163,11 @@ class LocalCluster:
 
     def http(self) -> NodeHttp:
         """A transport carrying the cluster credential when auth is on (``kvnode.localauth``):
-        readiness probes, ``/v1/cluster`` and rebalancing are cluster-internal calls."""
-        return NodeHttp(token=localauth.cluster_token(self.env))
+        readiness probes, ``/v1/cluster`` and rebalancing are cluster-internal calls. With TLS
+        on it calls the nodes over HTTPS, verified with the cluster's CA (``kvnode.localtls``)."""
+        return NodeHttp(
+            token=localauth.cluster_token(self.env), tls=localtls.client_context(self.env)
+        )
 
     def new_node(self, i: int) -> NodeInfo:
         host = host_of(i, host=self.host, hosts=self.hosts)
@@ -241,7 +244,13 @@ class LocalCluster:
 
     @property
     def endpoints(self) -> list[str]:
-        return [n.http_url for n in self.pmap.nodes]
+        """The nodes' URLs as clients call them (``https://`` when TLS is on)."""
+        return [localtls.url(n.http_url, self.env) for n in self.pmap.nodes]
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA bundle clients verify the nodes with (None: TLS off)."""
+        return self.env.get(localtls.CA_ENV)
 
     def node_env(self, node_id: str) -> dict[str, str]:
         node = self.node(node_id)
@@ -259,6 +268,7 @@ class LocalCluster:
             }
         )
         env.update(self.env)
+        env.update(localtls.node_env(self.env, node_id, host=node.info.host))
         return env
 
     def start_node(self, node_id: str) -> None:
@@ -614,9 +624,13 @@ async def up(
     base_port: int = localconf.DEFAULT_BASE_PORT,
     timeout: float = 90.0,
     auth: bool = False,
+    tls: bool = False,
 ) -> dict[str, Any]:
     """Start (or restart, keeping data) the local cluster and wait until it serves. ``auth``
-    turns bearer-token auth on (``kvnode.localauth``; it stays on for later ``up``s)."""
+    turns bearer-token auth on (``kvnode.localauth``), ``tls`` HTTPS and Raft encryption
+    (``kvnode.localtls``); each stays on for later ``up``s. TLS is turned on only while the
+    cluster is down: a running node cannot switch, and Raft encryption must start everywhere
+    at once."""
     where = localconf.resolve_state_dir(base_dir)
     if os.path.exists(os.path.join(where.path, STATE_FILE)):  # noqa: ASYNC240 (one stat)
         cluster = LocalCluster.load(where.path)
@@ -632,11 +646,28 @@ async def up(
     if auth and localauth.TOKENS_ENV not in cluster.env:
         cluster.env.update(localauth.ensure_auth_files(cluster.base_dir).node_env())
         cluster.set_map(cluster.pmap)  # records the env in cluster.json
+    if tls and localtls.CA_ENV not in cluster.env:
+        running = [nid for nid in cluster.node_ids if cluster.is_running(nid)]
+        if running:
+            raise errors.InvalidArgument(
+                f"cannot turn TLS on while {', '.join(running)} run: `ringkv local down` first"
+            )
+        cluster.env.update(localtls.ensure_tls_files(cluster.base_dir).cluster_env())
+        cluster.set_map(cluster.pmap)
     cluster.start_all()
     info = await cluster.wait_ready(timeout=timeout)
     if await cluster.seal_bootstrap():
         info = await cluster.wait_ready(timeout=timeout)
     hint = f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}"
+    tls_doc: dict[str, Any] = {}
+    if cluster.ca_file:  # without TLS the answer stays as it always was
+        hint += f" RINGKV_CACERT={cluster.ca_file}"
+        tls_doc["tls"] = {
+            "ca_file": cluster.ca_file,
+            "raft_password_file": cluster.env.get(localtls.RAFT_PASSWORD_ENV),
+            "curl": f"curl --cacert {cluster.ca_file} {cluster.endpoints[0]}/readyz",
+            "cli": f"ringkv --endpoints {cluster.endpoints[0]} --cacert {cluster.ca_file} get k",
+        }
     auth_doc: Any = "OFF: anyone who reaches these ports can read, write and administer it"
     if localauth.TOKENS_ENV in cluster.env:
         admin_file = localauth.ensure_auth_files(cluster.base_dir).admin_token_file
@@ -654,6 +685,7 @@ async def up(
         "replication": cluster.pmap.replication,
         "leaders": info["leaders"],
         "auth": auth_doc,
+        **tls_doc,
         "hint": hint,
     }
 
@@ -673,7 +705,7 @@ async def status(base_dir: str | None = None) -> dict[str, Any]:
         "epoch": max(epochs) if epochs else None,
         "nodes": {
             nid: {
-                "url": cluster.pmap.node(nid).http_url,
+                "url": localtls.url(cluster.pmap.node(nid).http_url, cluster.env),
                 "pid": cluster.pid(nid),
                 "running": cluster.is_running(nid),
                 "epoch": (views[nid] or {}).get("epoch"),

@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-from kvnode import localconf
+from kvnode import localconf, localtls
 from kvnode.backup import files, take
 from kvnode.backup import restore as rst
 from kvnode.client import NodeHttp
@@ -45,8 +45,10 @@ async def restore(
     host: str = localconf.DEFAULT_HOST,
     base_port: int = localconf.DEFAULT_BASE_PORT,
     timeout: float = 120.0,
+    tls: bool = False,
 ) -> dict[str, Any]:
-    """Create a new local cluster of ``nodes`` nodes holding the backup in ``src``."""
+    """Create a new local cluster of ``nodes`` nodes holding the backup in ``src`` (with
+    ``tls``: HTTPS and Raft encryption, ``kvnode.localtls``, as ``local up --tls``)."""
     manifest = await asyncio.to_thread(files.verify, src)
     where = localconf.resolve_state_dir(base_dir)
     if os.path.exists(os.path.join(where.path, STATE_FILE)):  # noqa: ASYNC240 (one stat)
@@ -62,6 +64,9 @@ async def restore(
         host=host,
         base_port=base_port,
     )
+    if tls:
+        cluster.env.update(localtls.ensure_tls_files(cluster.base_dir).cluster_env())
+        cluster.set_map(cluster.pmap)  # records the env in cluster.json
     return await restore_into(cluster, src, timeout=timeout)
 
 
@@ -92,7 +97,8 @@ async def restore_into(
         "dir": cluster.base_dir,
         "endpoints": cluster.endpoints,
         "leaders": info["leaders"],
-        "hint": f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}",
+        "hint": f"export RINGKV_ENDPOINTS={','.join(cluster.endpoints)}"
+        + (f" RINGKV_CACERT={cluster.ca_file}" if cluster.ca_file else ""),
     }
 
 

@@ -119,12 +119,40 @@ class NodeSettings:
     token of the tokens file."""
     auth_reload_s: float = 1.0
     """At most this long after the tokens or credential file changes, the new one is in use."""
+    tls_cert_file: str | None = None
+    """PEM certificate (chain) the HTTP API presents; with ``tls_key_file`` and ``tls_ca_file``
+    (all three or none) the API (client, admin, internal, probes, /metrics) is served over TLS
+    1.2+ only. It must name this node's advertised ``host`` (a SAN): peers verify it. Unset:
+    TLS is OFF and tokens and data cross the network in clear."""
+    tls_key_file: str | None = None
+    """PEM private key of ``tls_cert_file``."""
+    tls_ca_file: str | None = None
+    """PEM CA bundle this node verifies other nodes' certificates with (node-to-node calls)."""
+    tls_reload_s: float = 10.0
+    """At most this long after the TLS files change, new connections use the new ones."""
+    raft_password_file: str | None = None
+    """File holding the password every partition's Raft traffic is encrypted and authenticated
+    with (PySyncObj's Fernet); every node of the cluster needs the same one. Read once at start:
+    changing it needs a restart of every node (a node with another password cannot talk to the
+    rest). Unset: Raft traffic is plain and unauthenticated."""
 
     @property
     def history_limits(self) -> HistoryLimits:
         return HistoryLimits(
             max_entries=self.watch_history_entries, max_bytes=self.watch_history_bytes
         )
+
+    def tls_problem(self) -> str | None:
+        """Why the TLS settings are unusable (None if fine): the three files come together."""
+        given = {
+            f"{PREFIX}TLS_CERT_FILE": self.tls_cert_file,
+            f"{PREFIX}TLS_KEY_FILE": self.tls_key_file,
+            f"{PREFIX}TLS_CA_FILE": self.tls_ca_file,
+        }
+        missing = [name for name, value in given.items() if not value]
+        if missing and len(missing) < len(given):
+            return f"TLS needs all of {', '.join(given)}; missing {', '.join(missing)}"
+        return None
 
     @property
     def limits(self) -> Limits:
@@ -157,6 +185,8 @@ class NodeSettings:
             )
         if self.auth_reload_s <= 0:
             raise ValueError(f"{PREFIX}AUTH_RELOAD_S must be positive")
+        if self.tls_reload_s <= 0:
+            raise ValueError(f"{PREFIX}TLS_RELOAD_S must be positive")
         if self.election_min_s <= 3 * self.heartbeat_s:
             raise ValueError("election_min_s must exceed 3 x heartbeat_s")
         if self.election_max_s <= self.election_min_s:

@@ -27,7 +27,8 @@ T = TypeVar("T")
 StatKey = tuple[int, int, int, int]
 
 
-def _stat_key(path: str) -> StatKey | None:
+def stat_key(path: str) -> StatKey | None:
+    """The file's identity (see module doc); None when it cannot be stat'ed."""
     try:
         st = os.stat(path)
     except OSError:
@@ -52,7 +53,7 @@ class WatchedFile(Generic[T]):
         self._what = what
         self._interval = interval_s
         self._clock = clock
-        self._key = _stat_key(path)
+        self._key = stat_key(path)
         self._value = self._read()  # at start a bad file raises
         self._checked = clock()
         self._failed_key: StatKey | None = None
@@ -71,7 +72,7 @@ class WatchedFile(Generic[T]):
 
     def refresh(self) -> bool:
         """Re-read now if the file changed; True when a new value was adopted."""
-        key = _stat_key(self.path)
+        key = stat_key(self.path)
         if key == self._key or (key is not None and key == self._failed_key):
             return False
         try:

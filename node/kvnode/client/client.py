@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -39,7 +40,7 @@ from kvnode.client.routing import Routing, attempt_budget
 from kvnode.client.transport import NodeHttp, no_answer
 from kvnode.client.types import BatchItem, BatchOp, BatchResult, Deletion, Entry, Page
 from kvnode.client.watch import Watcher
-from kvnode.core import errors
+from kvnode.core import errors, tls
 from kvnode.core.ops import Consistency
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,19 @@ def key_path(key: str) -> str:
 
 
 class Client:
-    """Async client over one or more node endpoints (``http://host:port``).
+    """Async client over one or more node endpoints (``http://host:port`` or ``https://``).
 
     Use as ``async with Client([...]) as c:`` or call ``close()``. ``timeout`` is the deadline of
     each operation, retries included. ``token`` is a bearer token (the CLI takes it from
     ``RINGKV_TOKEN``) sent with every request, ``/v1/cluster`` refreshes included; ignored when
     ``http`` is given (that transport carries its own). ``attempt_timeout`` caps each attempt
     (see the module docstring): raise it for operations that legitimately take longer.
+
+    TLS: ``ca_file`` (a PEM bundle path, or a ready ``ssl.SSLContext``) is what node
+    certificates are verified against; with it, or with any ``https://`` endpoint (then the
+    system trust store verifies), every call goes over HTTPS, the nodes the cluster map names
+    and watches included. Verification is never switched off: a certificate that does not
+    verify raises ``TlsVerifyFailed`` naming the endpoint.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class Client:
         http: NodeHttp | None = None,
         token: str | None = None,
         attempt_timeout: float = ATTEMPT_TIMEOUT_S,
+        ca_file: str | ssl.SSLContext | None = None,
     ) -> None:
         if timeout <= 0 or attempt_timeout <= 0:
             raise ValueError("timeout and attempt_timeout must be positive")
@@ -99,7 +107,9 @@ class Client:
         self._routing = Routing(endpoints)
         self._timeout = timeout
         self._direct = direct
-        self._http = http or NodeHttp(token=token)
+        self._token = token
+        self._tls = client_tls(endpoints, ca_file)
+        self._http = http or NodeHttp(token=token, tls=self._tls)
         self._owns_http = http is None
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = 0.0
@@ -256,7 +266,13 @@ class Client:
         """Changes of keys starting with ``prefix`` as an async iterator of ``WatchEvent``,
         from ``from_token`` (a token from an earlier watch, or a version ``"N"``) or from now;
         it reconnects and resumes by itself (``kvnode.client.watch``)."""
-        return Watcher(self._watch_candidates, prefix=prefix, from_token=from_token)
+        return Watcher(
+            self._watch_candidates,
+            prefix=prefix,
+            from_token=from_token,
+            tls=self._tls,
+            token=self._token,
+        )
 
     def _watch_candidates(self) -> list[str]:
         urls = list(self._routing.endpoints)
@@ -403,6 +419,21 @@ class Client:
                     self._refreshed_at = time.monotonic()
                     return True
             return False
+
+
+def client_tls(endpoints: Sequence[str], ca: str | ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The context every node call verifies with: ``ca`` (a bundle path or a context), else the
+    system trust store when an endpoint is ``https://``, else None (plain HTTP)."""
+    if isinstance(ca, ssl.SSLContext):
+        return ca
+    if ca is not None:
+        try:
+            return tls.client_context(ca_file=ca)
+        except OSError as exc:  # ssl.SSLError included
+            raise errors.InvalidArgument(f"CA bundle {ca} is not usable: {exc}") from None
+    if any(e.startswith("https://") for e in endpoints):
+        return tls.client_context()
+    return None
 
 
 def _may_retry(exc: errors.KvError, call: _Call) -> bool:

@@ -33,6 +33,7 @@ class SyncClient:
         timeout: float = 5.0,
         direct: bool = True,
         token: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self._timeout = timeout
         self._loop = asyncio.new_event_loop()
@@ -40,7 +41,9 @@ class SyncClient:
             target=self._loop.run_forever, name="ringkv-sync-client", daemon=True
         )
         self._thread.start()
-        self._client = self._run(_make(endpoints, op_timeout=timeout, direct=direct, token=token))
+        self._client = self._run(
+            _make(endpoints, op_timeout=timeout, direct=direct, token=token, ca_file=ca_file)
+        )
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -143,7 +146,12 @@ class SyncClient:
 
 
 async def _make(
-    endpoints: Sequence[str], *, op_timeout: float, direct: bool, token: str | None
+    endpoints: Sequence[str],
+    *,
+    op_timeout: float,
+    direct: bool,
+    token: str | None,
+    ca_file: str | None,
 ) -> Client:
     """Build the client inside the loop thread (its lock and session belong to that loop)."""
-    return Client(endpoints, timeout=op_timeout, direct=direct, token=token)
+    return Client(endpoints, timeout=op_timeout, direct=direct, token=token, ca_file=ca_file)

@@ -74,11 +74,16 @@ class NodeHttp:
 
     def _target(self, base_url: str, path: str) -> tuple[URL, ssl.SSLContext | bool]:
         """The URL to call and the ``ssl`` argument for aiohttp (True: its default checks)."""
-        context = self._tls(base_url) if callable(self._tls) else self._tls
+        context = self.tls_context(base_url)
         base = base_url.rstrip("/")
-        if context is not None and base.startswith("http://"):
-            base = "https://" + base[len("http://") :]
+        if context is not None:
+            base = https_url(base)
         return URL(base + path, encoded=True), True if context is None else context
+
+    def tls_context(self, base_url: str) -> ssl.SSLContext | None:
+        """The client context calls to ``base_url`` use (None: plain HTTP, or an ``https://``
+        URL verified by aiohttp's default, the system trust store)."""
+        return self._tls(base_url) if callable(self._tls) else self._tls
 
     def _auth(self, base_url: str, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
         token = self._token(base_url) if callable(self._token) else self._token
@@ -151,9 +156,7 @@ class NodeHttp:
                 status, resp_headers = resp.status, resp.headers
         except _NOT_SENT as exc:
             self._forget_address(url)
-            raise errors.Unavailable(
-                f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
-            ) from exc
+            raise connect_error(exc, base_url) from exc
         except aiohttp.InvalidURL as exc:
             raise errors.InvalidArgument(f"invalid node URL {base_url!r}: {exc}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -194,9 +197,7 @@ class NodeHttp:
                     dest.write(chunk)
                     written += len(chunk)
         except _NOT_SENT as exc:
-            raise errors.Unavailable(
-                f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
-            ) from exc
+            raise connect_error(exc, base_url) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise errors.Unavailable(
                 f"download {base_url}{path} failed after {written} bytes: {exc!r}",
@@ -229,15 +230,48 @@ class NodeHttp:
                 raw = await resp.read()
                 status, resp_headers = resp.status, resp.headers
         except _NOT_SENT as exc:
-            raise errors.Unavailable(
-                f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
-            ) from exc
+            raise connect_error(exc, base_url) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _after_send_failure(exc, method="POST", base_url=base_url, path=path) from exc
         body = _decode(raw)
         if 200 <= status < 300 and isinstance(body, dict):
             return body
         raise _error_for(status, body, headers=resp_headers, method="POST", base_url=base_url)
+
+
+def https_url(base_url: str) -> str:
+    """``base_url`` with ``http://`` turned into ``https://`` (a cluster with TLS serves it on
+    every node port; the partition map records plain ``http://host:port``)."""
+    if base_url.startswith("http://"):
+        return "https://" + base_url[len("http://") :]
+    return base_url
+
+
+def connect_error(exc: BaseException, base_url: str) -> errors.KvError:
+    """The error for a connection that was not made (nothing was sent). A certificate that
+    does not verify is ``TlsVerifyFailed``, said plainly with the endpoint, never a generic
+    "unavailable": retrying meets the same certificate. A TLS handshake that fails otherwise
+    (e.g. the port speaks plain HTTP) stays ``Unavailable`` (a node may be mid-rollout) but
+    says it was TLS."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        why = getattr(cert_error, "verify_message", None) or str(cert_error)
+        host = URL(base_url).host
+        return errors.TlsVerifyFailed(
+            f"TLS certificate of {base_url} not accepted: {why} (trusted CAs: the --cacert / "
+            f"RINGKV_CACERT bundle, or the system store when none is given; the certificate "
+            f"must be signed by one of them and name the host {host})",
+            node=base_url,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return errors.Unavailable(
+            f"TLS handshake with {base_url} failed: {exc} (does that port serve TLS?)",
+            reason="tls",
+            node=base_url,
+        )
+    return errors.Unavailable(
+        f"cannot connect to {base_url}: {exc}", reason="connect", node=base_url
+    )
 
 
 def no_answer(exc: BaseException) -> bool:

@@ -8,8 +8,9 @@ there (``from_version=<token>``): each change is yielded once, in commit order p
 persists it can resume in a later process (``Client.watch(prefix, from_token=...)``).
 
 The only errors it raises are the ones a retry cannot fix: ``Compacted`` (the position is older
-than the history the cluster keeps: read the current state, then watch from now) and
-``InvalidArgument`` (a bad token or prefix). The caller stops watching by leaving the loop or
+than the history the cluster keeps: read the current state, then watch from now),
+``InvalidArgument`` (a bad token or prefix) and ``TlsVerifyFailed`` (a node's certificate does
+not verify). The caller stops watching by leaving the loop or
 calling ``aclose``.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from kvnode.client import transport
 from kvnode.core import errors
 from kvnode.watch import cursor
 from kvnode.watch.model import Position
@@ -93,8 +96,12 @@ class Watcher:
         from_token: str | None = None,
         session: aiohttp.ClientSession | None = None,
         idle_timeout: float = IDLE_TIMEOUT_S,
+        tls: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:
         self._candidates = candidates
+        self._tls = tls
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.prefix = prefix
         self._positions: dict[int, Position] | None = None
         self._start = from_token
@@ -135,6 +142,8 @@ class Watcher:
                     continue  # the server ended the stream (shutdown, slow reader): resume
                 except FATAL:
                     raise
+                except aiohttp.ClientConnectorCertificateError as exc:
+                    raise transport.connect_error(exc, url) from exc  # retrying cannot fix it
                 except (errors.KvError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                     failures += 1
                     ceiling = min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** min(failures, 5))
@@ -156,7 +165,15 @@ class Watcher:
             params["from_version"] = self.token
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=self._idle)
         session = self._get_session()
-        async with session.get(url + "/v1/watch", params=params, timeout=timeout) as resp:
+        if self._tls is not None:
+            url = transport.https_url(url)
+        async with session.get(
+            url + "/v1/watch",
+            params=params,
+            timeout=timeout,
+            headers=self._headers,
+            ssl=True if self._tls is None else self._tls,
+        ) as resp:
             if resp.status != 200:
                 raise _error(resp.status, await resp.read())
             if self.source is not None:

@@ -115,6 +115,14 @@ class Compacted(KvError):
     code = "compacted"
 
 
+class TlsVerifyFailed(KvError):
+    """A node's TLS certificate was not accepted: not signed by a trusted CA (the wrong CA
+    bundle, ``--cacert``), or not naming the host the call was made to. Not retriable: another
+    attempt meets the same certificate. ``details['node']`` names the endpoint."""
+
+    code = "tls_verify_failed"
+
+
 class Internal(KvError):
     """A bug or an unexpected failure; never used for bad input."""
 
@@ -137,6 +145,7 @@ ERRORS_BY_CODE: dict[str, type[KvError]] = {
         Unauthenticated,
         PermissionDenied,
         Compacted,
+        TlsVerifyFailed,
         Internal,
     )
 }

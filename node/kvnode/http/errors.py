@@ -48,6 +48,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.Internal.code: 500,
     errors.Unauthenticated.code: 401,
     errors.PermissionDenied.code: 403,
+    errors.TlsVerifyFailed.code: 502,  # a node forwarding to a peer whose certificate failed
     NoRoute.code: 404,
     MethodNotAllowed.code: 405,
 }

@@ -24,6 +24,7 @@ What lives here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -78,7 +79,7 @@ def _req(owner: str, kind: str, names: str) -> list[Requirement]:
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (
-    *_req("pysyncobj.syncobj", "attr", "createPoller createJournal _RAFT_STATE"),
+    *_req("pysyncobj.syncobj", "attr", "createPoller createJournal getEncryptor _RAFT_STATE"),
     *_req("pysyncobj.journal", "attr", "FileJournal"),
     *_req("pysyncobj.poller", "attr", "Poller PollPoller POLL_EVENT_TYPE"),
     *_req("pysyncobj.config", "attr", "SERIALIZER_STATE"),
@@ -192,6 +193,22 @@ def facade_poller(facade: Any) -> Iterator[None]:
         yield
     finally:
         _construction.facade = None
+
+
+# -- getEncryptor: one key derivation per password, not per group ------------------------------
+_original_get_encryptor = pso_syncobj.getEncryptor
+
+
+@functools.lru_cache(maxsize=4)
+def _get_encryptor(password: str | bytes) -> Any:
+    """PySyncObj derives the Fernet key from the password (PBKDF2, 100 000 rounds: ~20 ms) in
+    every SyncObj's constructor, which runs on the shared ticker thread; with hundreds of groups
+    that stalled every group's ticks for seconds. A ``Fernet`` holds only its keys and is safe
+    to share between groups (each message draws its own IV)."""
+    return _original_get_encryptor(password)
+
+
+pso_syncobj.getEncryptor = _get_encryptor
 
 
 # -- createJournal: quiet meta file; durable journal for durability=fsync ----------------------

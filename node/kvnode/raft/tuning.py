@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pysyncobj import SyncObjConf
@@ -39,11 +39,16 @@ class RaftTuning:
     group_commit_max_requests: int = _DEFAULTS["group_commit_max_requests"]
     group_commit_max_inflight: int = _DEFAULTS["group_commit_max_inflight"]
     fsync: bool = _DEFAULTS["durability"] == "fsync"
+    password: str | None = field(default=None, repr=False)
+    """Raft traffic encryption (``KVNODE_RAFT_PASSWORD_FILE``'s content); never logged."""
 
     @classmethod
-    def from_settings(cls, s: NodeSettings) -> RaftTuning:
-        same = {f.name: getattr(s, f.name) for f in dataclasses.fields(cls) if f.name != "fsync"}
-        return cls(**same, fsync=s.durability == "fsync")
+    def from_settings(cls, s: NodeSettings, *, password: str | None = None) -> RaftTuning:
+        derived = ("fsync", "password")
+        same = {
+            f.name: getattr(s, f.name) for f in dataclasses.fields(cls) if f.name not in derived
+        }
+        return cls(**same, fsync=s.durability == "fsync", password=password)
 
 
 def syncobj_conf(t: RaftTuning, *, partition_dir: str, self_addr: str) -> SyncObjConf:
@@ -73,4 +78,8 @@ def syncobj_conf(t: RaftTuning, *, partition_dir: str, self_addr: str) -> SyncOb
         bindAddress=f"{t.bind_host}:{port}",
         maxBindRetries=30,
         bindRetryTime=0.5,
+        # Every message Fernet-encrypted and authenticated (AES-128-CBC + HMAC-SHA256, key from
+        # PBKDF2 of the password) after a random-key exchange per connection; a peer with another
+        # password fails to decrypt and is disconnected (kvnode.raft.compat caches the key).
+        password=t.password,
     )

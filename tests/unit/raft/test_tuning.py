@@ -31,7 +31,7 @@ def test_from_settings_copies_every_field() -> None:
     )
     tuning = RaftTuning.from_settings(settings)
     for f in dataclasses.fields(RaftTuning):
-        if f.name != "fsync":
+        if f.name not in ("fsync", "password"):
             assert getattr(tuning, f.name) == getattr(settings, f.name), f.name
     assert tuning.fsync
 
@@ -42,3 +42,15 @@ def test_read_mode_defaults_to_readindex_and_is_validated() -> None:
     assert NodeSettings.from_env({**env, "KVNODE_READ_MODE": "barrier"}).read_mode == "barrier"
     with pytest.raises(ValueError, match="KVNODE_READ_MODE"):
         NodeSettings.from_env({**env, "KVNODE_READ_MODE": "lease"})
+
+
+def test_raft_password_reaches_every_group_conf_and_is_never_shown() -> None:
+    from kvnode.raft.tuning import syncobj_conf
+
+    settings = NodeSettings(node_id="n", data_dir="/tmp/x")
+    tuning = RaftTuning.from_settings(settings, password="s3cret-pass")
+    conf = syncobj_conf(tuning, partition_dir="/tmp/x/p0", self_addr="127.0.0.1:17000")
+    assert conf.password == "s3cret-pass"
+    assert "s3cret-pass" not in repr(tuning)
+    plain = syncobj_conf(RaftTuning(), partition_dir="/tmp/x/p0", self_addr="127.0.0.1:17000")
+    assert plain.password is None
