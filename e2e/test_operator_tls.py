@@ -2,7 +2,9 @@
 over HTTPS only, with the certificate of a cert-manager-format Secret; the operator, which
 trusts that Secret's `ca.crt`, bootstraps it (HTTPS readiness probes, map install) and scales it
 3 -> 4 (every rebalance call over HTTPS) with the data intact; Raft traffic is encrypted with a
-password in the `<cluster>-raft` Secret the operator made and every pod mounts.
+password in the `<cluster>-raft` Secret the operator made and every pod mounts. Then the
+certificate is renewed in the Secret and every node serves the new one without a restart (the
+kubelet's atomic volume update, the node's reload). One cluster for all of it: CI has 2 cores.
 
 The client runs as a pod would (`with_cluster_dns`: the client Service and headless names
 resolve), and calls them by name: the names are what the certificate covers.
@@ -11,10 +13,14 @@ resolve), and calls them by name: the names are what the certificate covers.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import logging
+import ssl
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +30,10 @@ from kvharness.cluster import LocalCluster
 from kvnode.auth import tokens
 from kvoperator.model import tls as model_tls
 from kvoperator.model.names import ClusterNames
-from opsupport import Kvc, LoadProcess
+from opsupport import Kvc, LoadProcess, node_pods
 
 pytestmark = pytest.mark.e2e
+log = logging.getLogger(__name__)
 
 PARTITIONS = 8
 KEYS = 40
@@ -61,14 +68,41 @@ CLIENT = textwrap.dedent("""
 """)
 
 
-def in_cluster(cluster: LocalCluster, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    argv = cluster.with_cluster_dns([sys.executable, "-c", CLIENT])
-    done = subprocess.run(argv, input=json.dumps(requests), capture_output=True, text=True,
+# In the cluster network: the SHA-256 of the certificate each host:port on stdin presents
+# (verified against the CA file argv[1]), or the error.
+PEER_CERTS = textwrap.dedent("""
+    import hashlib, json, socket, ssl, sys
+    ctx = ssl.create_default_context(cafile=sys.argv[1])
+    out = {}
+    for target in json.load(sys.stdin):
+        host, port = target.rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                    out[target] = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+        except OSError as e:
+            out[target] = "error: " + str(e)[:200]
+    json.dump(out, sys.stdout)
+""")
+
+
+def in_cluster(cluster: LocalCluster, requests: list[Any], *argv: str, script: str = CLIENT) -> Any:
+    cmd = cluster.with_cluster_dns([sys.executable, "-c", script, *argv])
+    done = subprocess.run(cmd, input=json.dumps(requests), capture_output=True, text=True,
                           timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
-    assert isinstance(out, list)
-    return out
+    return json.loads(done.stdout)
+
+
+def fingerprint(pem: bytes) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.decode())).hexdigest()
+
+
+def restarts(cluster: LocalCluster, ns: str) -> dict[str, tuple[str, int]]:
+    """pod -> (uid, restart count of its node container)."""
+    return {p["metadata"]["name"]: (p["metadata"]["uid"],
+                                    p["status"]["containerStatuses"][0]["restartCount"])
+            for p in node_pods(cluster, ns)}  # fmt: skip
 
 
 def auth_secret(cluster_token: str, writer: str) -> dict[str, Any]:
@@ -82,7 +116,7 @@ def auth_secret(cluster_token: str, writer: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(900)
-def test_spec_tls_serves_https_only_encrypts_raft_and_still_scales(
+def test_spec_tls_serves_https_only_encrypts_raft_scales_and_rotates(
     scenario: tuple[Kvc, LoadProcess], cluster: LocalCluster, namespace: str, tmp_path: Path
 ) -> None:
     kvc, _ = scenario
@@ -107,6 +141,11 @@ def test_spec_tls_serves_https_only_encrypts_raft_and_still_scales(
     assert raft["metadata"]["ownerReferences"][0]["name"] == "demo"
     password = base64.b64decode(raft["data"]["password"]).decode()
     assert len(password) >= 43
+
+    node_log = cluster.kubectl("-n", namespace, "logs", "demo-0").stdout
+    assert "Raft traffic encrypted with the password in /etc/ringkv/raft/password" in node_log
+    assert "TLS on (HTTPS only" in node_log
+    assert password not in node_log
 
     service = f"https://demo.{namespace}.svc.cluster.local:7000"
     node1 = f"https://demo-1.{names.node_domain}:7000"
@@ -142,6 +181,27 @@ def test_spec_tls_serves_https_only_encrypts_raft_and_still_scales(
 
     procs.wait_until(intact, timeout=30, interval=1.0, what="every key readable from demo-3",
                      on_timeout=kvc.dump)  # fmt: skip
+
+    # Rotation, as cert-manager renews: a new key and certificate from the same CA replace the
+    # Secret's content; the kubelet swaps the volume files, the nodes reload them, no restart.
+    before = restarts(cluster, namespace)
+    renewed = pki.serving_cert(tmp_path / "pki", dns_names=sans, reuse_ca=True)
+    assert fingerprint(renewed.tls_crt) != fingerprint(cert.tls_crt)
+    kvc.kubectl("apply", "-f", "-", stdin=json.dumps(renewed.secret("demo-tls")))
+    targets = [f"demo-{i}.{names.node_domain}:7000" for i in range(4)]
+
+    def serving_renewed() -> bool:
+        seen = in_cluster(cluster, targets, str(ca), script=PEER_CERTS)
+        return set(seen.values()) == {fingerprint(renewed.tls_crt)}
+
+    started = time.monotonic()
+    procs.wait_until(serving_renewed, timeout=60, interval=2.0, what="every node serving the "
+                     "renewed certificate", on_timeout=kvc.dump)  # fmt: skip
+    log.info("every node serves the renewed certificate %.1f s after the Secret update",
+             time.monotonic() - started)  # fmt: skip
+    assert restarts(cluster, namespace) == before  # same pods, no container restart
+    *got, _ = in_cluster(cluster, [*reads, view])  # node-to-node calls with the new certificate
+    assert [g.get("body", {}).get("value") for g in got] == [str(i) for i in range(KEYS)], got
 
     logs = cluster.kubectl("-n", "ringkv-system", "logs", "deployment/ringkv-operator",
                            "--tail=-1", check=False).stdout  # fmt: skip

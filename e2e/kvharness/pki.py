@@ -155,13 +155,15 @@ class ServingCert:
 
 
 def serving_cert(directory: Path, *, dns_names: list[str], ca_name: str = "ringkv-tls-ca",
-                 days: int = 30) -> ServingCert:  # fmt: skip
-    """A fresh EC CA under ``directory`` and a certificate it signs for ``dns_names`` (SANs),
-    usable as server and client certificate (serverAuth, clientAuth), as a node needs."""
+                 days: int = 30, reuse_ca: bool = False) -> ServingCert:  # fmt: skip
+    """A fresh EC CA under ``directory`` (``reuse_ca``: the one already there, as a renewal
+    by cert-manager keeps its issuer) and a new key and certificate it signs for ``dns_names``
+    (SANs), usable as server and client certificate (serverAuth, clientAuth), as a node needs."""
     directory.mkdir(parents=True, exist_ok=True)
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-subj", f"/CN={ca_name}",
-             "-days", str(days), "-out", "ca.crt", cwd=directory)  # fmt: skip
+    if not reuse_ca:
+        _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-subj", f"/CN={ca_name}",
+                 "-days", str(days), "-out", "ca.crt", cwd=directory)  # fmt: skip
     _openssl("req", "-new", *ec, "-keyout", "tls.key", "-subj", f"/CN={dns_names[0]}",
              "-out", "tls.csr", cwd=directory)  # fmt: skip
     sans = ",".join(f"DNS:{d}" for d in dns_names)
