@@ -182,6 +182,25 @@ def test_spec_tls_serves_https_only_encrypts_raft_scales_and_rotates(
     procs.wait_until(intact, timeout=30, interval=1.0, what="every key readable from demo-3",
                      on_timeout=kvc.dump)  # fmt: skip
 
+    # A backup Job of a TLS cluster: https:// endpoints, only ca.crt mounted (RINGKV_CACERT).
+    backup = {"apiVersion": "ringkv.io/v1alpha1", "kind": "KVClusterBackup",
+              "metadata": {"name": "tls-backup"}, "spec": {"cluster": "demo"}}  # fmt: skip
+    kvc.kubectl("apply", "-f", "-", stdin=json.dumps(backup))
+
+    def backup_done() -> dict[str, Any] | None:
+        obj = cluster.kubectl_json("-n", namespace, "get", "kvclusterbackup", "tls-backup")
+        status = obj.get("status") or {}
+        return status if status.get("phase") in ("Completed", "Failed") else None
+
+    result = procs.wait_until(backup_done, timeout=180, interval=1.0,
+                              what="backup tls-backup finished", on_timeout=kvc.dump)  # fmt: skip
+    assert result["phase"] == "Completed", result
+    assert result["verified"] is True
+    assert result["keys"] >= KEYS
+    job = cluster.kubectl_json("-n", namespace, "get", "job", result["job"])
+    (jc,) = job["spec"]["template"]["spec"]["containers"]
+    assert all(e.startswith("https://") for e in jc["command"][2].split(",")), jc["command"]
+
     # Rotation, as cert-manager renews: a new key and certificate from the same CA replace the
     # Secret's content; the kubelet swaps the volume files, the nodes reload them, no restart.
     before = restarts(cluster, namespace)
