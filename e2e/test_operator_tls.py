@@ -221,6 +221,7 @@ def test_spec_tls_serves_https_only_encrypts_raft_scales_and_rotates(
     assert restarts(cluster, namespace) == before  # same pods, no container restart
     *got, _ = in_cluster(cluster, [*reads, view])  # node-to-node calls with the new certificate
     assert [g.get("body", {}).get("value") for g in got] == [str(i) for i in range(KEYS)], got
+    kvc.wait_ready(4, timeout=60)  # the operator (same CA) still reaches every node
 
     logs = cluster.kubectl("-n", "ringkv-system", "logs", "deployment/ringkv-operator",
                            "--tail=-1", check=False).stdout  # fmt: skip
