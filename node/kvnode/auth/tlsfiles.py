@@ -141,7 +141,7 @@ class ReloadingTls:
             return False
         try:
             server, client = build_server_context(self.paths), build_client_context(self.paths)
-        except TlsConfigError as exc:
+        except (TlsConfigError, OSError) as exc:  # OSError: a file replaced while being read
             log.error("TLS files changed but are unusable, keeping the previous ones: %s", exc)
             self._failed_key = key
             return False

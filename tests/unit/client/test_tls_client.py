@@ -123,3 +123,25 @@ def test_client_tls_choice(tmp_path: Path) -> None:
     bad.write_text("no certificate here\n")
     with pytest.raises(errors.InvalidArgument, match=r"bad\.pem"):
         client_tls(["https://x:1"], str(bad))
+
+
+async def test_tls_to_a_plain_http_port_says_it_was_tls(tmp_path: Path) -> None:
+    """A node not (yet) serving TLS: retriable Unavailable, but saying the handshake failed."""
+    claim = claim_ports([PORT])
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, claim.host, PORT).start()
+        ca = tmp_path / "ca.crt"
+        ca.write_bytes(localtls.make_ca().cert)
+        http = NodeHttp(tls=client_tls([], str(ca)))
+        try:
+            with pytest.raises(errors.Unavailable, match="TLS handshake") as info:
+                await http.call(f"http://{claim.host}:{PORT}", "GET", "/v1/kv/k", timeout=3)
+        finally:
+            await http.close()
+        assert info.value.details["reason"] == "tls"
+    finally:
+        await runner.cleanup()
+        claim.release()
