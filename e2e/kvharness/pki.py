@@ -158,7 +158,7 @@ def serving_cert(directory: Path, *, dns_names: list[str], ca_name: str = "ringk
                  days: int = 30, reuse_ca: bool = False) -> ServingCert:  # fmt: skip
     """A fresh EC CA under ``directory`` (``reuse_ca``: the one already there, as a renewal
     by cert-manager keeps its issuer) and a new key and certificate it signs for ``dns_names``
-    (SANs), usable as server and client certificate (serverAuth, clientAuth), as a node needs."""
+    (SANs), a serving certificate (serverAuth; clientAuth too, harmless) as a node needs."""
     directory.mkdir(parents=True, exist_ok=True)
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     if not reuse_ca:

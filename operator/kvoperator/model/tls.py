@@ -2,8 +2,8 @@
 
 The TLS Secret (in the KVCluster's namespace, cert-manager's ``kubernetes.io/tls`` format):
 
-* ``tls.crt`` / ``tls.key``: the serving certificate (and its key) every node presents and
-  also uses as its client certificate towards peers. Its SANs must cover the node DNS names the
+* ``tls.crt`` / ``tls.key``: the serving certificate (and its key) every node presents (nodes
+  present no client certificate to each other). Its SANs must cover the node DNS names the
   operator sets as ``KVNODE_HOST`` (``*.<cluster>-peers.<ns>.svc.<domain>``) and the client
   Service names (``<cluster>.<ns>.svc.<domain>``, ``<cluster>.<ns>.svc``, ``<cluster>.<ns>``,
   ``<cluster>``) that clients call. ``required_sans`` lists them.

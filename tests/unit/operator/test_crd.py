@@ -142,6 +142,6 @@ def test_tls_describes_the_secret_and_the_sans_it_needs(version: dict[str, Any])
     assert tls["required"] == ["secretName"]
     text = field(version, "tls.secretName")["description"]
     for needed in ("tls.crt", "tls.key", "ca.crt", "*.<cluster>-peers.<namespace>.svc",
-                   "<cluster>.<namespace>.svc", "serverAuth", "clientAuth"):  # fmt: skip
+                   "<cluster>.<namespace>.svc", "serverAuth"):  # fmt: skip
         assert needed in text
     assert "Immutable" in tls["description"]
