@@ -93,8 +93,12 @@ def write_atomic(target: Path, payload: Payload) -> bool:
     os.replace(tmp, target / DATA_LINK)  # the atomic switch
     top = {rel.split("/", 1)[0] for rel in payload}
     for name in top:
-        if not (target / name).is_symlink():
-            os.symlink(f"{DATA_LINK}/{name}", target / name)
+        link = target / name
+        if not link.is_symlink():
+            if link.is_dir():  # a plain copy from before this layout (a reused run directory)
+                shutil.rmtree(link)
+            link.unlink(missing_ok=True)
+            os.symlink(f"{DATA_LINK}/{name}", link)
     for entry in target.iterdir():
         if entry.name.startswith(".."):
             if entry.name not in (DATA_LINK, version.name) and not entry.is_symlink():
