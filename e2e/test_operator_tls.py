@@ -128,9 +128,24 @@ def test_spec_tls_serves_https_only_encrypts_raft_scales_and_rotates(
     ca.write_bytes(cert.ca_crt)
     wrong_ca.write_bytes(wrong.ca_crt)
     cluster_token, writer = tokens.new_token(), tokens.new_token()
-    for obj in (cert.secret("demo-tls"), auth_secret(cluster_token, writer), KVCLUSTER):
+    broken = {**KVCLUSTER, "metadata": {"name": "broken"},
+              "spec": {"replicas": 3, "tls": {"secretName": "no-such-secret"}}}  # fmt: skip
+    for obj in (cert.secret("demo-tls"), auth_secret(cluster_token, writer), KVCLUSTER, broken):
         kvc.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
     kvc.wait_ready(3, timeout=240)  # HTTPS probes, and the operator's map install over HTTPS
+
+    # A cluster whose TLS Secret is missing: a condition and an Event, nothing created.
+    def degraded() -> dict[str, Any] | None:
+        obj = cluster.kubectl_json("-n", namespace, "get", "kvc", "broken")
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        return conds.get("Degraded") if "Degraded" in conds else None
+
+    cond = procs.wait_until(degraded, timeout=60, what="broken reported", on_timeout=kvc.dump)
+    assert cond["reason"] == "TlsSecretUnusable", cond
+    assert "'no-such-secret' named in spec.tls does not exist" in cond["message"], cond
+    left = kvc.kubectl("get", "statefulset,secret", "-o", "name").stdout.split()
+    assert not [o for o in left if o.split("/")[1].startswith("broken")], left
+    kvc.kubectl("delete", "kvc", "broken", "--wait=false")
 
     pod = cluster.kubectl_json("-n", namespace, "get", "pod", "demo-0")
     (c,) = pod["spec"]["containers"]
@@ -228,6 +243,7 @@ def test_spec_tls_serves_https_only_encrypts_raft_scales_and_rotates(
     assert logs, "no operator logs to check"
     for secret in (password, cluster_token, writer):
         assert secret not in logs
-    reasons = [e["reason"] for e in kvc.events()]
+    reasons = {e["reason"]: e for e in kvc.events()}
     assert "RaftSecretCreated" in reasons, reasons
-    assert not {"TlsSecretUnusable", "RaftSecretMissing"} & set(reasons), reasons
+    assert "RaftSecretMissing" not in reasons, reasons
+    assert reasons["TlsSecretUnusable"]["involvedObject"]["name"] == "broken"
