@@ -114,7 +114,7 @@ async def test_endpoints_are_https_and_the_cluster_serves(secured: Secured) -> N
 async def test_concurrent_writes_group_commit_under_raft_encryption(secured: Secured) -> None:
     """64 writes at once share group-commit entries, each entry crossing encrypted Raft links;
     every one is acknowledged once and reads back."""
-    async with secured.client(timeout=20) as client:
+    async with secured.client(timeout=30, attempt_timeout=15) as client:  # a busy machine
         versions = await asyncio.gather(*(client.put(f"gc/{i}", str(i)) for i in range(64)))
         assert all(v > 0 for v in versions)
         for i in range(64):
@@ -161,10 +161,10 @@ async def test_a_client_with_the_wrong_ca_is_refused_clearly(secured: Secured) -
     other.write_bytes(localtls.make_ca("not the cluster's CA").cert)
     url = secured.cluster.endpoints[0]
     started = time.monotonic()
-    async with Client([url], ca_file=str(other), token=secured.admin, timeout=5) as client:
+    async with Client([url], ca_file=str(other), token=secured.admin, timeout=20) as client:
         with pytest.raises(errors.TlsVerifyFailed) as info:
             await client.put("k0", "x")
-    assert time.monotonic() - started < 4, "a certificate failure must not be retried"
+    assert time.monotonic() - started < 10, "a certificate failure must not be retried"
     message = str(info.value)
     assert url in message
     assert "certificate" in message
@@ -310,8 +310,12 @@ async def test_a_node_with_another_raft_password_stays_out(make_cluster, tmp_pat
     outsider = cluster.node_ids[2]
     outsider_url = cluster.pmap.node(outsider).http_url
     majority = [cluster.pmap.node(n).http_url for n in cluster.node_ids[:2]]
-    async with Client(majority, timeout=10) as client:
+    async with Client(majority, timeout=20, attempt_timeout=8) as client:
         await client.put("before", "1")
+        deadline = time.monotonic() + 30
+        while await eventual_on(outsider_url, "before") != "1":  # applied there too
+            assert time.monotonic() < deadline, cluster.log_tail(outsider)
+            await asyncio.sleep(0.2)
         cluster.stop_node(outsider)
         cluster.env[localtls.RAFT_PASSWORD_ENV] = str(wrong)
         try:
@@ -320,8 +324,8 @@ async def test_a_node_with_another_raft_password_stays_out(make_cluster, tmp_pat
             cluster.env[localtls.RAFT_PASSWORD_ENV] = str(right)
         # The outsider runs (HTTP answers) but cannot talk Raft with the others: for several
         # election timeouts, writes keep succeeding through the two others and none reaches it.
-        deadline = time.monotonic() + 30
-        while await eventual_on(outsider_url, "before") is None:
+        deadline = time.monotonic() + 60
+        while await eventual_on(outsider_url, "before") != "1":  # up, its data intact
             assert cluster.is_running(outsider), cluster.log_tail(outsider)
             assert time.monotonic() < deadline, "the outsider never came up"
             await asyncio.sleep(0.3)
@@ -336,7 +340,7 @@ async def test_a_node_with_another_raft_password_stays_out(make_cluster, tmp_pat
         # With the right password again it catches up: nothing was corrupted on either side.
         cluster.stop_node(outsider)
         cluster.start_node(outsider)
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 60
         while await eventual_on(outsider_url, "during/14") != "14":
             assert time.monotonic() < deadline, cluster.log_tail(outsider)
             await asyncio.sleep(0.3)

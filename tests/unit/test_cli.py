@@ -413,3 +413,33 @@ def test_progress_bar_line(capsys: pytest.CaptureFixture[str]) -> None:
     line = capsys.readouterr().err
     assert "[###############...............]" in line
     assert "3/8 partitions, 30/60 steps, 5.0 MB moved, 12s elapsed, ETA 12s (running)" in line
+
+
+def test_cacert_reaches_the_client_and_a_verify_failure_is_reported_as_such(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    made: list[dict[str, Any]] = []
+    client = FakeClient()
+
+    def factory(endpoints: list[str], **kwargs: Any) -> FakeClient:
+        made.append(kwargs)
+        return client
+
+    monkeypatch.setattr(cli, "make_client", factory)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("a CA bundle\n")
+    url = "https://db.example:7000"
+    client.fail = errors.TlsVerifyFailed(
+        f"TLS certificate of {url} not accepted: certificate verify failed", node=url
+    )
+    result = run("--endpoints", url, "--cacert", str(ca), "get", "k")
+    assert made[-1]["ca_file"] == str(ca)
+    assert result.exit_code == 1
+    assert err(result)["code"] == "tls_verify_failed"
+    assert err(result)["node"] == url
+    run("--endpoints", url, "get", "k", env={"RINGKV_CACERT": str(ca)})
+    assert made[-1]["ca_file"] == str(ca)
+    run("--endpoints", url, "get", "k")
+    assert "ca_file" not in made[-1]  # no CA: the client's default (system store for https)
+    missing = run("--cacert", str(tmp_path / "nope.crt"), "get", "k")
+    assert missing.exit_code == 2
