@@ -98,9 +98,9 @@ def test_rbac_is_least_privilege(helm: Path) -> None:
         for rule in _rules(objs):
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], f"wildcard in {rule}"
-            if "secrets" in rule["resources"]:  # spec.auth's Secret: the cluster credential
+            if "secrets" in rule["resources"]:  # spec.auth/tls Secrets; the Raft password
                 assert rule["resources"] == ["secrets"], rule
-                assert rule["verbs"] == ["get"], "get the named Secret; never list or watch"
+                assert rule["verbs"] == ["get", "create"], "get named Secrets, create <c>-raft"
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
     custom = docs(render(helm, "custom"))
     roles = [o for o in custom if o["kind"] == "Role"]
@@ -159,6 +159,9 @@ def test_chart_rbac_on_a_real_apiserver(
         assert can("get", "secrets", "-n", watched)  # the one spec.auth names
         assert not can("list", "secrets", "-n", watched)
         assert not can("watch", "secrets", "-n", watched)
+        assert can("create", "secrets", "-n", watched)  # <cluster>-raft of a TLS cluster
+        assert not can("update", "secrets", "-n", watched)  # never overwritten
+        assert not can("patch", "secrets", "-n", watched)
         assert not can("get", "secrets", "-n", namespace)  # not watched
         assert not can("create", "pods", "-n", watched)
         assert not can("patch", "kvclusters.ringkv.io", "-n", "default")  # not watched

@@ -106,6 +106,31 @@ def test_crd_defaults_columns_scale_and_cel(cluster: LocalCluster, namespace: st
 
 
 @pytest.mark.usefixtures("crd")
+def test_tls_cannot_be_turned_on_off_or_moved(cluster: LocalCluster, namespace: str) -> None:
+    """spec.tls is fixed at creation (a transition rule on spec): HTTP and HTTPS nodes, or plain
+    and encrypted Raft, would split a cluster mid-roll. Everything else stays changeable."""
+    ns = ("-n", namespace)
+    cluster.kubectl(*ns, "apply", "-f", "-", stdin=kvc("plain"))
+    cluster.kubectl(*ns, "apply", "-f", "-", stdin=kvc("secure", tls={"secretName": "s-tls"}))
+    for name, spec in (("plain", {"tls": {"secretName": "s-tls"}}),
+                       ("secure", {}),
+                       ("secure", {"tls": {"secretName": "other-tls"}})):  # fmt: skip
+        err = rejected(cluster, *ns, "apply", "-f", "-", stdin=kvc(name, **spec))
+        assert "tls is immutable" in err, err
+    assert "tls" not in get(cluster, namespace, "plain")["spec"]
+    assert get(cluster, namespace, "secure")["spec"]["tls"] == {"secretName": "s-tls"}
+    # The rule does not get in the way of other changes, nor of kubectl scale.
+    cluster.kubectl(*ns, "apply", "-f", "-",
+                    stdin=kvc("secure", tls={"secretName": "s-tls"}, paused=True))  # fmt: skip
+    cluster.kubectl(*ns, "scale", "kvc/secure", "--replicas=4")
+    after = get(cluster, namespace, "secure")["spec"]
+    assert (after["paused"], after["replicas"]) == (True, 4)
+    err = rejected(cluster, *ns, "apply", "-f", "-", stdin=kvc("bad", tls={"secretName": ""}))
+    assert "secretName" in err
+    cluster.kubectl(*ns, "delete", "kvc", "plain", "secure", "--wait=false")
+
+
+@pytest.mark.usefixtures("crd")
 async def test_kube_adapter_on_the_api_server(cluster: LocalCluster, namespace: str) -> None:
     """``kvoperator.kube`` against the real API server, without pods (StatefulSet at 0): server-
     side apply of every owned object, the status and scale subresources, the ConfigMap state
@@ -149,6 +174,13 @@ async def test_kube_adapter_on_the_api_server(cluster: LocalCluster, namespace: 
     store.save(state)
     assert store.load() == state
 
+    raft = manifests.raft_secret(names, owner, "first")
+    assert await api.create_secret(raft)
+    assert not await api.create_secret(manifests.raft_secret(names, owner, "second"))
+    kept = await api.get_secret(namespace, names.raft_secret)
+    assert kept is not None
+    assert kept["data"]["password"] == "Zmlyc3Q="  # base64("first"): never overwritten
+
     await api.emit_event(body, reason="E2eCheck", message="hello from the adapter")
     events = cluster.kubectl_json("-n", namespace, "get", "events")
     assert any(e["reason"] == "E2eCheck" for e in events["items"])
@@ -157,7 +189,7 @@ async def test_kube_adapter_on_the_api_server(cluster: LocalCluster, namespace: 
 
     def collected() -> bool:
         left = cluster.kubectl(
-            "-n", namespace, "get", "statefulset,service,pdb,configmap", "-l",
+            "-n", namespace, "get", "statefulset,service,pdb,configmap,secret", "-l",
             "app.kubernetes.io/instance=demo", "-o", "name",
         ).stdout.split()  # fmt: skip
         return not left

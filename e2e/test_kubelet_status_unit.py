@@ -5,6 +5,7 @@ Marked `e2e` only because CI runs e2e/ with `-m e2e`; no cluster or process is i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +276,9 @@ def test_projected_service_account_volume(tmp_path: Path) -> None:
         config_maps=cms.get, secrets=lambda n: None,
     )  # fmt: skip
     d = dirs["kube-api-access-x7k2p"]
-    assert sorted(p.name for p in d.iterdir()) == ["ca.crt", "namespace", "token"]
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith("..")) == [
+        "ca.crt", "namespace", "token"
+    ]  # fmt: skip
     assert (d / "token").read_text() == "eyJtoken"
     assert (d / "namespace").read_text() == "team-a"
     assert (d / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE")
@@ -288,6 +291,45 @@ def test_projected_service_account_volume(tmp_path: Path) -> None:
             pod, pod_dir=tmp_path / "again", token=token, claim_path=lambda c: None,
             config_maps=lambda n: None, secrets=lambda n: None,
         )  # fmt: skip
+
+
+def test_secret_volumes_are_refreshed_atomically(tmp_path: Path) -> None:
+    """The kubelet's AtomicWriter layout: files in a timestamped directory, ``..data`` pointing
+    at it, one symlink per key; an update swaps ``..data`` in one rename, so a reader never
+    mixes versions; a gone key's link goes, a deleted Secret keeps the last content."""
+    pod = {"metadata": {"name": "p", "namespace": "n"},
+           "spec": {"volumes": [{"name": "tls", "secret": {"secretName": "s",
+                                                           "defaultMode": 0o444}}]}}  # fmt: skip
+    store: dict[str, Any] = {"s": {"data": {"tls.crt": "b2xk", "tls.key": "b2xkaw=="}}}
+    dirs = volumes.prepare(
+        pod, pod_dir=tmp_path, token=lambda p, s: "", claim_path=lambda c: None,
+        config_maps=lambda n: None, secrets=store.get,
+    )  # fmt: skip
+    d = dirs["tls"]
+    assert (d / "tls.crt").read_text() == "old"
+    assert os.readlink(d / "tls.crt") == "..data/tls.crt"
+    first = os.readlink(d / "..data")
+    assert first.startswith("..")
+    assert (d / first / "tls.key").read_text() == "oldk"
+    assert (d / "tls.key").stat().st_mode & 0o777 == 0o444
+
+    def refresh() -> list[str]:
+        return volumes.refresh(pod, dirs, config_maps=lambda n: None, secrets=store.get)
+
+    assert refresh() == []  # unchanged: nothing written
+    assert os.readlink(d / "..data") == first
+    with open(d / "tls.crt") as held:  # a reader of the old version keeps reading it whole
+        store["s"] = {"data": {"tls.crt": "bmV3"}}  # new cert, tls.key gone
+        assert refresh() == ["tls"]
+        assert held.read() == "old"
+    assert (d / "tls.crt").read_text() == "new"
+    assert os.readlink(d / "..data") != first
+    assert not (d / first).exists()  # the old version is removed
+    assert not (d / "tls.key").is_symlink()
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith("..")) == ["tls.crt"]
+    del store["s"]
+    assert refresh() == []
+    assert (d / "tls.crt").read_text() == "new"
 
 
 def test_write_in_place_keeps_inode(tmp_path: Path) -> None:

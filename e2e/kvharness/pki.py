@@ -131,3 +131,51 @@ def write_kubeconfig(path: Path, *, server: str, pki: Pki) -> Path:
     }
     path.write_text(json.dumps(config, indent=1))
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class ServingCert:
+    """A CA and a certificate it signed, as PEM bytes (the three keys of a kubernetes.io/tls
+    Secret as cert-manager writes it)."""
+
+    ca_crt: bytes
+    tls_crt: bytes
+    tls_key: bytes
+
+    def secret(self, name: str) -> dict[str, object]:
+        """A ``kubernetes.io/tls`` Secret object holding it."""
+        data = {"ca.crt": self.ca_crt, "tls.crt": self.tls_crt, "tls.key": self.tls_key}
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": name},
+            "stringData": {k: v.decode() for k, v in data.items()},
+        }
+
+
+def serving_cert(directory: Path, *, dns_names: list[str], ca_name: str = "ringkv-tls-ca",
+                 days: int = 30, reuse_ca: bool = False) -> ServingCert:  # fmt: skip
+    """A fresh EC CA under ``directory`` (``reuse_ca``: the one already there, as a renewal
+    by cert-manager keeps its issuer) and a new key and certificate it signs for ``dns_names``
+    (SANs), a serving certificate (serverAuth; clientAuth too, harmless) as a node needs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    if not reuse_ca:
+        _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-subj", f"/CN={ca_name}",
+                 "-days", str(days), "-out", "ca.crt", cwd=directory)  # fmt: skip
+    _openssl("req", "-new", *ec, "-keyout", "tls.key", "-subj", f"/CN={dns_names[0]}",
+             "-out", "tls.csr", cwd=directory)  # fmt: skip
+    sans = ",".join(f"DNS:{d}" for d in dns_names)
+    (directory / "tls.ext").write_text(
+        f"subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nbasicConstraints=critical,CA:FALSE\n"
+    )
+    _openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", str(days), "-extfile", "tls.ext", "-out", "tls.crt",
+             cwd=directory)  # fmt: skip
+    return ServingCert(
+        ca_crt=(directory / "ca.crt").read_bytes(),
+        tls_crt=(directory / "tls.crt").read_bytes(),
+        tls_key=(directory / "tls.key").read_bytes(),
+    )

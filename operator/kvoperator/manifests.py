@@ -14,6 +14,10 @@ lets Kubernetes garbage-collect it with the KVCluster. Why the StatefulSet looks
 * ``spec.auth``: the Secret is a read-only volume at ``/etc/ringkv/auth`` and the node reads
   its tokens file and cluster credential from there (re-read when the kubelet updates them).
   The probes stay unauthenticated: ``/healthz`` and ``/readyz`` are always open.
+* ``spec.tls``: the TLS Secret is a read-only volume at ``/etc/ringkv/tls`` (the node serves
+  HTTPS only and verifies peers against its ``ca.crt``), the operator's ``<cluster>-raft``
+  Secret one at ``/etc/ringkv/raft`` (the Raft password); the probes use scheme HTTPS (the
+  kubelet does not verify the certificate, as with any HTTPS probe).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from kvoperator.model import auth as model_auth
 from kvoperator.model import backup as b
 from kvoperator.model import names as n
+from kvoperator.model import tls as model_tls
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ClusterSpec, ReclaimPolicy
 
@@ -179,11 +184,9 @@ def _pod_spec(spec: ClusterSpec, names: ClusterNames) -> Obj:
         "enableServiceLinks": False,
         "containers": [_container(spec, names)],
     }
-    if spec.auth is not None:
-        # 0444: the node runs as uid 10001 (Dockerfile) and the files are root's; nothing else
-        # runs in the pod. A change of the Secret's content is no template change: no roll.
-        secret = {"secretName": spec.auth.secret_name, "defaultMode": 0o444}
-        pod["volumes"] = [{"name": model_auth.VOLUME, "secret": secret}]
+    volumes = _secret_volumes(spec, names)
+    if volumes:
+        pod["volumes"] = volumes
     sched = spec.scheduling
     if sched.affinity:
         pod["affinity"] = dict(sched.affinity)
@@ -192,6 +195,34 @@ def _pod_spec(spec: ClusterSpec, names: ClusterNames) -> Obj:
     if sched.topology_spread_constraints:
         pod["topologySpreadConstraints"] = [dict(t) for t in sched.topology_spread_constraints]
     return pod
+
+
+def _secret_volume(volume: str, secret_name: str) -> Obj:
+    # 0444: the node runs as uid 10001 (Dockerfile) and the files are root's; nothing else
+    # runs in the pod. A change of the Secret's content is no template change: no roll.
+    return {"name": volume, "secret": {"secretName": secret_name, "defaultMode": 0o444}}
+
+
+def _secret_volumes(spec: ClusterSpec, names: ClusterNames) -> list[Obj]:
+    volumes: list[Obj] = []
+    if spec.auth is not None:
+        volumes.append(_secret_volume(model_auth.VOLUME, spec.auth.secret_name))
+    if spec.tls is not None:
+        volumes.append(_secret_volume(model_tls.VOLUME, spec.tls.secret_name))
+        volumes.append(_secret_volume(model_tls.RAFT_VOLUME, names.raft_secret))
+    return volumes
+
+
+def raft_secret(names: ClusterNames, owner: Owner, password: str) -> Obj:
+    """The Raft password of a ``spec.tls`` cluster; created once (never applied over: a new
+    password would split the Raft groups), deleted with the KVCluster."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(names, names.raft_secret, owner),
+        "type": "Opaque",
+        "stringData": {model_tls.RAFT_PASSWORD_KEY: password},
+    }
 
 
 def _env(name: str, value: str) -> Obj:
@@ -213,18 +244,36 @@ def _auth_env(spec: ClusterSpec) -> list[Obj]:
     ]
 
 
+def _tls_env(spec: ClusterSpec) -> list[Obj]:
+    if spec.tls is None:
+        return []
+    d, t = model_tls.MOUNT_DIR, model_tls
+    return [
+        _env("KVNODE_TLS_CERT_FILE", f"{d}/{t.CERT_KEY}"),
+        _env("KVNODE_TLS_KEY_FILE", f"{d}/{t.KEY_KEY}"),
+        _env("KVNODE_TLS_CA_FILE", f"{d}/{t.CA_KEY}"),
+        _env("KVNODE_RAFT_PASSWORD_FILE", f"{t.RAFT_MOUNT_DIR}/{t.RAFT_PASSWORD_KEY}"),
+    ]
+
+
+def _read_only(volume: str, path: str) -> Obj:
+    return {"name": volume, "mountPath": path, "readOnly": True}
+
+
 def _mounts(spec: ClusterSpec) -> list[Obj]:
     mounts: list[Obj] = [{"name": n.DATA_VOLUME, "mountPath": n.DATA_DIR}]
     if spec.auth is not None:
-        mounts.append(
-            {"name": model_auth.VOLUME, "mountPath": model_auth.MOUNT_DIR, "readOnly": True}
-        )
+        mounts.append(_read_only(model_auth.VOLUME, model_auth.MOUNT_DIR))
+    if spec.tls is not None:
+        mounts.append(_read_only(model_tls.VOLUME, model_tls.MOUNT_DIR))
+        mounts.append(_read_only(model_tls.RAFT_VOLUME, model_tls.RAFT_MOUNT_DIR))
     return mounts
 
 
 def _container(spec: ClusterSpec, names: ClusterNames) -> Obj:
     domain = f"{names.headless_service}.{names.namespace}.svc.{names.cluster_domain}"
-    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2}
+    scheme = {"scheme": "HTTPS"} if spec.tls is not None else {}
+    probe = {"httpGet": {"path": "/readyz", "port": "http", **scheme}, "periodSeconds": 2}
     return {
         "name": "node",
         "image": spec.image,
@@ -239,10 +288,11 @@ def _container(spec: ClusterSpec, names: ClusterNames) -> Obj:
             _env("KVNODE_RAFT_PORT_BASE", str(n.RAFT_PORT_BASE)),
             _env("KVNODE_DURABILITY", spec.durability.value),
             *_auth_env(spec),
+            *_tls_env(spec),
         ],
         "readinessProbe": {**probe, "failureThreshold": 3},
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "http"},
+            "httpGet": {"path": "/healthz", "port": "http", **scheme},
             "initialDelaySeconds": 10,
             "periodSeconds": 10,
             "failureThreshold": 6,
@@ -286,13 +336,15 @@ def backup_job(
     image: str,
     endpoints: tuple[str, ...],
     auth_secret: str | None = None,
+    tls_secret: str | None = None,
 ) -> Obj:
     """``ringkv backup`` against every node (it finds each partition's leader itself), into
     ``data/`` on the backup claim. The CLI verifies the backup before it exits 0 and prints
     the result (per-partition indexes, size) as its last line, which the operator reads."""
     argv = [CLI_COMMAND, "--endpoints", ",".join(endpoints), "backup", f"{b.MOUNT}/{b.DATA_SUBDIR}"]
     return _job(names.job, names.namespace, names.labels, owner, image=image, argv=argv,
-                claim=names.pvc, read_only=False, auth_secret=auth_secret)  # fmt: skip
+                claim=names.pvc, read_only=False, auth_secret=auth_secret,
+                tls_secret=tls_secret)  # fmt: skip
 
 
 def restore_job(
@@ -303,6 +355,7 @@ def restore_job(
     claim: str,
     pmap_json: str,
     auth_secret: str | None = None,
+    tls_secret: str | None = None,
 ) -> Obj:
     """``ringkv restore`` of the backup on ``claim`` into the new cluster's nodes (they run
     without a map), which installs the epoch-1 map ``pmap_json`` when every replica holds its
@@ -310,7 +363,8 @@ def restore_job(
     argv = [CLI_COMMAND, "restore", f"{b.MOUNT}/{b.DATA_SUBDIR}"]
     labels = {**names.object_labels, "app.kubernetes.io/component": "restore"}
     job = _job(b.restore_job_name(names.name), names.namespace, labels, owner, image=image,
-               argv=argv, claim=claim, read_only=True, auth_secret=auth_secret)  # fmt: skip
+               argv=argv, claim=claim, read_only=True, auth_secret=auth_secret,
+               tls_secret=tls_secret)  # fmt: skip
     container = job["spec"]["template"]["spec"]["containers"][0]
     container["env"] = [_env("RINGKV_MAP", pmap_json), *container["env"]]
     return job
@@ -327,16 +381,26 @@ def _job(
     claim: str,
     read_only: bool,
     auth_secret: str | None = None,
+    tls_secret: str | None = None,
 ) -> Obj:
     """A one-pod Job of ``ringkv`` with the backup claim mounted. With ``auth_secret`` (the
     cluster's ``spec.auth``) the CLI gets the cluster credential as ``RINGKV_TOKEN`` straight
-    from the Secret: the token never appears in the Job object."""
-    mount: Obj = {"name": "backup", "mountPath": b.MOUNT, "readOnly": read_only}
+    from the Secret: the token never appears in the Job object. With ``tls_secret`` (the
+    cluster's ``spec.tls``) only its ``ca.crt`` is mounted (the Job needs no key) and named
+    by ``RINGKV_CACERT``: the CLI calls the nodes over HTTPS and verifies them."""
+    mounts: list[Obj] = [{"name": "backup", "mountPath": b.MOUNT, "readOnly": read_only}]
     env: list[Obj] = []
     if auth_secret:
         ref = {"name": auth_secret, "key": model_auth.CLUSTER_TOKEN_KEY}
         env.append({"name": "RINGKV_TOKEN", "valueFrom": {"secretKeyRef": ref}})
-    volume: Obj = {"name": "backup", "persistentVolumeClaim": {"claimName": claim}}
+    volumes: list[Obj] = [{"name": "backup", "persistentVolumeClaim": {"claimName": claim}}]
+    if tls_secret:
+        ca = model_tls.CA_KEY
+        source = {"secretName": tls_secret, "items": [{"key": ca, "path": ca}],
+                  "defaultMode": 0o444}  # fmt: skip
+        volumes.append({"name": model_tls.VOLUME, "secret": source})
+        mounts.append(_read_only(model_tls.VOLUME, model_tls.MOUNT_DIR))
+        env.append(_env("RINGKV_CACERT", model_tls.CA_FILE))
     meta = {"name": name, "namespace": namespace, "labels": dict(labels),
             "ownerReferences": [owner.reference()]}  # fmt: skip
     return {
@@ -356,10 +420,10 @@ def _job(
                             "image": image,
                             "command": argv,
                             "env": env,
-                            "volumeMounts": [mount],
+                            "volumeMounts": mounts,
                         }
                     ],
-                    "volumes": [volume],
+                    "volumes": volumes,
                 },
             },
         },

@@ -8,10 +8,13 @@ service code. Implements ``kvoperator.reconcile.ports.NodeApi``.
 from __future__ import annotations
 
 import logging
+import ssl
 import urllib.parse
+from typing import TypeVar
 
 from kvnode.client import NodeHttp
 from kvnode.core import errors
+from kvnode.core import tls as core_tls
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.rebalance.admin import NodeAdmin
 from kvnode.rebalance.http_admin import HttpNodeAdmin
@@ -19,15 +22,19 @@ from kvnode.rebalance.http_admin import HttpNodeAdmin
 from kvoperator.model.observed import MapReport
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class HttpNodeApi:
     """One transport for every KVCluster; the bearer token of a call is chosen by the node's
-    host (``use_credential``), since each secured cluster has its own cluster credential."""
+    host (``use_credential``), since each secured cluster has its own cluster credential, and
+    so is the TLS context (``use_tls``): each TLS cluster has its own CA."""
 
     def __init__(self, *, timeout_s: float = 3.0, admin_timeout_s: float = 15.0) -> None:
         self._credentials: dict[str, str] = {}
-        self._http = NodeHttp(token=self.token_for)
+        # domain -> (the CA bundle it was built from, the verifying context)
+        self._tls: dict[str, tuple[bytes, ssl.SSLContext]] = {}
+        self._http = NodeHttp(token=self.token_for, tls=self.tls_for)
         self._admin = HttpNodeAdmin(self._http, timeout_s=admin_timeout_s)
         self._timeout = timeout_s
 
@@ -98,11 +105,24 @@ class HttpNodeApi:
 
     def token_for(self, base_url: str) -> str | None:
         """The credential of the cluster whose node ``base_url`` points at (None: no auth)."""
-        host = urllib.parse.urlsplit(base_url).hostname or ""
-        for domain, token in self._credentials.items():
-            if host.endswith("." + domain):
-                return token
-        return None
+        return _by_domain(self._credentials, base_url)
+
+    def use_tls(self, domain: str, ca_pem: bytes | None) -> None:
+        """Call the nodes under ``domain`` over HTTPS, verifying them against ``ca_pem``; None:
+        plain HTTP. The context is rebuilt only when the CA bundle changes, so pooled
+        connections survive the reconciler feeding the same CA every pass. Raises
+        ``ssl.SSLError`` for a bundle that holds no usable certificate."""
+        if ca_pem is None:
+            self._tls.pop(domain, None)
+            return
+        known = self._tls.get(domain)
+        if known is None or known[0] != ca_pem:
+            self._tls[domain] = (ca_pem, core_tls.client_context(ca_pem=ca_pem))
+
+    def tls_for(self, base_url: str) -> ssl.SSLContext | None:
+        """The TLS context of the cluster whose node ``base_url`` points at (None: plain)."""
+        found = _by_domain(self._tls, base_url)
+        return found[1] if found is not None else None
 
     async def set_drained(self, node: NodeInfo, drained: bool) -> dict[str, object]:
         """``PUT /v1/admin/drain``: the node's drain report (``complete``: it leads nothing)."""
@@ -110,6 +130,15 @@ class HttpNodeApi:
 
     async def close(self) -> None:
         await self._http.close()
+
+
+def _by_domain(table: dict[str, _T], base_url: str) -> _T | None:
+    """The entry of the domain ``base_url``'s host is a name under (a node of that cluster)."""
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    for domain, value in table.items():
+        if host.endswith("." + domain):
+            return value
+    return None
 
 
 def _drained(info: dict[str, object], node_id: str) -> bool | None:

@@ -57,7 +57,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: [get, list, watch, delete]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]  # never list/watch: the operator reads only the Secret spec.auth names
+  # never list/watch: the operator reads only the Secrets spec.auth and spec.tls name and its
+  # own <cluster>-raft; create: that Raft password Secret (created once, never updated)
+  verbs: [get, create]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, patch, delete]  # patch: the retired-at-epoch annotation (retain)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kvharness import procs
+from kvharness.kube import ApiError
 from kvharness.kubelet import envvars, images, probes, runtime, volumes
 from kvharness.kubelet.container import (
     PURPOSES,
@@ -30,6 +31,9 @@ from kvharness.kubelet.status import pod_status as build_pod_status
 
 log = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
+# How often a running pod's configMap/secret volumes are re-read (the real kubelet: its sync
+# period, 1 min, plus the cache TTL; shorter here so rotation tests stay fast).
+VOLUME_RESYNC_S = 2.0
 
 
 class PodWorker(ContainerRunner):
@@ -45,6 +49,7 @@ class PodWorker(ContainerRunner):
         self.hosts_file = self.dir / "hosts"
         self.start_time = now
         self.volume_dirs: dict[str, Path] | None = None
+        self.volumes_synced_at = now
         self.term_deadline: float | None = None
         self.containers = [
             Container(spec=c, state=ContainerState(name=c["name"], image=c.get("image", "")))
@@ -66,6 +71,8 @@ class PodWorker(ContainerRunner):
             return
         if self.volume_dirs is None and not self._setup_volumes():
             return
+        if now - self.volumes_synced_at >= VOLUME_RESYNC_S:
+            self._refresh_volumes(now)
         if not self._sync_init(now):
             return
         for c in self.containers:
@@ -134,6 +141,23 @@ class PodWorker(ContainerRunner):
                     c.state, waiting_reason="ContainerCreating", waiting_message=str(exc)
                 )
             return False
+
+    def _refresh_volumes(self, now: float) -> None:
+        """Swap changed ConfigMap/Secret content into the running pod's volumes (atomic)."""
+        self.volumes_synced_at = now
+        ns = self.pod["metadata"]["namespace"]
+        try:
+            changed = volumes.refresh(
+                self.pod,
+                self.volume_dirs or {},
+                config_maps=lambda name: self.node.config_map(ns, name),
+                secrets=lambda name: self.node.secret(ns, name),
+            )
+        except (OSError, ApiError, envvars.UnsupportedSpec) as exc:  # the next resync retries
+            log.warning("%s: volume refresh failed: %s", self.name, exc)
+            return
+        if changed:
+            log.info("%s: updated volume(s) %s", self.name, ", ".join(changed))
 
     # ---- containers -------------------------------------------------------------------
     def _sync_container(self, c: Container, now: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -91,16 +92,28 @@ def resolve_port(port: int | str, container_ports: Sequence[JsonDict]) -> int:
     raise ValueError(f"named port {port!r} not declared by the container")
 
 
+def _unverified_context() -> ssl.SSLContext:
+    """The kubelet's HTTPS probes skip certificate verification (Go's InsecureSkipVerify): a
+    probe asks the pod's IP, which a serving certificate rarely names, signed by a CA the
+    kubelet does not know. Python's default would verify both and fail every such probe."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_UNVERIFIED = _unverified_context()
+
+
 def check_http(action: JsonDict, *, pod_ip: str, ports: Sequence[JsonDict], timeout: float) -> bool:
     """httpGet: any status in [200, 400) is success, like the kubelet."""
     host = action.get("host") or pod_ip
     port = resolve_port(action["port"], ports)
-    cls = (
-        http.client.HTTPSConnection
-        if action.get("scheme") == "HTTPS"
-        else http.client.HTTPConnection
-    )
-    conn = cls(host, port, timeout=timeout)
+    conn: http.client.HTTPConnection
+    if action.get("scheme") == "HTTPS":
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_UNVERIFIED)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         headers = {h["name"]: h["value"] for h in action.get("httpHeaders", [])}
         conn.request("GET", action.get("path", "/"), headers=headers)

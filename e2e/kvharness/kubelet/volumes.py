@@ -4,8 +4,14 @@ Layout under the kubelet's run directory:
   volumes/<pv-name>/            PVC data (persists across pod re-creation; see provisioner)
   pods/<uid>/volumes/<name>/    emptyDir, and materialised ConfigMap/Secret files
   pods/<uid>/hosts              bind-mounted over /etc/hosts in every container of the pod
-ConfigMap/Secret files are written once when the pod starts (the real kubelet refreshes them
-eventually; tests that rely on the refresh need more than this harness offers).
+ConfigMap/Secret files are laid out as the real kubelet's AtomicWriter does: the files live in
+a timestamped directory `..<time>.<random>/`, `..data` is a symlink to it, and every top-level
+name is a symlink `<name> -> ..data/<name>`. An update writes a new timestamped directory and
+renames a new `..data` symlink over the old one, so a reader sees either the whole old set or
+the whole new set (a certificate never pairs with another version's key). `refresh` re-reads
+the objects of a running pod's configMap/secret volumes and swaps in changed content (the pod
+worker calls it periodically, like the kubelet's resync); a deleted object keeps the last
+content, as with the kubelet. Projected volumes are written the same way but not refreshed.
 
 Projected volumes (what ServiceAccount admission adds to every pod as `kube-api-access-*`,
 mounted at /var/run/secrets/kubernetes.io/serviceaccount) are materialised the same way: a
@@ -19,6 +25,9 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -35,18 +44,68 @@ class NotReadyYet(Exception):
     """A volume cannot be set up yet (claim not bound); the pod stays ContainerCreating."""
 
 
-def _write_files(target: Path, data: dict[str, bytes], source: JsonDict) -> None:
-    target.mkdir(parents=True, exist_ok=True)
+Payload = dict[str, tuple[bytes, int]]  # relative path -> (content, mode)
+DATA_LINK = "..data"
+
+
+def _payload(data: dict[str, bytes], source: JsonDict) -> Payload:
+    """The files a volume source projects (``items`` pick and rename keys; modes applied)."""
     mode = int(source.get("defaultMode", 0o644))
     items = source.get("items")
     chosen = [(i["key"], i["path"], int(i.get("mode", mode))) for i in items] if items else None
+    out: Payload = {}
     for key, rel, file_mode in chosen or [(k, k, mode) for k in data]:
         if key not in data:
             raise UnsupportedSpec(f"key {key!r} missing for volume file {rel!r}")
-        path = target / rel
+        out[rel] = (data[key], file_mode)
+    return out
+
+
+def _current(target: Path) -> Payload | None:
+    """What ``..data`` holds now (None before the first write)."""
+    data_dir = target / DATA_LINK
+    if not data_dir.is_dir():
+        return None
+    out: Payload = {}
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            out[str(path.relative_to(data_dir))] = (path.read_bytes(), path.stat().st_mode & 0o777)
+    return out
+
+
+def write_atomic(target: Path, payload: Payload) -> bool:
+    """Make ``target`` hold exactly ``payload`` (AtomicWriter layout, see the module
+    docstring); False when it already did (nothing written)."""
+    target.mkdir(parents=True, exist_ok=True)
+    if _current(target) == payload:
+        return False
+    stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime())
+    version = Path(tempfile.mkdtemp(prefix=f"..{stamp}.", dir=target))
+    os.chmod(version, 0o755)
+    for rel, (content, mode) in payload.items():
+        path = version / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data[key])
-        os.chmod(path, file_mode)
+        path.write_bytes(content)
+        os.chmod(path, mode)
+    tmp = target / f"{DATA_LINK}_tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(version.name, tmp)
+    os.replace(tmp, target / DATA_LINK)  # the atomic switch
+    top = {rel.split("/", 1)[0] for rel in payload}
+    for name in top:
+        link = target / name
+        if not link.is_symlink():
+            if link.is_dir():  # a plain copy from before this layout (a reused run directory)
+                shutil.rmtree(link)
+            link.unlink(missing_ok=True)
+            os.symlink(f"{DATA_LINK}/{name}", link)
+    for entry in target.iterdir():
+        if entry.name.startswith(".."):
+            if entry.name not in (DATA_LINK, version.name) and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)  # an older version
+        elif entry.is_symlink() and entry.name not in top:
+            entry.unlink()  # a key the object no longer has
+    return True
 
 
 def _object_data(obj: JsonDict, *, secret: bool) -> dict[str, bytes]:
@@ -59,17 +118,41 @@ def _object_data(obj: JsonDict, *, secret: bool) -> dict[str, bytes]:
     return data
 
 
-def _source_volume(vol: JsonDict, kind: str, lookup: Lookup, dest: Path) -> Path:
-    src = vol[kind]
+def _source_payload(src: JsonDict, kind: str, lookup: Lookup) -> Payload | None:
+    """A configMap/secret source's files; None when the object is absent."""
     name = src["name"] if kind == "configMap" else src["secretName"]
     obj = lookup(name)
     if obj is None:
-        if src.get("optional"):
-            dest.mkdir(parents=True, exist_ok=True)
-            return dest
-        raise NotReadyYet(f"{kind} {name!r} not found")
-    _write_files(dest, _object_data(obj, secret=kind == "secret"), src)
+        return None
+    return _payload(_object_data(obj, secret=kind == "secret"), src)
+
+
+def _source_volume(vol: JsonDict, kind: str, lookup: Lookup, dest: Path) -> Path:
+    src = vol[kind]
+    payload = _source_payload(src, kind, lookup)
+    if payload is None:
+        if not src.get("optional"):
+            raise NotReadyYet(f"{kind} {src.get('name') or src.get('secretName')!r} not found")
+        payload = {}
+    write_atomic(dest, payload)
     return dest
+
+
+def refresh(
+    pod: JsonDict, dirs: dict[str, Path], *, config_maps: Lookup, secrets: Lookup
+) -> list[str]:
+    """Swap in the current content of a running pod's configMap/secret volumes; the names of
+    the volumes that changed. An object that is gone now keeps its last content."""
+    changed = []
+    lookups = {"configMap": config_maps, "secret": secrets}
+    for vol in pod.get("spec", {}).get("volumes", []):
+        kind = next((k for k in lookups if k in vol), None)
+        if kind is None or vol["name"] not in dirs:
+            continue
+        payload = _source_payload(vol[kind], kind, lookups[kind])
+        if payload is not None and write_atomic(dirs[vol["name"]], payload):
+            changed.append(vol["name"])
+    return changed
 
 
 def _projected(
@@ -78,13 +161,13 @@ def _projected(
     """Write every source of a projected volume into `dest` (one directory, like the kubelet)."""
     projected = vol["projected"]
     mode = int(projected.get("defaultMode", 0o644))
-    dest.mkdir(parents=True, exist_ok=True)
+    payload: Payload = {}
     for src in projected.get("sources", []):
         if "serviceAccountToken" in src:
             sat = src["serviceAccountToken"]
             items = [{"key": "token", "path": sat["path"]}]
             data = {"token": token(pod, sat).encode()}
-            _write_files(dest, data, {"defaultMode": mode, "items": items})
+            payload.update(_payload(data, {"defaultMode": mode, "items": items}))
         elif "downwardAPI" in src:
             data, chosen = {}, []
             for item in src["downwardAPI"].get("items", []):
@@ -92,15 +175,19 @@ def _projected(
                     raise UnsupportedSpec(f"downwardAPI item {item['path']!r}: only fieldRef")
                 data[item["path"]] = field_ref(pod, item["fieldRef"]["fieldPath"]).encode()
                 chosen.append({"key": item["path"], "path": item["path"], **_mode(item)})
-            _write_files(dest, data, {"defaultMode": mode, "items": chosen})
+            payload.update(_payload(data, {"defaultMode": mode, "items": chosen}))
         elif "configMap" in src or "secret" in src:
             kind = "configMap" if "configMap" in src else "secret"
             inner = {"defaultMode": mode, **src[kind]}
             if kind == "secret":
                 inner["secretName"] = inner["name"]
-            _source_volume({kind: inner}, kind, lookups[kind], dest)
+            files = _source_payload(inner, kind, lookups[kind])
+            if files is None and not inner.get("optional"):
+                raise NotReadyYet(f"{kind} {inner['name']!r} not found")
+            payload.update(files or {})
         else:
             raise UnsupportedSpec(f"projected source {sorted(src)} not supported")
+    write_atomic(dest, payload)
     return dest
 
 

@@ -40,6 +40,7 @@ class CreateBackupJob:
     image: str
     endpoints: tuple[str, ...]
     auth_secret: str | None = None  # the cluster's spec.auth Secret: the Job uses its credential
+    tls_secret: str | None = None  # the cluster's spec.tls Secret: the Job trusts its ca.crt
 
 
 BackupAction = CreateBackupVolume | CreateBackupJob
@@ -60,12 +61,22 @@ class BackupDecision:
 
 
 def endpoints(cluster: Mapping[str, Any], namespace: str, cluster_domain: str) -> tuple[str, ...]:
-    """Every node URL of the cluster's map (status.replicas nodes, ordinals 0..n-1)."""
+    """Every node URL of the cluster's map (status.replicas nodes, ordinals 0..n-1); https://
+    when the cluster has ``spec.tls`` (its nodes serve nothing else)."""
     name = cluster["metadata"]["name"]
     status = cluster.get("status") or {}
     count = int(status.get("replicas") or (cluster.get("spec") or {}).get("replicas") or 0)
     names = ClusterNames(name, namespace, cluster_domain)
-    return tuple(names.node(o).http_url for o in range(count))
+    urls = tuple(names.node(o).http_url for o in range(count))
+    if _secret_of(cluster, "tls") is None:
+        return urls
+    return tuple("https://" + u.removeprefix("http://") for u in urls)
+
+
+def _secret_of(cluster: Mapping[str, Any], field: str) -> str | None:
+    """``spec.<field>.secretName`` of a KVCluster object; None when unset."""
+    section = (cluster.get("spec") or {}).get(field) or {}
+    return str(section.get("secretName") or "") or None
 
 
 def decide_backup(
@@ -130,13 +141,16 @@ def _before_job(
     # The cluster's node image (the operator's default when its spec names none).
     image = spec.image or str((cluster.get("spec") or {}).get("image") or "") or default_image
     urls = endpoints(cluster, names.namespace, cluster_domain)
-    auth = (cluster.get("spec") or {}).get("auth") or {}
-    secret = str(auth.get("secretName") or "") or None
     msg = f"backing up KVCluster {spec.cluster} ({len(urls)} nodes) with Job {names.job}"
     running = replace(base, phase=BackupPhase.RUNNING, message=msg, started_at=now)
     actions = (
         CreateBackupVolume(),
-        CreateBackupJob(image=image, endpoints=urls, auth_secret=secret),
+        CreateBackupJob(
+            image=image,
+            endpoints=urls,
+            auth_secret=_secret_of(cluster, "auth"),
+            tls_secret=_secret_of(cluster, "tls"),
+        ),
     )
     return BackupDecision(actions, running, Event("BackupStarted", msg))
 

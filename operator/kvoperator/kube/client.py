@@ -118,6 +118,20 @@ class KubernetesApi:
     async def get_secret(self, namespace: str, name: str) -> Obj | None:
         return await self._run(self._get, self._core.read_namespaced_secret, name, namespace)
 
+    async def create_secret(self, obj: Obj) -> bool:
+        def call() -> bool:
+            ns = obj["metadata"]["namespace"]
+            create = self._core.create_namespaced_secret
+            try:
+                create(ns, obj, _request_timeout=self._timeout)  # type: ignore[arg-type]
+            except ApiException as e:
+                if e.status == 409:  # AlreadyExists: kept as it is
+                    return False
+                raise
+            return True
+
+        return await self._run(call)
+
     async def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
         def call() -> list[Obj]:
             res = self._core.list_namespaced_pod(

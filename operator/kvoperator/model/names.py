@@ -65,6 +65,11 @@ class ClusterNames:
         return f"{self.name}-rebalance"
 
     @property
+    def raft_secret(self) -> str:
+        """The Secret holding the Raft password of a ``spec.tls`` cluster (operator-made)."""
+        return f"{self.name}-raft"
+
+    @property
     def labels(self) -> dict[str, str]:
         """The selector labels of the cluster's node pods (and their volumes). ``component``
         keeps the operator's own pods out, whatever its Helm release is called."""

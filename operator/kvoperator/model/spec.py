@@ -70,6 +70,15 @@ class AuthSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSpec:
+    """HTTPS between everyone and the nodes, from a Secret (``kvoperator.model.tls`` says what
+    it holds), and Raft traffic encrypted with an operator-made password. Immutable: a cluster
+    cannot switch TLS on or off while running (HTTP and Raft would split mid-roll)."""
+
+    secret_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class StorageSpec:
     size: str = DEFAULTS["storage.size"]
     storage_class_name: str | None = None
@@ -109,6 +118,8 @@ class ClusterSpec:
     scheduling: SchedulingSpec = SchedulingSpec()
     auth: AuthSpec | None = None
     """None: authentication is off (anyone who reaches a node may do anything)."""
+    tls: TlsSpec | None = None
+    """None: plain HTTP and unencrypted Raft traffic."""
     restore_from: str | None = None
     """Name of the KVClusterBackup to restore at bootstrap (``spec.restoreFrom.backup``)."""
     replacement: ReplacementSpec = ReplacementSpec()
@@ -199,6 +210,7 @@ def parse_spec(raw: Mapping[str, Any] | None, *, default_image: str) -> ClusterS
         paused=paused,
         scheduling=_scheduling(r, r.obj(d, "scheduling", "spec")),
         auth=_auth(r, d),
+        tls=_tls(r, d),
         restore_from=r.str_(r.obj(d, "restoreFrom", "spec"), "backup", "spec.restoreFrom", None),
         replacement=_replacement(r, r.obj(d, "replacement", "spec")),
     )
@@ -239,6 +251,15 @@ def _auth(r: _Reader, d: Mapping[str, Any]) -> AuthSpec | None:
     return AuthSpec(
         secret_name=name or "", metrics=r.enum(raw, "metrics", "spec.auth", AuthMetrics)
     )
+
+
+def _tls(r: _Reader, d: Mapping[str, Any]) -> TlsSpec | None:
+    if d.get("tls") is None:
+        return None
+    name = r.str_(r.obj(d, "tls", "spec"), "secretName", "spec.tls", None)
+    if not name:
+        r.problems.append("spec.tls.secretName: the Secret holding the certificate must be named")
+    return TlsSpec(secret_name=name or "")
 
 
 def parse_duration(text: str) -> float | None:

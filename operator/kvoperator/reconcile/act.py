@@ -78,6 +78,7 @@ async def act(ctx: Context, action: policy.Action) -> None:
                 ctx.kube, ctx.names, ctx.owner, ctx.body,
                 image=ctx.spec.image, pmap=pmap, backup=backup_name,
                 auth_secret=ctx.spec.auth.secret_name if ctx.spec.auth else None,
+                tls_secret=ctx.spec.tls.secret_name if ctx.spec.tls else None,
             )  # fmt: skip
 
 

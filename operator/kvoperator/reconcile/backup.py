@@ -69,11 +69,8 @@ class BackupReconciler:
             match action:
                 case policy.CreateBackupVolume():
                     await self._kube.apply(manifests.backup_volume(spec, names, owner))
-                case policy.CreateBackupJob(image=image, endpoints=urls, auth_secret=secret):
-                    job_obj = manifests.backup_job(
-                        names, owner, image=image, endpoints=urls, auth_secret=secret
-                    )
-                    await self._kube.apply(job_obj)
+                case policy.CreateBackupJob() as job_action:
+                    await self._kube.apply(_backup_job(names, owner, job_action))
         status = d.status.to_dict()
         if any(previous.get(k) != v for k, v in status.items()):
             await self._kube.patch_backup_status(namespace, name, status)
@@ -83,6 +80,15 @@ class BackupReconciler:
                 body, reason=ev.reason, message=ev.message, warning=ev.warning
             )
         return d.status.phase.value not in _TERMINAL
+
+
+def _backup_job(
+    names: b.BackupNames, owner: manifests.Owner, action: policy.CreateBackupJob
+) -> Obj:
+    return manifests.backup_job(
+        names, owner, image=action.image, endpoints=action.endpoints,
+        auth_secret=action.auth_secret, tls_secret=action.tls_secret,
+    )  # fmt: skip
 
 
 async def run_restore(
@@ -95,6 +101,7 @@ async def run_restore(
     pmap: PartitionMap,
     backup: str,
     auth_secret: str | None = None,
+    tls_secret: str | None = None,
 ) -> None:
     """Start (once) and watch the restore Job of a bootstrapping cluster. Events: one per
     outcome (``RestoreWaiting``, ``RestoreRefused``, ``RestoreStarted``, ``RestoreFailed``,
@@ -121,6 +128,7 @@ async def run_restore(
         job = manifests.restore_job(
             names, owner, image=image, claim=str(status["volumeClaim"]),
             pmap_json=json.dumps(pmap.to_dict(), separators=(",", ":")), auth_secret=auth_secret,
+            tls_secret=tls_secret,
         )  # fmt: skip
         await kube.apply(job)
         msg = (

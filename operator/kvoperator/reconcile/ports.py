@@ -43,7 +43,13 @@ class KubeApi(Protocol):
 
     async def get_secret(self, namespace: str, name: str) -> Obj | None:
         """The Secret (values base64 as the API returns them); None if it does not exist.
-        Only the one ``spec.auth`` names is ever read, and its values are never logged."""
+        Only the ones ``spec.auth`` and ``spec.tls`` name and the operator's own Raft Secret
+        are ever read, and their values are never logged."""
+        ...
+
+    async def create_secret(self, obj: Obj) -> bool:
+        """Create the Secret ``obj``; False when one of that name already exists (it is left
+        as it is: never overwritten)."""
         ...
 
     async def list_pvcs(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]: ...
@@ -101,6 +107,12 @@ class NodeApi(Protocol):
     def use_credential(self, domain: str, token: str | None) -> None:
         """Send ``token`` as the bearer token on every call (admin calls included) to nodes
         whose host ends with ``.domain`` (one cluster's headless-Service domain); None: none."""
+        ...
+
+    def use_tls(self, domain: str, ca_pem: bytes | None) -> None:
+        """Call nodes whose host ends with ``.domain`` over HTTPS, verifying their certificate
+        (and host name) against the CA bundle ``ca_pem``; None: plain HTTP. Raises
+        ``ssl.SSLError`` when the bundle is unusable."""
         ...
 
     async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:

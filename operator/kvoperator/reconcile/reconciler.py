@@ -21,11 +21,11 @@ from kvnode.rebalance import executor
 from kvoperator import decide as policy
 from kvoperator import manifests
 from kvoperator.metrics import OperatorMetrics
-from kvoperator.model import auth as model_auth
 from kvoperator.model.names import ClusterNames
 from kvoperator.model.spec import ClusterSpec, SpecError, parse_spec
 from kvoperator.model.status import Condition, Phase, merge_conditions
 from kvoperator.reconcile import act as acting
+from kvoperator.reconcile.access import NodeAccess
 from kvoperator.reconcile.observe import StateUnreadable, observe
 from kvoperator.reconcile.ports import KubeApi, NodeApi
 from kvoperator.reconcile.runtime import RebalanceRunner
@@ -68,7 +68,7 @@ class Reconciler:
         self._runner: RebalanceRunner | None = None
         self._runner_uid: str | None = None
         self._body: Obj = {}
-        self._credential_domain: str | None = None  # set while the nodes get our credential
+        self._access = NodeAccess(kube, nodes, namespace)
         s = settings
         self._options = rebalance_options or executor.Options(
             max_concurrent=s.rebalance_concurrency, step_timeout_s=s.rebalance_step_timeout_s
@@ -105,27 +105,7 @@ class Reconciler:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.stop()
-        if self._credential_domain is not None:
-            self._nodes.use_credential(self._credential_domain, None)
-            self._credential_domain = None
-
-    async def _use_credential(self, names: ClusterNames, spec: ClusterSpec) -> str | None:
-        """Give the node client this cluster's credential from the ``spec.auth`` Secret (read
-        every pass, so a rotated credential is used from the next pass on). Returns what is
-        wrong with the Secret (never a value from it), None when all is well."""
-        if spec.auth is None:
-            if self._credential_domain is not None:
-                self._nodes.use_credential(self._credential_domain, None)
-                self._credential_domain = None
-            return None
-        name = spec.auth.secret_name
-        try:
-            token = model_auth.cluster_token(await self._kube.get_secret(self._ns, name), name=name)
-        except ValueError as e:
-            return f"spec.auth: {e}"
-        self._nodes.use_credential(names.node_domain, token)
-        self._credential_domain = names.node_domain
-        return None
+        self._access.forget()
 
     async def safe_pass(self) -> bool:
         """One pass; an exception is logged and counted (the next pass retries)."""
@@ -172,9 +152,9 @@ class Reconciler:
             self._metrics.reconciles.labels(self._ns, self._name, "invalid_spec").inc()
             await self._blocked(body, names, generation, "InvalidSpec", str(e))
             return False
-        problem = await self._use_credential(names, spec)
+        problem = await self._access.update(names, spec, owner, body)
         if problem is not None:
-            await self._blocked(body, names, generation, "AuthSecretUnusable", problem)
+            await self._blocked(body, names, generation, problem.reason, problem.message)
             return True
         try:
             seen = await observe(

@@ -9,6 +9,7 @@ real executor runs against it.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -78,6 +79,19 @@ class FakeKube:
 
     async def get_secret(self, namespace: str, name: str) -> Obj | None:
         return copy.deepcopy(self.objects.get(("Secret", namespace, name)))
+
+    async def create_secret(self, obj: Obj) -> bool:
+        """As the API server: ``stringData`` is stored base64 in ``data``; never overwrites."""
+        meta = obj["metadata"]
+        key = ("Secret", meta["namespace"], meta["name"])
+        if key in self.objects:
+            return False
+        stored = copy.deepcopy(obj)
+        strings = stored.pop("stringData", {})
+        data = stored.setdefault("data", {})
+        data.update({k: base64.b64encode(v.encode()).decode() for k, v in strings.items()})
+        self.objects[key] = stored
+        return True
 
     def names(self, kind: str) -> list[str]:
         return sorted(k[2] for k in self.objects if k[0] == kind)
@@ -227,6 +241,7 @@ class FakeNodes:
         self.installs = 0
         self.deaf: set[str] = set()  # pods running whose node does not answer (yet)
         self.credentials: dict[str, str] = {}  # use_credential: domain -> token
+        self.tls: dict[str, bytes] = {}  # use_tls: domain -> CA bundle
         self.lost: dict[str, set[int]] = {}  # partitions a node says it needs reseeded
         self.drained: dict[str, bool] = {}
         self._admin = _Admin(self)
@@ -285,6 +300,12 @@ class FakeNodes:
             self.credentials.pop(domain, None)
         else:
             self.credentials[domain] = token
+
+    def use_tls(self, domain: str, ca_pem: bytes | None) -> None:
+        if ca_pem is None:
+            self.tls.pop(domain, None)
+        else:
+            self.tls[domain] = ca_pem
 
     async def hosted(self, node: NodeInfo) -> tuple[int, ...] | None:
         if self.cluster is None:

@@ -62,6 +62,7 @@ def test_every_model_default_is_the_schema_default(version: dict[str, Any], key:
         "scheduling.affinity",
         "scheduling.tolerations",
         "scheduling.topologySpreadConstraints",
+        "tls.secretName",
     ],
 )
 def test_fields_without_default_exist(version: dict[str, Any], key: str) -> None:
@@ -98,8 +99,12 @@ def rules(node: dict[str, Any]) -> list[str]:
 
 
 def test_cel_rules(version: dict[str, Any]) -> None:
-    (replicas_rule,) = rules(spec_schema(version))
+    replicas_rule, tls_rule = rules(spec_schema(version))
     assert replicas_rule.endswith("|| self.replicas >= self.replicationFactor")
+    # A transition rule on spec (tls may be absent on either side, so not on spec.tls itself).
+    assert tls_rule == (
+        "has(self.tls) == has(oldSelf.tls) && (!has(self.tls) || self.tls == oldSelf.tls)"
+    )
     assert rules(field(version, "partitions")) == ["self == oldSelf"]
     assert rules(field(version, "replicationFactor")) == ["self == oldSelf"]
     assert rules(field(version, "storage.size")) == ["self == oldSelf"]
@@ -130,3 +135,13 @@ def test_status_schema_holds_what_the_operator_writes(version: dict[str, Any]) -
     assert {"partitionsMoved", "partitionsTotal", "bytesMoved", "etaSeconds"} <= rebalance
     cond = status["conditions"]["items"]["properties"]
     assert {"type", "status", "reason", "message", "observedGeneration"} <= set(cond)
+
+
+def test_tls_describes_the_secret_and_the_sans_it_needs(version: dict[str, Any]) -> None:
+    tls = field(version, "tls")
+    assert tls["required"] == ["secretName"]
+    text = field(version, "tls.secretName")["description"]
+    for needed in ("tls.crt", "tls.key", "ca.crt", "*.<cluster>-peers.<namespace>.svc",
+                   "<cluster>.<namespace>.svc", "serverAuth"):  # fmt: skip
+        assert needed in text
+    assert "Immutable" in tls["description"]
