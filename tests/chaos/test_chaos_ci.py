@@ -96,15 +96,28 @@ def test_full_disk_on_one_node_loses_nothing(tmp_path: Path) -> None:
     assert any(n.startswith("disk filled") for n in result["notes"]), result["notes"]
 
 
-@pytest.mark.timeout(100)
+@pytest.mark.timeout(300)
 def test_the_checker_catches_stale_reads_in_a_real_history(tmp_path: Path) -> None:
     """Self-test of the whole pipeline: eventual reads checked as if they were strong. A
     follower serves them from its own state, which may lag the leader's commits (and a
     restarted follower lags more), so the stale reads eventual consistency allows must be
-    reported as linearizability violations — and the run must fail, keeping its history."""
+    reported as linearizability violations — and the run must fail, keeping its history.
+
+    Whether a stale read happens is up to timing: on a machine loaded enough that the run
+    barely makes progress during its fault, one run saw none. So up to three seeds are tried;
+    the first run that has violations is checked."""
     extra = ("--eventual-as-strong",)
-    result = run_chaos(tmp_path, "kill-follower", duration=12, seed=2, timeout=90, extra=extra)
-    assert result["violations"], result
+    results = []
+    for seed in (2, 11, 23):
+        run_dir = tmp_path / f"seed{seed}"
+        run_dir.mkdir()
+        result = run_chaos(
+            run_dir, "kill-follower", duration=12, seed=seed, timeout=90, extra=extra
+        )
+        results.append(result)
+        if result["violations"]:
+            break
+    assert result["violations"], results
     assert all(v.startswith("no linearization of key") for v in result["violations"])
     assert result["kept"] is not None
     assert (Path(result["kept"]) / "history.json").exists()

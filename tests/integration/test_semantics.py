@@ -27,7 +27,13 @@ async def _increment(c: Client, key: str) -> int:
 
 async def test_concurrent_cas_increments_are_exact(cluster) -> None:
     workers, per_worker = 8, 15
-    clients = [Client([ep], direct=i % 2 == 0) for i, ep in enumerate(cluster.endpoints * 3)]
+    # Generous deadlines: this checks CAS exactness, not latency. With the default 2 s per
+    # attempt a write delayed on a loaded machine ends UnknownOutcome, and an increment whose
+    # outcome is unknown cannot be counted either way.
+    clients = [
+        Client([ep], direct=i % 2 == 0, timeout=30.0, attempt_timeout=10.0)
+        for i, ep in enumerate(cluster.endpoints * 3)
+    ]
     try:
         await asyncio.gather(
             *(
