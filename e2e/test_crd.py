@@ -37,7 +37,9 @@ def crd(cluster: LocalCluster) -> Iterator[None]:
         timeout=70,
     )  # fmt: skip
     yield
-    cluster.kubectl("delete", "-f", str(CRD), "--wait=false", check=False)
+    # Wait until it is gone: the next module installs it again, and the API server refuses
+    # objects of a CRD that is still terminating.
+    cluster.kubectl("delete", "-f", str(CRD), "--wait=true", "--timeout=90s", timeout=100)
 
 
 def kvc(name: str, **spec: Any) -> str:
