@@ -299,6 +299,12 @@ class Client:
         avoid: str | None = None
         while deadline > time.monotonic():
             url, headers = await self._target(call, deadline=deadline, avoid=avoid)
+            # Only the next attempt skips a node that gave no answer; after that, the suspicion
+            # (``Routing.suspect``, a few seconds) decides. An operation-long ``avoid`` ignored
+            # every later hint naming that node, even once it answered again: a pod recreated
+            # under its old name and elected leader was never asked, and the operation ran out
+            # its deadline on "not leader" answers from the other replicas.
+            avoid = None
             budget = attempt_budget(deadline - time.monotonic(), self._attempt_timeout)
             if budget <= 0:
                 break

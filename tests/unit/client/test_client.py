@@ -212,6 +212,25 @@ async def test_after_a_node_gave_no_answer_the_next_writes_wait_for_a_new_leader
     assert [s.body for s in new.data_requests()] == [{"value": "v2"}]
 
 
+async def test_a_node_that_gave_no_answer_is_asked_again_once_no_longer_suspected(
+    cluster: Cluster,
+) -> None:
+    """A leader that gave no answer once (a pod being recreated under the same name) and is
+    leader again: once its suspicion lapses, the hints naming it are followed again within the
+    same operation, instead of the other replicas' "not leader" answers until the deadline."""
+    leader = cluster.leader_of("k")
+    leader.script.append(HANG)
+    follower = cluster.node(next(n for n in replicas_of(cluster, "k") if n != leader.node_id))
+    hint = {"code": "not_leader", "message": "no", "leader": leader.node_id}
+    follower.script.extend([(421, hint)] * 200)
+    async with Client([follower.url], timeout=8, attempt_timeout=0.3) as c:
+        started = time.monotonic()
+        assert await c.get("k") is not None
+        took = time.monotonic() - started
+    assert len(leader.data_requests()) == 2, [n for n, _ in cluster.all_data_requests()]
+    assert took < 5, took  # the suspicion (2 s) and a backoff, not the 8 s deadline
+
+
 async def test_attempt_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="attempt_timeout"):
         Client(["http://a"], attempt_timeout=0)
