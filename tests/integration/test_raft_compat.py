@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from kvnode.raft import compat
 
 from tests.integration.raft_trio import FAST, Trio, until
 
@@ -183,6 +184,46 @@ async def test_leadership_transfer_is_honoured_despite_stickiness(trio: Trio) ->
             continue
     assert trio.leaders(P) == [target]
     assert trio.term(target, P) == term + 1
+
+
+async def test_a_candidate_ahead_in_term_but_behind_in_log_does_not_stall_the_group(
+    trio: Trio,
+) -> None:
+    """Seen in e2e (a pod deleted while it led a partition): the leader handed leadership to a
+    follower (TimeoutNow: it campaigns at T+1 without a pre-vote), appended one more entry on
+    the other follower only, and died; the vote request never reached that other follower.
+    Left: a candidate at T+1 whose log is behind, and a follower at T, still naming the dead
+    leader, whose log is ahead. The candidate refused the follower's pre-votes at T+1 ("not
+    past my term") and the follower refused the candidate's (log behind): no leader, for
+    minutes. A pre-vote refusal now carries the responder's term and the follower adopts it,
+    so its next pre-vote (T+2) is granted and it is elected with every committed entry."""
+    li = await trio.leader(P)
+    ahead, behind = (i for i in range(3) if i != li)
+    await trio.put_many(P, 20, prefix="a")
+    await trio.converged(P, [0, 1, 2])
+    await trio.cut(li, behind, P)
+    await trio.put_many(P, 20, prefix="b")  # committed by the leader and `ahead` only
+    term = trio.term(li, P)
+    await trio.stop(li)
+
+    candidate = trio.replica(behind, P)
+
+    def campaigned_unheard() -> None:
+        # the state a TimeoutNow campaign leaves when its vote request is lost
+        candidate._SyncObj__setCurrentTerm(term + 1, str(candidate._SyncObj__selfNode.id))
+        candidate._SyncObj__setState(compat._RAFT_STATE.CANDIDATE)
+        candidate._SyncObj__raftLeader = None
+
+    await asyncio.to_thread(trio.on, behind, campaigned_unheard)
+    follower = trio.replica(ahead, P)
+    elected = await until(
+        lambda: trio.leaders(P), timeout=60, what="a leader after the unheard campaign"
+    )
+    assert elected == [ahead]  # the only one whose log holds every committed entry
+    assert follower.terms_adopted_from_prevote >= 1
+    assert trio.term(ahead, P) >= term + 2
+    await trio.put_many(P, 5, prefix="c")
+    await trio.converged(P, [ahead, behind])
 
 
 async def test_a_one_voter_group_still_elects_itself(tmp_path) -> None:

@@ -105,7 +105,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "attr",
         "_onTick doTick forceLogCompaction _SyncObj__onMessageReceived "
         "_SyncObj__sendNextNodeIdx _SyncObj__getCurrentLogIndex _SyncObj__getCurrentLogTerm "
-        "_SyncObj__getEntries _SyncObj__connectedToAnyone _SyncObj__generateRaftTimeout",
+        "_SyncObj__getEntries _SyncObj__connectedToAnyone _SyncObj__generateRaftTimeout "
+        "_SyncObj__setCurrentTerm _SyncObj__setState",
     ),
     *_req(
         "SyncObj",
@@ -113,7 +114,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "_SyncObj__recvTransmission _SyncObj__otherNodes _SyncObj__selfNode "
         "_SyncObj__raftElectionDeadline _SyncObj__transferInProgress _SyncObj__raftState "
         "_SyncObj__raftCurrentTerm _SyncObj__transport _SyncObj__raftNextIndex "
-        "_SyncObj__raftCommitIndex",
+        "_SyncObj__raftCommitIndex _SyncObj__raftLeader",
     ),
     *_req("TCPTransport", "attr", "send _shouldConnect ready"),
     *_req("TCPTransport", "code", "_preventConnectNodes _connections"),
@@ -352,6 +353,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         self._prevote_round: prevote.Round | None = None
         self._prevote_won_at_term: int | None = None
         self.prevote_rounds = 0  # rounds started (observability and tests)
+        self.terms_adopted_from_prevote = 0  # refusals that carried a higher term (ditto)
         self.read_index = readindex.ReadIndexer(self, resend_s=conf.appendEntriesPeriod)
         self._peer_group_commit: dict[str, float] = {}  # peer -> when it last confirmed
         self._features_asked_at = float("-inf")
@@ -440,11 +442,31 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             since_leader_contact_s=_clock() - self._leader_contact_at,
             min_election_timeout_s=self.conf.raftMinTimeout,
         )
-        self._SyncObj__transport.send(
-            node, {"type": "pre_vote_response", "term": message["term"], "granted": granted}
-        )
+        answer = {
+            "type": "pre_vote_response",
+            "term": message["term"],
+            "granted": granted,
+            "current_term": int(self._SyncObj__raftCurrentTerm),  # see prevote.term_to_adopt
+        }
+        self._SyncObj__transport.send(node, answer)
 
     def _count_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        responder_term = message.get("current_term")
+        higher = prevote.term_to_adopt(
+            granted=bool(message.get("granted")),
+            responder_term=responder_term if isinstance(responder_term, int) else None,
+            my_term=int(self._SyncObj__raftCurrentTerm),
+            i_am_leader=self._SyncObj__raftState == _RAFT_STATE.LEADER,
+        )
+        if higher is not None:
+            # What PySyncObj does on any message of a higher term (a vote request): follower at
+            # that term, no vote cast, no leader known.
+            self._prevote_round = None
+            self._SyncObj__setCurrentTerm(higher, None)
+            self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+            self._SyncObj__raftLeader = None
+            self.terms_adopted_from_prevote += 1
+            return
         current = self._prevote_round
         if (
             current is None

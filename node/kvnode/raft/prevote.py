@@ -51,6 +51,24 @@ def grant(
     return candidate_log.at_least(my_log)
 
 
+def term_to_adopt(
+    *, granted: bool, responder_term: int | None, my_term: int, i_am_leader: bool
+) -> int | None:
+    """After a pre-vote answer: the higher term to step down to as a follower, or None.
+
+    A refusal from a server already past our term carries that term (etcd's rule: a pre-vote
+    is refused with the responder's term, and a pre-candidate that sees a higher term in a
+    refusal becomes a follower at it). Without it a group can stall for good: a candidate that
+    campaigned at T+1 (a leadership transfer bypasses pre-vote) with a log shorter than a peer's
+    whose vote request that peer never received refuses every pre-vote at T+1 ("not past my
+    term"), while the peer, still at T, refuses its pre-votes (its log is behind) and never
+    learns of T+1: neither can win. Adopting T+1 lets the peer ask next at T+2, which the
+    candidate grants. Answers without a term (older releases) change nothing."""
+    if granted or i_am_leader or responder_term is None or responder_term <= my_term:
+        return None
+    return responder_term
+
+
 @dataclass(frozen=True, slots=True)
 class Round:
     """One pre-vote round of a would-be candidate."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvnode.raft.prevote import LogPosition, Round, grant
+from kvnode.raft.prevote import LogPosition, Round, grant, term_to_adopt
 
 BASE = dict(
     prospective_term=6,
@@ -47,3 +47,13 @@ def test_round_needs_a_strict_majority() -> None:
     assert not r.won  # the same voter twice counts once
     assert r.with_grant("c").won
     assert Round.start(current_term=0, self_id="a", voters=1).won
+
+
+def test_a_refusal_from_a_server_past_our_term_is_adopted() -> None:
+    args = dict(granted=False, responder_term=3, my_term=2, i_am_leader=False)
+    assert term_to_adopt(**args) == 3  # type: ignore[arg-type]
+    assert term_to_adopt(**{**args, "granted": True}) is None  # type: ignore[arg-type]
+    assert term_to_adopt(**{**args, "responder_term": 2}) is None  # type: ignore[arg-type]
+    assert term_to_adopt(**{**args, "responder_term": 1}) is None  # type: ignore[arg-type]
+    assert term_to_adopt(**{**args, "responder_term": None}) is None  # type: ignore[arg-type]
+    assert term_to_adopt(**{**args, "i_am_leader": True}) is None  # type: ignore[arg-type]
