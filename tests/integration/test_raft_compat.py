@@ -119,6 +119,12 @@ async def test_healed_follower_does_not_depose_the_leader(trio: Trio) -> None:
     )
     assert trio.leaders(P) == [li]
     assert [trio.term(i, P) for i in range(3)] == [term] * 3
+    # it does not hear the leader: it names none (readiness and QuorumLost rely on that)
+    await until(
+        lambda: (s := trio.gm(fi).status(P)) is not None and s.leader_addr is None,
+        timeout=10,
+        what="the cut-off follower naming no leader",
+    )
 
     await trio.heal(li, fi, P)
     leader_addr = trio.addr(li, P)

@@ -414,6 +414,11 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         others = list(self._SyncObj__otherNodes)
         if not others:
             return  # a one-voter group: its own vote is the majority
+        # No append-entries for an election timeout: stop naming a leader (PySyncObj clears it
+        # when it campaigns, which pre-vote now defers). Otherwise /readyz, the status and the
+        # operator's QuorumLost check kept reporting a dead leader for as long as no pre-vote
+        # was won; an append-entries from a live leader sets it again.
+        self._SyncObj__raftLeader = None
         self._prevote_round = prevote.Round.start(
             current_term=term, self_id=str(self._SyncObj__selfNode.id), voters=len(others) + 1
         )
