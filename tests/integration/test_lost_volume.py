@@ -19,7 +19,8 @@ import pytest
 from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.rebalance.http_admin import HttpNodeAdmin
 
-from tests.support.clusters import eventually
+from tests.support.clusters import eventually, partition_leader
+from tests.support.clusters import on_leader as on_partition_leader
 
 pytestmark = pytest.mark.integration
 
@@ -124,26 +125,10 @@ async def repair(
     """Remove the old voter, seed and add a fresh one, wait for catch-up, compare digests."""
 
     async def leader_id() -> str | None:
-        for n in pmap.nodes:
-            if n.node_id != node_id:
-                st = await admin.replica_state(n, p)
-                if st.leader_id and st.leader_id != node_id:
-                    return st.leader_id
-        return None
+        return await partition_leader(admin, pmap, p, besides=node_id)
 
     async def on_leader(call: Callable[[NodeInfo], Awaitable[Any]], what: str) -> Any:
-        """``call(leader)`` on whoever leads ``p`` now: leadership may move between two admin
-        calls (an election on a busy machine, housekeeping's hand-off to the preferred
-        replica), and every call below is idempotent, so NotLeader means "ask again"."""
-
-        async def attempt() -> Any:
-            lid = await leader_id()
-            if lid is None:
-                return None
-            result = await call(pmap.node(lid))
-            return (result,)
-
-        return (await eventually(attempt, timeout=30, what=f"{what} on the leader of {p}"))[0]
+        return await on_partition_leader(admin, pmap, p, call, what, besides=node_id)
 
     await on_leader(lambda leader: admin.remove_member(leader, p, node_id), "remove")
     lid = await eventually(leader_id, timeout=30, what=f"a leader of {p} other than {node_id}")

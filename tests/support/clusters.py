@@ -18,7 +18,9 @@ from typing import Any
 
 from kvnode.client import Client
 from kvnode.core import errors
+from kvnode.core.model import NodeInfo, PartitionMap
 from kvnode.local import LocalCluster
+from kvnode.rebalance.http_admin import HttpNodeAdmin
 
 from tests.support.addresses import Claim, claim_address
 
@@ -139,3 +141,39 @@ async def eventually(
             last = exc
         await asyncio.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout}s; last: {last!r}")
+
+
+async def partition_leader(
+    admin: HttpNodeAdmin, pmap: PartitionMap, p: int, *, besides: str | None = None
+) -> str | None:
+    """The leader of partition ``p`` as its replicas see it now (not ``besides``), or None."""
+    for n in pmap.nodes:
+        if n.node_id != besides:
+            st = await admin.replica_state(n, p)
+            if st.leader_id and st.leader_id != besides:
+                return st.leader_id
+    return None
+
+
+async def on_leader(
+    admin: HttpNodeAdmin,
+    pmap: PartitionMap,
+    p: int,
+    call: Callable[[NodeInfo], Awaitable[Any]],
+    what: str,
+    *,
+    besides: str | None = None,
+    timeout: float = 30.0,
+) -> Any:
+    """``call(leader)`` on whoever leads ``p`` now. Leadership may move between two admin calls
+    (an election on a busy machine, housekeeping's hand-off to the preferred replica right after
+    a map or membership change), so the call must be idempotent: a NotLeader (any KvError)
+    means "find the leader and ask again", within ``timeout``."""
+
+    async def attempt() -> tuple[Any] | None:
+        lid = await partition_leader(admin, pmap, p, besides=besides)
+        if lid is None:
+            return None
+        return (await call(pmap.node(lid)),)
+
+    return (await eventually(attempt, timeout=timeout, what=f"{what} on the leader of {p}"))[0]
