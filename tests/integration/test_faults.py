@@ -137,11 +137,17 @@ async def test_restarted_node_catches_up_on_missed_writes(cluster) -> None:
     cluster.cluster.stop_node(victim)
     survivors = cluster.cluster.node_ids[:2]
     await cluster.wait_ready(nodes=survivors, timeout=30)
-    async with cluster.client(timeout=15.0) as c:
+    # No fault while writing, so each attempt may take long (a loaded machine): with the
+    # default 2 s cap a slow write ended UnknownOutcome, one in 400 in a busy-machine run.
+    async with cluster.client(timeout=30.0, attempt_timeout=15.0) as c:
         load = WriteLoad(c, prefix="missed", workers=4)
         await load.run(max_ops=100)
-    assert len(load.acked) == 400
-    assert not load.unknown
+    assert not load.failed, load.failed[:10]
+    assert len(load.acked) + len(load.unknown) == 400
+    # Only a write in flight while the stopped node's leaderships moved (its hand-off, then
+    # housekeeping's hand-back to the preferred replica) may be undecided; verified below.
+    assert len(load.unknown) <= 4, sorted(load.unknown)[:10]
     cluster.cluster.start_node(victim)
     await cluster.wait_ready(timeout=60)
     await assert_replicas_converge(cluster, victim, load)
+    await verify(cluster, load)
