@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from kvnode.client import BatchOp, Client
+from kvnode.client.client import ATTEMPT_TIMEOUT_S
 from kvnode.core import errors
 
 log = logging.getLogger("kvload")
 TIMEOUT_S = 10.0
 BATCH = 100
+FILL_BATCH_DEADLINE_S = 120.0
+RESENDABLE = (errors.Unavailable, errors.UnknownOutcome, errors.Overloaded, errors.NotLeader)
 
 
 def key_name(i: int) -> str:
@@ -55,11 +58,23 @@ async def fill(
                 )
                 for i in chunk
             ]
-            try:
-                result = await client.batch(ops)
-                result.raise_for_error()
-            except errors.KvError as exc:
-                failures.append(f"{chunk.start}: {type(exc).__name__}: {exc}")
+            deadline = time.monotonic() + FILL_BATCH_DEADLINE_S
+            while True:
+                try:
+                    result = await client.batch(ops)
+                    result.raise_for_error()
+                    return
+                except RESENDABLE as exc:
+                    # Fixed values: sending a batch again whose outcome is unknown, or that met
+                    # an election, writes the same values (a busy machine saw both in a fill).
+                    if time.monotonic() >= deadline:
+                        failures.append(f"{chunk.start}: {type(exc).__name__}: {exc}")
+                        return
+                    log.warning("fill batch at %d: %s; sending it again", chunk.start, exc)
+                    await asyncio.sleep(0.5)
+                except errors.KvError as exc:
+                    failures.append(f"{chunk.start}: {type(exc).__name__}: {exc}")
+                    return
 
     started = time.monotonic()
     await asyncio.gather(*(one(c) for c in chunks))
@@ -154,7 +169,12 @@ async def verify(client: Client, expected: dict[str, list[str]]) -> dict[str, An
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    async with Client([args.url], timeout=TIMEOUT_S, direct=args.direct) as client:
+    # fill and verify run while no fault is injected: an attempt may take the whole deadline
+    # (a loaded machine), instead of the default cap meant to fail over from a dead node
+    attempt = TIMEOUT_S if args.command in ("fill", "verify") else ATTEMPT_TIMEOUT_S
+    async with Client(
+        [args.url], timeout=TIMEOUT_S, direct=args.direct, attempt_timeout=attempt
+    ) as client:
         if args.command == "fill":
             return await fill(client, args.keys, prefix=args.prefix, value_size=args.value_size)
         if args.command == "run":
