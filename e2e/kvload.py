@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from kvnode.client import BatchOp, Client
-from kvnode.client.client import ATTEMPT_TIMEOUT_S
 from kvnode.core import errors
 
 log = logging.getLogger("kvload")
@@ -171,10 +170,8 @@ async def verify(client: Client, expected: dict[str, list[str]]) -> dict[str, An
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     # fill and verify run while no fault is injected: an attempt may take the whole deadline
     # (a loaded machine), instead of the default cap meant to fail over from a dead node
-    attempt = TIMEOUT_S if args.command in ("fill", "verify") else ATTEMPT_TIMEOUT_S
-    async with Client(
-        [args.url], timeout=TIMEOUT_S, direct=args.direct, attempt_timeout=attempt
-    ) as client:
+    calm = {"attempt_timeout": TIMEOUT_S} if args.command in ("fill", "verify") else {}
+    async with Client([args.url], timeout=TIMEOUT_S, direct=args.direct, **calm) as client:
         if args.command == "fill":
             return await fill(client, args.keys, prefix=args.prefix, value_size=args.value_size)
         if args.command == "run":
