@@ -63,6 +63,11 @@ class NodeSettings:
     """Upper bound of the randomised election timeout."""
     leader_fallback_s: float = 2.0
     """A leader that hears from no majority for this long steps down."""
+    quiesce_idle_s: float = 2.0
+    """A partition whose log has not moved for this long, fully replicated and applied on every
+    replica, stops heartbeating: one beacon per node pair keeps its followers asleep, and any
+    write, read barrier or silence of the leader's node wakes it (node/DESIGN.md, "Idle
+    partitions"). 0 turns quiescing off."""
     ticker_stall_s: float = 10.0
     """/healthz fails (503) when the shared Raft ticker thread has not ticked for this long, so a
     liveness probe restarts a stuck node. Several election timeouts: a tick delayed by load must
@@ -189,6 +194,8 @@ class NodeSettings:
             raise ValueError(f"{PREFIX}TLS_RELOAD_S must be positive")
         if self.election_min_s <= 3 * self.heartbeat_s:
             raise ValueError("election_min_s must exceed 3 x heartbeat_s")
+        if self.quiesce_idle_s < 0:
+            raise ValueError(f"{PREFIX}QUIESCE_IDLE_S must be >= 0 (0: never quiesce)")
         if self.election_max_s <= self.election_min_s:
             raise ValueError("election_max_s must exceed election_min_s")
         if min(self.watch_history_entries, self.watch_history_bytes, self.watch_buffer_bytes) < 1:

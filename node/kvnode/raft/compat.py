@@ -50,7 +50,7 @@ from pysyncobj import tcp_connection as pso_tcp_connection
 from pysyncobj import transport as pso_transport
 from pysyncobj import version as pso_version
 
-from kvnode.raft import appendfix, prevote, readindex
+from kvnode.raft import appendfix, prevote, quiesce, readindex
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,15 @@ REQUIRED_VERSION = "0.3.17"
 # (``FEATURES_ASK``, ignored by PySyncObj and by older ringkv releases) and uses a feature only
 # once every peer confirmed it (``FEATURES``).
 FEATURE_GROUP_COMMIT = "group_commit"
+FEATURE_QUIESCE = quiesce.FEATURE
 FEATURES_ASK = "rkv_features_ask"
 FEATURES = "rkv_features"
 _FEATURE_ASK_EVERY_S = 0.5
 _FEATURE_VALID_S = 5.0  # a confirmation is trusted this long; asked again before it lapses
+# Messages a quiesced group handles without waking (see CompatSyncObj.__onMessageReceived).
+_ANSWERED_ASLEEP = frozenset(
+    {quiesce.BEACON, readindex.PROBE, readindex.ACK, FEATURES_ASK, FEATURES}
+)
 
 
 class PySyncObjIncompatible(ImportError):
@@ -89,7 +94,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *_req("pysyncobj.syncobj", "attr", "createPoller createJournal getEncryptor _RAFT_STATE"),
     *_req("TcpConnection", "code", "encrypt_at_time extract_timestamp decrypt"),
     *_req("pysyncobj.journal", "attr", "FileJournal"),
-    *_req("pysyncobj.poller", "attr", "Poller PollPoller POLL_EVENT_TYPE"),
+    *_req("pysyncobj.poller", "attr", "Poller POLL_EVENT_TYPE"),
     *_req("pysyncobj.config", "attr", "SERIALIZER_STATE"),
     *_req("pysyncobj.pickle", "attr", "loads"),
     *_req("pysyncobj.monotonic", "attr", "monotonic"),
@@ -103,7 +108,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *_req(
         "SyncObj",
         "attr",
-        "_onTick doTick forceLogCompaction _SyncObj__onMessageReceived "
+        "_onTick doTick forceLogCompaction _applyCommand transferLeadership "
+        "_SyncObj__onMessageReceived "
         "_SyncObj__sendNextNodeIdx _SyncObj__getCurrentLogIndex _SyncObj__getCurrentLogTerm "
         "_SyncObj__getEntries _SyncObj__connectedToAnyone _SyncObj__generateRaftTimeout "
         "_SyncObj__setCurrentTerm _SyncObj__setState",
@@ -114,7 +120,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "_SyncObj__recvTransmission _SyncObj__otherNodes _SyncObj__selfNode "
         "_SyncObj__raftElectionDeadline _SyncObj__transferInProgress _SyncObj__raftState "
         "_SyncObj__raftCurrentTerm _SyncObj__transport _SyncObj__raftNextIndex "
-        "_SyncObj__raftCommitIndex _SyncObj__raftLeader",
+        "_SyncObj__raftCommitIndex _SyncObj__raftLeader _SyncObj__raftMatchIndex "
+        "_SyncObj__lastResponseTime _SyncObj__newAppendEntriesTime",
     ),
     *_req("TCPTransport", "attr", "send _shouldConnect ready"),
     *_req("TCPTransport", "code", "_preventConnectNodes _connections"),
@@ -176,7 +183,6 @@ ensure_compatible(pso_version.VERSION, INSTALLED)
 
 _RAFT_STATE = pso_syncobj._RAFT_STATE
 Poller = pso_poller.Poller  # for the ticker's facade poller
-PollPoller = pso_poller.PollPoller
 POLL_EVENT_TYPE = pso_poller.POLL_EVENT_TYPE
 # PySyncObj's clock (CLOCK_MONOTONIC_RAW, not time.monotonic): its deadlines are on this one.
 _clock = pso_monotonic.monotonic
@@ -355,34 +361,168 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         self.prevote_rounds = 0  # rounds started (observability and tests)
         self.terms_adopted_from_prevote = 0  # refusals that carried a higher term (ditto)
         self.read_index = readindex.ReadIndexer(self, resend_s=conf.appendEntriesPeriod)
-        self._peer_group_commit: dict[str, float] = {}  # peer -> when it last confirmed
+        # peer -> (when it last answered FEATURES_ASK, what it listed)
+        self._peer_features: dict[str, tuple[float, frozenset[str]]] = {}
         self._features_asked_at = float("-inf")
         self.group_commit_wanted_at = float("-inf")  # set by the event loop when it batches
         self.group_commit_ok = False  # every peer decodes grouped entries (ticker writes it)
+        # Quiescing (kvnode.raft.quiesce; driven by kvnode.raft.quiescer, ticker thread).
+        self.quiescer: Any = None  # the node's Quiescer; None: this group never quiesces
+        self.quiesced = False
+        self.quiesce_leader: str | None = None  # a quiesced follower's leader node (key)
+        self.quiet_at: tuple[int, int] = (-1, -1)  # (term, last index) when it quiesced
+        self.quiesce_ok = False  # every peer understands quiescing (ticker writes it)
+        self.quiesce_wanted_at = float("-inf")  # set by the quiescer while the leader idles
+        self._activity: tuple[int, int] = (-1, -1)  # (last log index, commit index) last seen
+        self._active_at = _clock()  # when it last moved
+        self._proposals = 0  # _applyCommand calls (any thread)
+        self._proposals_seen = 0  # ... as of the last tick
         super().__init__(self_addr, peers, conf)
 
     # -- ticks: pre-vote gate in front of PySyncObj's election timer ------------------------
     def _onTick(self, timeToWait: float = 0.0) -> None:
+        if self.quiesced and not self._wake_if_needed():
+            self.read_index.on_tick(time.monotonic())  # ReadIndex works without heartbeats
+            return
+        self._proposals_seen = self._proposals
         self._prevote_gate()
         SyncObj._onTick(self, timeToWait)
         now = time.monotonic()
         self.read_index.on_tick(now)
         self._feature_handshake(now)
+        activity = (int(self._SyncObj__getCurrentLogIndex()), int(self._SyncObj__raftCommitIndex))
+        if activity != self._activity:
+            self._activity = activity
+            self._active_at = _clock()
+
+    def _applyCommand(self, command: Any, callback: Any, commandType: Any = None) -> None:
+        self._proposals += 1  # seen by a quiesced group's next tick (the pipe notifier wakes it)
+        SyncObj._applyCommand(self, command, callback, commandType)
+
+    def transferLeadership(self, node: Any = None, callback: Any = None) -> None:
+        self.wake("transfer")
+        SyncObj.transferLeadership(self, node, callback)
+
+    # -- quiescing (kvnode.raft.quiesce) -----------------------------------------------------
+    def _wake_if_needed(self) -> bool:
+        """A quiesced group's tick: wake (and return True) on a proposal or a role change. (A
+        follower whose leader's node fell silent is woken by the quiescer's round.)"""
+        leading = self._SyncObj__raftState == _RAFT_STATE.LEADER
+        if self._proposals != self._proposals_seen:
+            self.wake("proposal")
+        elif leading != (self.quiesce_leader is None):
+            self.wake("role changed")
+        return not self.quiesced
+
+    def quiesce_busy(self) -> bool:
+        """Work that needs ticks: proposals not yet in the log, a transfer, pending reads."""
+        return (
+            self._proposals != self._proposals_seen
+            or bool(self._SyncObj__transferInProgress)
+            or bool(self.read_index.pending)
+        )
+
+    def quiesce_leader_view(self, key_of: Any) -> quiesce.LeaderView | None:
+        """None unless this replica is an awake leader."""
+        if self.quiesced or self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            return None
+        match = self._SyncObj__raftMatchIndex
+        return quiesce.LeaderView(
+            term=int(self._SyncObj__raftCurrentTerm),
+            last_index=int(self._SyncObj__getCurrentLogIndex()),
+            commit_index=int(self._SyncObj__raftCommitIndex),
+            last_applied=int(self.raftLastApplied),
+            match_indexes={key_of(str(n.id)): int(match.get(n, 0)) for n in self.other_nodes()},
+            idle_for=_clock() - self._active_at,
+            busy=self.quiesce_busy(),
+            peers_support=self.quiesce_ok,
+        )
+
+    def quiesce_follower_view(self, key_of: Any) -> quiesce.FollowerView | None:
+        """None for a leader or a replica without a node (a removed member)."""
+        if self._SyncObj__selfNode is None or self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            return None
+        leader = self._SyncObj__raftLeader
+        return quiesce.FollowerView(
+            term=int(self._SyncObj__raftCurrentTerm),
+            leader_node=None if leader is None else key_of(str(leader.id)),
+            last_index=int(self._SyncObj__getCurrentLogIndex()),
+            commit_index=int(self._SyncObj__raftCommitIndex),
+            last_applied=int(self.raftLastApplied),
+            busy=self.quiesce_busy(),
+        )
+
+    def quiet_position(self) -> tuple[int, int]:
+        """(term, last log index): what a beacon announces for a quiesced leader."""
+        return int(self._SyncObj__raftCurrentTerm), int(self._SyncObj__getCurrentLogIndex())
+
+    def quiesce(self, leader: str | None) -> None:
+        """Stop heartbeats (``leader`` None: this replica leads) or the election timer (a
+        follower of ``leader``'s node, kept asleep by its beacons)."""
+        self.quiesced = True
+        self.quiesce_leader = leader
+        self.quiet_at = self.quiet_position()  # nothing changes it without waking the group
+
+    def leader_contact_at(self) -> float:
+        """When a leader last spoke to this replica; while quiesced, the last beacon from the
+        leader's node (which listed this group at this state) counts."""
+        contact = self._leader_contact_at
+        if self.quiesced and self.quiesce_leader is not None and self.quiescer is not None:
+            contact = max(contact, self.quiescer.heard_at_key(self.quiesce_leader))
+        return contact
+
+    def wake(self, reason: str) -> None:
+        """Back to normal Raft. A follower's election deadline runs from its leader's last
+        beacon, as if that had been a heartbeat. A leader heartbeats at once and counts each
+        follower as heard when its node's last beacon was (no answers came while it slept)."""
+        if not self.quiesced:
+            return
+        contact = self.leader_contact_at()
+        self.quiesced = False
+        self.quiesce_leader = None
+        self._active_at = _clock()
+        if self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            if contact > self._leader_contact_at:
+                self._leader_contact_at = contact
+                deadline = contact + self._SyncObj__generateRaftTimeout()
+                if deadline > self._SyncObj__raftElectionDeadline:
+                    self._SyncObj__raftElectionDeadline = deadline
+        else:
+            self._SyncObj__newAppendEntriesTime = 0
+            responded = self._SyncObj__lastResponseTime
+            for node in self.other_nodes():
+                heard = self.quiescer.heard_at(self, node) if self.quiescer else float("-inf")
+                if heard > responded.get(node, float("-inf")):
+                    responded[node] = heard
+        if self.quiescer is not None:
+            self.quiescer.woke(self, reason)
+
+    def send_beacon(self, node: Any, message: dict[str, Any]) -> bool:
+        """Send a node-pair beacon over this group's connection; False: not connected."""
+        return bool(self._SyncObj__transport.send(node, message))
+
+    def other_nodes(self) -> list[Any]:
+        return list(self._SyncObj__otherNodes)
 
     def _feature_handshake(self, now: float) -> None:
-        """Keep ``group_commit_ok`` true only while every current peer has confirmed, within
-        ``_FEATURE_VALID_S``, that it decodes grouped entries. Asks only while the event loop
-        wants to group (an idle group sends nothing)."""
+        """Keep ``group_commit_ok`` (``quiesce_ok``) true only while every current peer has
+        confirmed, within ``_FEATURE_VALID_S``, that it decodes grouped entries (understands
+        quiescing). Asks only while the event loop wants to group or the quiescer wants to
+        quiesce (an idle group that cannot quiesce sends nothing)."""
         if self._SyncObj__selfNode is None or self._SyncObj__raftState != _RAFT_STATE.LEADER:
-            self.group_commit_ok = False
+            self.group_commit_ok = self.quiesce_ok = False
             return
         others = [str(n.id) for n in self._SyncObj__otherNodes]
-        fresh = [now - self._peer_group_commit.get(p, float("-inf")) for p in others]
-        self.group_commit_ok = all(age < _FEATURE_VALID_S for age in fresh)
-        renew = not all(age < _FEATURE_VALID_S / 2 for age in fresh)
+        answers = [self._peer_features.get(p, (float("-inf"), frozenset())) for p in others]
+        valid = [features for at, features in answers if now - at < _FEATURE_VALID_S]
+        complete = len(valid) == len(answers)
+        self.group_commit_ok = complete and all(FEATURE_GROUP_COMMIT in f for f in valid)
+        self.quiesce_ok = complete and all(FEATURE_QUIESCE in f for f in valid)
+        renew = not all(now - at < _FEATURE_VALID_S / 2 for at, _ in answers)
+        wanted = max(self.group_commit_wanted_at, self.quiesce_wanted_at)
         if (
             renew
-            and now - self.group_commit_wanted_at < _FEATURE_VALID_S
+            and now - wanted < _FEATURE_VALID_S
             and now - self._features_asked_at >= _FEATURE_ASK_EVERY_S
         ):
             self._features_asked_at = now
@@ -444,7 +584,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
                 int(self._SyncObj__getCurrentLogIndex()), int(self._SyncObj__getCurrentLogTerm())
             ),
             i_am_leader=self._SyncObj__raftState == _RAFT_STATE.LEADER,
-            since_leader_contact_s=_clock() - self._leader_contact_at,
+            since_leader_contact_s=_clock() - self.leader_contact_at(),
             min_election_timeout_s=self.conf.raftMinTimeout,
         )
         answer = {
@@ -491,6 +631,15 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     # -- messages ------------------------------------------------------------------------------
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message.get("type")
+        if (
+            self.quiesced
+            and kind not in _ANSWERED_ASLEEP
+            and not (kind == "pre_vote" and self.quiesce_leader is not None)
+        ):
+            # Beacons, ReadIndex probes and the feature handshake need no heartbeats, and a
+            # quiesced follower answers pre-votes asleep (its leader's beacons are its leader
+            # contact, so it refuses); anything else means the group is needed again.
+            self.wake(f"message {kind}")
         if kind == "pre_vote":
             self._answer_prevote(node, message)
             return
@@ -510,8 +659,13 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             )
             return
         if kind == FEATURES:
-            if FEATURE_GROUP_COMMIT in message.get("features", ()):
-                self._peer_group_commit[str(node.id)] = time.monotonic()
+            listed = message.get("features", ())
+            features = frozenset(f for f in listed if isinstance(f, str))
+            self._peer_features[str(node.id)] = (time.monotonic(), features)
+            return
+        if kind == quiesce.BEACON:
+            if self.quiescer is not None:
+                self.quiescer.on_beacon(self, node, message)
             return
         if kind == "append_entries":
             if message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
@@ -582,7 +736,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     def features(self) -> tuple[str, ...]:
         """What this replica tells a leader that asks (a test empties it to act as an older
         release, which does not answer at all)."""
-        return (FEATURE_GROUP_COMMIT,)
+        return (FEATURE_GROUP_COMMIT, FEATURE_QUIESCE)
 
     # -- read access to private state (ticker thread) ------------------------------------------
     def term_at(self, idx: int) -> int | None:

@@ -121,6 +121,11 @@ class BackgroundDump:
         self._failed_until = time.monotonic() + RETRY_AFTER_FAILURE_S
         return int(SERIALIZER_STATE.SERIALIZING)
 
+    @property
+    def busy(self) -> bool:
+        """A dump is being written, or PySyncObj has not yet been told how the last ended."""
+        return self._thread is not None or bool(self._failed_until)
+
     def cancel(self) -> None:
         """Discard the dump in flight, if any (a newer snapshot is being installed)."""
         self._cancel.set()

@@ -5,7 +5,8 @@ asyncio side sees plain snapshots (``ReplicaStatus``, refreshed on every full ti
 proposals through ``bridge.submit``. The pieces live beside it: configuration (``tuning``),
 hosting on disk and seeding (``registry``), strong reads by ReadIndex (``readindex``) with
 coalesced log barriers as the fallback (``barriers``),
-status views (``status``), and every PySyncObj patch (``compat``).
+status views (``status``), quiescing idle groups (``quiesce``, ``quiescer``), and every
+PySyncObj patch (``compat``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kvnode.raft import bridge, commands, readindex, registry
 from kvnode.raft.barriers import BarrierCoalescer
 from kvnode.raft.groupcommit import GroupCommitLimits, GroupCommitter
 from kvnode.raft.processor import CommandProcessor
+from kvnode.raft.quiescer import Quiescer
 from kvnode.raft.replica import PartitionReplica, SeedCapture, restore_header
 from kvnode.raft.status import ReplicaStatus, status_of
 from kvnode.raft.ticker import SharedTicker
@@ -34,6 +36,7 @@ from kvnode.watch.history import ChangeHistory, HistoryLimits
 log = logging.getLogger(__name__)
 
 REPLICA_FILE = registry.REPLICA_FILE
+_QUIESCED_STATUS_EVERY_S = 5.0
 
 __all__ = ["REPLICA_FILE", "GroupManager", "RaftTuning", "ReplicaStatus"]
 
@@ -68,10 +71,21 @@ class GroupManager:
             allowed=self._may_group,
         )
         self._last_status_refresh = 0.0
+        self._status_due: set[int] = set()  # partitions whose group slept or woke
+        self._last_full_status = 0.0
+        self.quiescer = Quiescer(
+            self._replicas,
+            idle_s=tuning.quiesce_idle_s,
+            heartbeat_s=tuning.heartbeat_s,
+            fresh_s=tuning.election_min_s,
+            on_sleep=self._slept,
+            on_wake=self._woke,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.ticker.start()
+        self.ticker.on_full_tick(self.quiescer.on_round)
         self.ticker.on_full_tick(self._refresh_status)
 
     def stop(self) -> None:
@@ -136,6 +150,7 @@ class GroupManager:
                 conf=conf,
                 history_limits=self._history_limits,
             )
+        replica.quiescer = self.quiescer
         self.ticker.add_group(replica, facade)
         self._replicas[partition] = replica
         log.info("partition %d: replica %s opened with peers %s", partition, self_addr, peers)
@@ -145,6 +160,7 @@ class GroupManager:
         if replica is None:
             return
         self.ticker.remove_group(replica)
+        self.quiescer.forget(partition)
         replica._doDestroy()
         replica.history.close()
         replica.dumps.close()  # the dump worker reads the store: stop it before closing
@@ -215,13 +231,32 @@ class GroupManager:
         self.ticker.call(replica.forceLogCompaction)
 
     # -- status ------------------------------------------------------------------------------
+    def _slept(self, replica: PartitionReplica) -> None:
+        self.ticker.sleep(replica)
+        self._status_due.add(replica.partition)
+
+    def _woke(self, replica: PartitionReplica) -> None:
+        self.ticker.wake(replica)
+        self._status_due.add(replica.partition)
+
     def _refresh_status(self) -> None:
+        """Every 0.1 s for awake groups and those that just slept or woke; every replica every
+        ``_QUIESCED_STATUS_EVERY_S`` (nothing moves in a quiesced group, whose silent members
+        wake it)."""
         now = time.monotonic()
         if now - self._last_status_refresh < 0.1:
             return
         self._last_status_refresh = now
-        for partition, replica in list(self._replicas.items()):
-            self._status[partition] = status_of(replica, now)
+        if now - self._last_full_status >= _QUIESCED_STATUS_EVERY_S:
+            self._last_full_status = now
+            replicas = list(self._replicas.values())
+        else:
+            replicas = self.ticker.awake_groups()
+            replicas += [self._replicas[p] for p in self._status_due if p in self._replicas]
+        self._status_due.clear()
+        for replica in replicas:
+            if self._replicas.get(replica.partition) is replica:  # not closed meanwhile
+                self._status[replica.partition] = status_of(replica, now)
 
     def status(self, partition: int) -> ReplicaStatus | None:
         return self._status.get(partition)

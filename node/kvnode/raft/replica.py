@@ -132,6 +132,9 @@ class PartitionReplica(CompatSyncObj):
     def store(self) -> PartitionStore:
         return self._store
 
+    def quiesce_busy(self) -> bool:
+        return super().quiesce_busy() or self.dumps.busy  # a dump completes in a tick
+
     @replicated  # type: ignore[untyped-decorator]
     def apply_command(self, payload: bytes) -> Any:
         """Apply one log entry. Runs in the ticker thread on every replica, in log order."""

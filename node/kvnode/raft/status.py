@@ -28,6 +28,7 @@ class ReplicaStatus:
     has_quorum: bool
     log_len: int
     updated_monotonic: float
+    quiesced: bool = False
 
     @property
     def lag(self) -> int:
@@ -49,6 +50,7 @@ class ReplicaStatus:
             "connected": list(self.connected),
             "has_quorum": self.has_quorum,
             "log_len": self.log_len,
+            "quiesced": self.quiesced,
         }
 
 
@@ -72,4 +74,5 @@ def status_of(replica: PartitionReplica, now: float) -> ReplicaStatus:
         has_quorum=bool(st["has_quorum"]),
         log_len=int(st["log_len"]),
         updated_monotonic=now,
+        quiesced=bool(replica.quiesced),
     )

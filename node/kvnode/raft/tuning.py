@@ -32,6 +32,7 @@ class RaftTuning:
     election_min_s: float = _DEFAULTS["election_min_s"]
     election_max_s: float = _DEFAULTS["election_max_s"]
     leader_fallback_s: float = _DEFAULTS["leader_fallback_s"]
+    quiesce_idle_s: float = _DEFAULTS["quiesce_idle_s"]
     connection_retry_s: float = _DEFAULTS["connection_retry_s"]
     compaction_min_entries: int = _DEFAULTS["compaction_min_entries"]
     compaction_min_time_s: float = _DEFAULTS["compaction_min_time_s"]

@@ -40,6 +40,11 @@ class RaftCollector(Collector):
             "quorum": GaugeMetricFamily(
                 "ringkv_partition_has_quorum", "1 if connected to a majority", labels=labels
             ),
+            "quiesced": GaugeMetricFamily(
+                "ringkv_partition_quiesced",
+                "1 while the idle group sends no heartbeats (node/DESIGN.md, Idle partitions)",
+                labels=labels,
+            ),
         }
         for st in self._groups.all_status():
             lv = [self._node_id, str(st.partition)]
@@ -49,8 +54,17 @@ class RaftCollector(Collector):
             fams["applied"].add_metric(lv, st.last_applied)
             fams["lag"].add_metric(lv, st.lag)
             fams["quorum"].add_metric(lv, 1 if st.has_quorum else 0)
+            fams["quiesced"].add_metric(lv, 1 if st.quiesced else 0)
         yield from fams.values()
         yield from self._group_commit()
+        wakes = CounterMetricFamily(
+            "ringkv_quiesce_wakes",
+            "Quiesced groups woken, by reason",
+            labels=["node", "reason"],
+        )
+        for reason, count in list(self._groups.quiescer.wakes.items()):
+            wakes.add_metric([self._node_id, reason], count)
+        yield wakes
 
     def _group_commit(self) -> Iterator[CounterMetricFamily]:
         """Write entries proposed here and the client requests they carried: requests/entries

@@ -1,0 +1,136 @@
+"""Quiesced Raft groups (``kvnode.raft.quiesce``) on real groups over real sockets.
+
+Idle groups stop heartbeating and are no longer ticked; a write wakes exactly its group and the
+group quiesces again; a ReadIndex read is served without waking anyone; and when the node that
+leads quiesced groups goes away, its beacons stop and the followers elect new leaders within an
+election timeout, while the groups it only followed keep their leaders and terms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from kvnode.core.ops import Put
+from kvnode.raft import commands
+
+from tests.integration.raft_trio import FAST, Trio, until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+PARTITIONS = 6
+QUICK = dataclasses.replace(FAST, quiesce_idle_s=0.5)
+
+
+@pytest.fixture
+async def trio(tmp_path) -> AsyncIterator[Trio]:
+    t = Trio(str(tmp_path), partitions=PARTITIONS, tuning=QUICK)
+    try:
+        for i in range(3):
+            await t.start(i)
+        for p in range(PARTITIONS):
+            await t.leader(p)
+        yield t
+    finally:
+        await t.stop_all()
+
+
+def _quiet(trio: Trio, nodes: list[int], partitions: list[int]) -> list[tuple[int, int]]:
+    """(node, partition) replicas not quiesced yet."""
+    return [(i, p) for i in nodes for p in partitions if not trio.replica(i, p).quiesced]
+
+
+async def _all_quiesced(trio: Trio, nodes: list[int], timeout: float = 30.0) -> None:
+    await until(
+        lambda: not _quiet(trio, nodes, list(range(PARTITIONS))),
+        timeout=timeout,
+        what=f"every replica on nodes {nodes} quiesced",
+    )
+
+
+async def _write(trio: Trio, p: int, key: str) -> None:
+    gm = trio.gm(await trio.leader(p))
+    cmd = commands.WriteCmd(ops=(Put(key=key, value="v"),), now_ms=0)
+    await gm.propose(p, cmd, timeout=10)
+
+
+async def test_idle_groups_stop_ticking_and_a_write_wakes_only_its_group(trio: Trio) -> None:
+    await _all_quiesced(trio, [0, 1, 2])
+    terms = {p: trio.term(0, p) for p in range(PARTITIONS)}
+    leaders = {p: trio.leaders(p) for p in range(PARTITIONS)}
+
+    # Asleep, a node ticks a group only when a beacon lands on its connection: a few ticks per
+    # heartbeat period in all, where awake groups were ticked every 50 ms each.
+    before = [trio.gm(i).ticker.group_ticks for i in range(3)]
+    started = time.monotonic()
+    await asyncio.sleep(3 * QUICK.election_max_s)  # several election timeouts without heartbeats
+    elapsed = time.monotonic() - started
+    ticks = [trio.gm(i).ticker.group_ticks - before[i] for i in range(3)]
+    awake_ticks = PARTITIONS * elapsed / 0.05
+    assert all(t < awake_ticks / 4 for t in ticks), (ticks, awake_ticks)
+    # ... and nobody timed out: no election, no term change, everyone still quiesced.
+    assert {p: trio.term(0, p) for p in range(PARTITIONS)} == terms
+    assert {p: trio.leaders(p) for p in range(PARTITIONS)} == leaders
+    assert not _quiet(trio, [0, 1, 2], list(range(PARTITIONS)))
+
+    await _write(trio, 2, "woken")
+    others = [p for p in range(PARTITIONS) if p != 2]
+    assert not _quiet(trio, [0, 1, 2], others), "a write to partition 2 woke other groups"
+    await trio.converged(2, [0, 1, 2])
+    await until(
+        lambda: not _quiet(trio, [0, 1, 2], [2]), timeout=30, what="partition 2 quiesced again"
+    )
+    assert trio.term(0, 2) == terms[2]
+    li = leaders[2][0]
+    assert trio.gm(li).quiescer.wakes["proposal"] >= 1
+
+
+async def test_readindex_read_is_served_without_waking_the_group(trio: Trio) -> None:
+    await _all_quiesced(trio, [0, 1, 2])
+    li = await trio.leader(0)
+    wakes = [dict(trio.gm(i).quiescer.wakes) for i in range(3)]
+    for _ in range(5):
+        await trio.gm(li).read_barrier(0, timeout=5)
+    assert trio.replica(li, 0).quiesced
+    assert not _quiet(trio, [0, 1, 2], [0])
+    assert [dict(trio.gm(i).quiescer.wakes) for i in range(3)] == wakes
+
+
+async def test_quiesced_groups_fail_over_within_the_election_timeout(trio: Trio) -> None:
+    await _all_quiesced(trio, [0, 1, 2])
+    led = {i: [p for p in range(PARTITIONS) if trio.leaders(p) == [i]] for i in range(3)}
+    gone = max(led, key=lambda i: len(led[i]))
+    assert led[gone], led
+    rest = [i for i in range(3) if i != gone]
+    kept = {
+        p: (trio.leaders(p), trio.term(rest[0], p)) for p in range(PARTITIONS) if p not in led[gone]
+    }
+
+    stopped = time.monotonic()
+    await trio.stop(gone)  # its sockets close; no group message says so: its beacons stop
+
+    def failed_over() -> list[int]:
+        return [p for p in led[gone] if not trio.leaders(p)]
+
+    await until(
+        lambda: not failed_over(), timeout=30, what="new leaders for the stopped node's partitions"
+    )
+    took = time.monotonic() - stopped
+    # Raft's bound: the last beacon (at most a heartbeat before the stop) plus the randomised
+    # election timeout, then a pre-vote and a vote round trip; plus slack for a loaded machine.
+    bound = QUICK.heartbeat_s + QUICK.election_max_s + 4 * QUICK.heartbeat_s + 1.0
+    assert took <= bound, f"fail-over took {took:.2f}s, bound {bound:.2f}s"
+    # In each such group the first follower to wake did so because the beacons stopped (the
+    # other may be woken first by its vote request).
+    silent = [trio.gm(i).quiescer.wakes["leader_silent"] for i in rest]
+    assert sum(silent) >= len(led[gone]), (silent, led[gone])
+    # The groups the stopped node only followed kept their leader and term: their leaders woke
+    # (a member went silent) and heartbeat the remaining majority.
+    for p, (leaders, term) in kept.items():
+        assert trio.leaders(p) == leaders, p
+        assert trio.term(rest[0], p) == term, p
+    for p in led[gone]:
+        await _write(trio, p, f"after-{p}")
+        await trio.converged(p, rest)
