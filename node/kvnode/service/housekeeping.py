@@ -42,6 +42,9 @@ class Housekeeper:
         self._groups = groups
         self._settings = settings
         self._tasks: list[asyncio.Task[None]] = []
+        # partition -> (store applied index, earliest expiry then): nothing can expire in that
+        # partition before that time unless a write was applied since
+        self._expiry_seen: dict[int, tuple[int, int | None]] = {}
 
     def start(self) -> None:
         self._tasks = [
@@ -70,7 +73,13 @@ class Housekeeper:
             if not self._groups.is_leader(p):
                 continue
             now = self._service.now_ms()
-            if not self._groups.store(p).expired_keys(now, 1):
+            store = self._groups.store(p)
+            applied = store.applied_index()
+            seen = self._expiry_seen.get(p)
+            if seen is not None and seen[0] == applied and (seen[1] is None or now < seen[1]):
+                continue  # one int comparison instead of a LevelDB scan per partition per second
+            if not store.expired_keys(now, 1):
+                self._expiry_seen[p] = (applied, store.next_expiry_ms())
                 continue
             try:
                 await self._groups.propose(

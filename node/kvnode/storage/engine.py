@@ -92,6 +92,10 @@ class PartitionStore(Protocol):
         expiry index (never a full scan)."""
         ...
 
+    def next_expiry_ms(self) -> int | None:
+        """The earliest ``expires_at_ms`` of any record (None: no record has a TTL)."""
+        ...
+
     def apply(
         self, index: int, *, puts: Mapping[str, model.Record], deletes: Iterable[str]
     ) -> None:

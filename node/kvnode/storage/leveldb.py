@@ -181,6 +181,20 @@ class LevelDBStore:
                 it.close()
         return out
 
+    def next_expiry_ms(self) -> int | None:
+        with self._guard:
+            it = self._db.iterator(
+                start=engine.EXPIRY_PREFIX, stop=engine.EXPIRY_END, include_value=False
+            )
+            try:
+                first = next(it, None)
+            finally:
+                it.close()
+        if first is None:
+            return None
+        (exp,) = _EXP.unpack_from(first, len(engine.EXPIRY_PREFIX))
+        return int(exp)
+
     def apply(
         self, index: int, *, puts: Mapping[str, model.Record], deletes: Iterable[str]
     ) -> None:

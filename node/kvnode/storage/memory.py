@@ -56,6 +56,11 @@ class MemoryStore:
         due.sort(key=lambda t: (t[0], t[1]))
         return [k for _, _, k in due[: max(limit, 0)]]
 
+    def next_expiry_ms(self) -> int | None:
+        with self._lock:
+            due = [r.expires_at_ms for r in self._data.values() if r.expires_at_ms is not None]
+        return min(due) if due else None
+
     def apply(
         self, index: int, *, puts: Mapping[str, model.Record], deletes: Iterable[str]
     ) -> None:

@@ -89,17 +89,21 @@ def test_scan_pages_cover_everything_once(store: engine.PartitionStore) -> None:
 
 
 def test_expiry_index_tracks_overwrites_and_deletes(store: engine.PartitionStore) -> None:
+    assert store.next_expiry_ms() is None
     store.apply(1, puts={"a": rec("1", 1, 100), "b": rec("2", 1, 50), "c": rec("3", 1)}, deletes=())
+    assert store.next_expiry_ms() == 50
     assert store.expired_keys(49, 10) == []
     assert store.expired_keys(50, 10) == ["b"]
     assert store.expired_keys(1000, 10) == ["b", "a"]
     assert store.expired_keys(1000, 1) == ["b"]
     store.apply(2, puts={"a": rec("1", 2)}, deletes=["b"])  # a overwritten without TTL
     assert store.expired_keys(10**15, 10) == []
+    assert store.next_expiry_ms() is None
     store.apply(3, puts={"c": rec("3", 3, 70)}, deletes=())
     store.apply(4, puts={"c": rec("3", 4, 80)}, deletes=())  # TTL moved: old entry removed
     assert store.expired_keys(75, 10) == []
     assert store.expired_keys(80, 10) == ["c"]
+    assert store.next_expiry_ms() == 80
 
 
 def test_stores_agree_on_digest_and_dump(tmp_path: Path) -> None:
