@@ -134,3 +134,21 @@ async def test_quiesced_groups_fail_over_within_the_election_timeout(trio: Trio)
     for p in led[gone]:
         await _write(trio, p, f"after-{p}")
         await trio.converged(p, rest)
+
+
+async def test_a_restarted_follower_node_rejoins_quiesced_groups(trio: Trio) -> None:
+    await _all_quiesced(trio, [0, 1, 2])
+    led = {p: trio.leaders(p)[0] for p in range(PARTITIONS)}
+    follower = next(i for i in range(3) if sum(1 for v in led.values() if v == i) < PARTITIONS)
+    mine = [p for p in range(PARTITIONS) if led[p] != follower]
+    terms = {p: trio.term(led[p], p) for p in mine}
+    await trio.stop(follower)
+    await trio.start(follower)  # a new process: new incarnation, empty liveness table
+    for p in mine:
+        await _write(trio, p, f"after-restart-{p}")
+        await trio.converged(p, [0, 1, 2])
+    # The leaders woke for the restarted member and kept their leadership and term ...
+    assert {p: trio.leaders(p)[0] for p in mine} == {p: led[p] for p in mine}
+    assert {p: trio.term(led[p], p) for p in mine} == terms
+    # ... and everything goes back to sleep, the restarted node's replicas included.
+    await _all_quiesced(trio, [0, 1, 2])
