@@ -64,6 +64,7 @@ async def test_idle_groups_stop_ticking_and_a_write_wakes_only_its_group(trio: T
     # Asleep, a node ticks a group only when a beacon lands on its connection: a few ticks per
     # heartbeat period in all, where awake groups were ticked every 50 ms each.
     before = [trio.gm(i).ticker.group_ticks for i in range(3)]
+    wakes = [dict(trio.gm(i).quiescer.wakes) for i in range(3)]
     started = time.monotonic()
     await asyncio.sleep(3 * QUICK.election_max_s)  # several election timeouts without heartbeats
     elapsed = time.monotonic() - started
@@ -74,6 +75,9 @@ async def test_idle_groups_stop_ticking_and_a_write_wakes_only_its_group(trio: T
     assert {p: trio.term(0, p) for p in range(PARTITIONS)} == terms
     assert {p: trio.leaders(p) for p in range(PARTITIONS)} == leaders
     assert not _quiet(trio, [0, 1, 2], list(range(PARTITIONS)))
+    # Nothing woke meanwhile (a heartbeat or its answer still in flight when a group quiesced
+    # used to wake it, again and again).
+    assert [dict(trio.gm(i).quiescer.wakes) for i in range(3)] == wakes
 
     await _write(trio, 2, "woken")
     others = [p for p in range(PARTITIONS) if p != 2]

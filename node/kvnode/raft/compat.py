@@ -497,6 +497,30 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         if self.quiescer is not None:
             self.quiescer.woke(self, reason)
 
+    def _in_flight_at_quiescence(self, node: Any, message: dict[str, Any]) -> bool:
+        """A heartbeat the leader sent just before it quiesced, or a follower's success answer
+        to one, arriving after: both describe exactly the quiesced state, and PySyncObj's
+        handlers change nothing on them (a deadline, a response time). Waking on them made a
+        group sleep and wake in a loop: quiesce, a straggler wakes it, it idles again."""
+        term, index = self.quiet_at
+        if message.get("type") == "append_entries":
+            return (
+                self.quiesce_leader is not None
+                and node == self._SyncObj__raftLeader
+                and message.get("term") == term
+                and not message.get("entries")
+                and "transmission" not in message
+                and message.get("prevLogIdx") == index
+                and message.get("commit_index") == index
+            )
+        if message.get("type") == "next_node_idx":
+            return (
+                self.quiesce_leader is None
+                and bool(message.get("success"))
+                and message.get("next_node_idx") == index + 1
+            )
+        return False
+
     def send_beacon(self, node: Any, message: dict[str, Any]) -> bool:
         """Send a node-pair beacon over this group's connection; False: not connected."""
         return bool(self._SyncObj__transport.send(node, message))
@@ -635,6 +659,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             self.quiesced
             and kind not in _ANSWERED_ASLEEP
             and not (kind == "pre_vote" and self.quiesce_leader is not None)
+            and not self._in_flight_at_quiescence(node, message)
         ):
             # Beacons, ReadIndex probes and the feature handshake need no heartbeats, and a
             # quiesced follower answers pre-votes asleep (its leader's beacons are its leader
