@@ -1,6 +1,6 @@
 """What an idle cluster costs: CPU and memory of each node process with no client traffic.
 
-    ./dev shell, then: python bench/idle.py --partitions 16,64,256,1024 --seconds 10
+    ./dev shell, then: python bench/idle.py --partitions 16,64,256,1000 --seconds 20 --settle 20
 
 Per partition count, a 3-node ringkv (RF 3, the node's default Raft timing) on a loopback address
 of its own; once every partition has a leader and a settling pause has passed, the node
