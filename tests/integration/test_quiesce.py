@@ -156,3 +156,33 @@ async def test_a_restarted_follower_node_rejoins_quiesced_groups(trio: Trio) -> 
     assert {p: trio.term(led[p], p) for p in mine} == terms
     # ... and everything goes back to sleep, the restarted node's replicas included.
     await _all_quiesced(trio, [0, 1, 2])
+
+
+async def test_a_heartbeat_in_flight_at_quiescence_wakes_nobody_but_a_new_one_does(
+    trio: Trio,
+) -> None:
+    await _all_quiesced(trio, [0, 1, 2])
+    li = await trio.leader(0)
+    fi = next(i for i in range(3) if i != li)
+    leader, follower = trio.replica(li, 0), trio.replica(fi, 0)
+    term, index = trio.on(li, lambda: leader.quiet_at)
+    straggler = {
+        "type": "append_entries",
+        "term": term,
+        "commit_index": index,
+        "prevLogIdx": index,
+        "prevLogTerm": term,
+    }
+    answer = {"type": "next_node_idx", "next_node_idx": index + 1, "reset": False, "success": True}
+    wakes = [dict(trio.gm(i).quiescer.wakes) for i in range(3)]
+    trio.on(li, lambda: leader.send_raw(trio.addr(fi, 0), straggler))
+    trio.on(fi, lambda: follower.send_raw(trio.addr(li, 0), answer))
+    await asyncio.sleep(0.5)
+    assert leader.quiesced
+    assert follower.quiesced
+    assert [dict(trio.gm(i).quiescer.wakes) for i in range(3)] == wakes
+    # A heartbeat that does not describe the quiesced state (here: an older commit index) wakes.
+    stale = {**straggler, "commit_index": index - 1}
+    trio.on(li, lambda: leader.send_raw(trio.addr(fi, 0), stale))
+    await until(lambda: not follower.quiesced, timeout=10, what="the follower woken")
+    assert trio.gm(fi).quiescer.wakes["message"] == wakes[fi]["message"] + 1

@@ -88,6 +88,8 @@ class Quiescer:
         try:
             b = quiesce.Beacon.parse(message)
         except (KeyError, TypeError, ValueError):
+            if self.bad_beacons % 1000 == 0:  # the first, then every 1000th
+                log.warning("malformed beacon from %s ignored: %r", sender, message)
             self.bad_beacons += 1
             return
         verdict = self.liveness.classify(sender, b)

@@ -290,7 +290,14 @@ def test_a_quiesced_leader_wakes_when_a_member_falls_silent(clock) -> None:
 
 def test_quiescing_off_still_sends_beacons(clock) -> None:
     replicas = {0: FakeReplica(0, node(0, 0), [node(1, 0)], leader=node(0, 0))}
-    q = Quiescer(replicas, idle_s=0, heartbeat_s=0.1, fresh_s=1.0, on_sleep=print, on_wake=print)
+    q = Quiescer(
+        replicas,
+        idle_s=0,
+        heartbeat_s=0.1,
+        fresh_s=1.0,
+        on_sleep=lambda r: None,
+        on_wake=lambda r: None,
+    )
     beacon_from(q, 1, replicas, quiesce.beacon("n1", 1, []))
     q.on_round()
     assert not replicas[0].quiesced
