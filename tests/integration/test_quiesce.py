@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from kvnode.core.ops import Put
-from kvnode.raft import commands
+from kvnode.raft import commands, compat
 
 from tests.integration.raft_trio import FAST, Trio, until
 
@@ -175,14 +175,40 @@ async def test_a_heartbeat_in_flight_at_quiescence_wakes_nobody_but_a_new_one_do
     }
     answer = {"type": "next_node_idx", "next_node_idx": index + 1, "reset": False, "success": True}
     wakes = [dict(trio.gm(i).quiescer.wakes) for i in range(3)]
-    trio.on(li, lambda: leader.send_raw(trio.addr(fi, 0), straggler))
-    trio.on(fi, lambda: follower.send_raw(trio.addr(li, 0), answer))
-    await asyncio.sleep(0.5)
+    # Each straggler is followed on the same connection by a feature question, answered asleep:
+    # once the answer is back, the straggler before it has been handled.
+    await _then_ask(trio, li, fi, lambda: leader.send_raw(trio.addr(fi, 0), straggler))
+    await _then_ask(trio, fi, li, lambda: follower.send_raw(trio.addr(li, 0), answer))
     assert leader.quiesced
     assert follower.quiesced
     assert [dict(trio.gm(i).quiescer.wakes) for i in range(3)] == wakes
-    # A heartbeat that does not describe the quiesced state (here: an older commit index) wakes.
+    # A heartbeat that does not describe the quiesced state (here: an older commit index) wakes
+    # the follower. (The leader's next beacon may put it back to sleep at once: count the wake.)
     stale = {**straggler, "commit_index": index - 1}
     trio.on(li, lambda: leader.send_raw(trio.addr(fi, 0), stale))
-    await until(lambda: not follower.quiesced, timeout=10, what="the follower woken")
+    await until(
+        lambda: trio.gm(fi).quiescer.wakes["message"] > wakes[fi]["message"],
+        timeout=10,
+        what="the follower woken by a stale heartbeat",
+    )
     assert trio.gm(fi).quiescer.wakes["message"] == wakes[fi]["message"] + 1
+    assert trio.gm(li).quiescer.wakes == wakes[li]
+
+
+async def _then_ask(trio: Trio, src: int, dst: int, send: Callable[[], None]) -> None:
+    """Run ``send`` in node ``src``'s ticker, then ask ``dst`` (partition 0) for its features
+    over the same connection and wait for the answer."""
+    replica = trio.replica(src, 0)
+    peer = trio.addr(dst, 0)
+
+    def asked_at() -> float:
+        return float(replica._peer_features.get(peer, (float("-inf"),))[0])
+
+    before = trio.on(src, asked_at)
+
+    def send_then_ask() -> None:
+        send()
+        replica.send_raw(peer, {"type": compat.FEATURES_ASK})
+
+    trio.on(src, send_then_ask)
+    await until(lambda: trio.on(src, asked_at) > before, timeout=10, what=f"{peer}'s features")
