@@ -55,6 +55,10 @@ class NodeSettings:
     """How a strong read is made linearizable. 'readindex': the leader confirms it still leads
     with a quorum probe round after the read arrives, no log entry (node/DESIGN.md). 'barrier':
     a coalesced barrier entry through the Raft log per round of reads (slower, the fallback)."""
+    follower_reads: str = "on"
+    """With read_mode 'readindex': 'on' lets a follower serve a strong read itself once the
+    leader confirmed a read index for it (no forwarding of the request; node/DESIGN.md,
+    "Consistency"); 'off' forwards every strong read to the partition leader."""
     heartbeat_s: float = 0.15
     """Raft append-entries period (heartbeat) of every group."""
     election_min_s: float = 1.0
@@ -178,6 +182,10 @@ class NodeSettings:
         if self.read_mode not in ("readindex", "barrier"):
             raise ValueError(
                 f"{PREFIX}READ_MODE must be 'readindex' or 'barrier', not {self.read_mode!r}"
+            )
+        if self.follower_reads not in ("on", "off"):
+            raise ValueError(
+                f"{PREFIX}FOLLOWER_READS must be 'on' or 'off', not {self.follower_reads!r}"
             )
         if self.auth_metrics not in ("open", "token"):
             raise ValueError(

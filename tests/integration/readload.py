@@ -3,23 +3,31 @@ a history for the linearizability checker (``tests.support.linearizability``).
 
 A client sends each operation to one node: a *sticky* client always to the node it was given
 (the one a test pauses or isolates, so requests reach a leader that may have been deposed), the
-others to a node that currently believes it leads. A strong read is ``read_barrier`` then a local
-store read, exactly what the service does; a write is a proposal. Errors that mean "certainly not
+others to a node that currently believes it leads (with ``follower_reads``, their reads go to any
+node). A strong read is ``read_barrier`` (``follower_read`` on a follower) then a local store
+read, exactly what the service does; a write is a proposal. Errors that mean "certainly not
 applied" are recorded as ``fail``, ``UnknownOutcome`` and deadlines as ``unknown``.
+
+``under_fault`` runs such a load through a fault of the leader and checks the history.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import os
 import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from kvnode.core import errors
 from kvnode.core.ops import Condition, Put
 from kvnode.raft import commands
 
-from tests.integration.raft_trio import Trio
-from tests.support.linearizability import Op, Recorder
+from tests.integration.raft_trio import Trio, until
+from tests.support.linearizability import Op, Recorder, check
 
 KEYS = ("k0", "k1", "k2")
 
@@ -30,6 +38,7 @@ class Load:
     partition: int
     recorder: Recorder = field(default_factory=Recorder)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    follower_reads: bool = False  # reads of free clients go to any node; followers ask
     served_by: dict[int, int] = field(default_factory=dict)  # node -> strong reads served
     inflight: dict[int, float] = field(default_factory=dict)  # client -> invoke time of its op
 
@@ -68,6 +77,8 @@ class Load:
                 continue
             n += 1
             key, roll = rnd.choice(KEYS), rnd.random()
+            if roll < 0.5 and self.follower_reads and sticky is None:
+                node = rnd.choice([i for i, g in enumerate(self.trio.gms) if g is not None])
             if roll < 0.5:
                 await self._read(c, node, key, seen)
             else:
@@ -80,7 +91,14 @@ class Load:
         self.inflight[c] = op.invoke
         gm = self.trio.gm(node)
         try:
-            await gm.read_barrier(self.partition, timeout=3.0)
+            if self.follower_reads and not gm.is_leader(self.partition):
+                # What the service does on a follower: serve once the leader confirmed a read
+                # index, or forward (here: give up, observing nothing).
+                if not await gm.follower_read(self.partition, timeout=3.0):
+                    rec.end(op, "fail")
+                    return
+            else:
+                await gm.read_barrier(self.partition, timeout=3.0)
             found = gm.store(self.partition).get(key)
         except errors.KvError:
             rec.end(op, "fail")  # a read that failed observed nothing
@@ -121,3 +139,77 @@ class Load:
         version = result.results[0].version
         seen[key] = version
         rec.end(op, version=version, succeeded=True if kind == "cas" else None)
+
+
+Heal = Callable[[], Awaitable[None]]
+
+
+async def under_fault(
+    trio: Trio,
+    fault: Callable[[int], Awaitable[Heal]],
+    seed: int,
+    *,
+    load: Load | None = None,
+    sticky_to: Callable[[int], dict[int, int]] = lambda li: {c: li for c in range(6)},
+) -> Load:
+    """Run the load, apply ``fault`` to the leader once traffic flows, wait until another node
+    leads at a higher term and traffic flows through it, heal, let it run on; check it all.
+    ``sticky_to(leader)`` pins clients to nodes (default: most to the faulted leader, so each
+    has a request waiting there when it resumes)."""
+    partition = 0 if load is None else load.partition
+    load = load or Load(trio, partition)
+    li = await trio.leader(partition)
+    term0 = trio.term(li, partition)
+    sticky = sticky_to(li)
+    runner = asyncio.ensure_future(load.run(clients=10, sticky=sticky, seed=seed))
+    try:
+        await until(lambda: load.ok_ops() >= 40, timeout=20, what="traffic before the fault")
+        heal = await fault(li)
+        try:
+            new = await until(
+                lambda: [i for i in trio.leaders(partition) if i != li],
+                timeout=15,
+                what="a new leader",
+            )
+            assert trio.term(new[0], partition) > term0, "the new leader must be of a later term"
+            await traffic_then_sticky_requests(load, list(sticky))
+        finally:
+            await heal()
+        await until(
+            lambda: not trio.gm(li).is_leader(partition) or trio.term(li, partition) > term0,
+            timeout=15,
+            what="the old leader stepping down",
+        )
+        after = load.ok_ops()
+        await until(lambda: load.ok_ops() >= after + 40, timeout=20, what="traffic after healing")
+    finally:
+        load.stop.set()
+        await asyncio.wait_for(runner, 15)
+    check_history(trio, load)
+    return load
+
+
+async def traffic_then_sticky_requests(load: Load, sticky: list[int], ops: int = 40) -> None:
+    """Wait for ``ops`` more successful operations, then until every sticky client sent a
+    request after them (one the faulted node must not answer with what it held before)."""
+    during = load.ok_ops()
+    await until(lambda: load.ok_ops() >= during + ops, timeout=20, what="traffic during")
+    mark = time.monotonic()
+    await until(
+        lambda: load.all_invoked_after(sticky, mark),
+        timeout=10,
+        what="requests of the sticky clients invoked after writes elsewhere",
+    )
+
+
+def check_history(trio: Trio, load: Load) -> None:
+    """The recorded history is linearizable (else it is dumped next to the trio's data) and
+    holds enough successful reads and writes to mean something."""
+    verdict = check(load.recorder.ops, budget=2_000_000)
+    if not verdict.ok:
+        dump = os.path.join(trio.root, "history.json")
+        with open(dump, "w") as f:
+            json.dump([dataclasses.asdict(o) for o in load.recorder.ops], f)
+        raise AssertionError(f"history in {dump}\n{verdict.detail[-6000:]}")
+    assert load.count("read") >= 30, load.recorder.ops[-20:]
+    assert load.count("write") >= 10, load.recorder.ops[-20:]

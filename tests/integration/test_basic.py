@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from kvnode.client import Client
 from kvnode.core import errors
+
+from tests.support.metrics import metric
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +30,14 @@ async def test_write_through_each_node_read_through_every_node(cluster) -> None:
                 assert entry.version == version
                 eventual = await c.get(key, consistency="eventual")
                 assert eventual is not None
+    # Every node hosts every partition (3 nodes, RF 3): the strong reads a node got for keys it
+    # does not lead were served by the node itself, as follower reads, not forwarded.
+    async with aiohttp.ClientSession() as s:
+        served = [
+            await metric(s, ep, "ringkv_follower_reads_total", outcome="served")
+            for ep in cluster.endpoints
+        ]
+    assert sum(served) >= len(keys), served  # each key was read through >= 1 follower
     async with cluster.client() as c:
         page = await c.keys("user/1/", limit=100)
         assert [e.key for e in page.items] == sorted(k for k in keys if k.startswith("user/1/"))

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import os
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.integration.raft_trio import FAST, Trio, until
-from tests.integration.readload import Load
-from tests.support.linearizability import check
+from tests.integration.raft_trio import FAST, Trio
+from tests.integration.readload import under_fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 P = 0
@@ -79,60 +75,6 @@ async def test_barrier_mode_reads_are_coalesced(tmp_path) -> None:
         await trio.stop_all()
 
 
-async def _under_fault(
-    trio: Trio,
-    fault: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
-    seed: int,
-) -> Load:
-    """Run the load, apply ``fault`` to the leader once traffic flows, wait until another node
-    leads at a higher term and traffic flows through it, heal, let it run on; check it all."""
-    li = await trio.leader(P)
-    term0 = trio.term(li, P)
-    load = Load(trio, P)
-    # most clients stick to the faulted leader: each has a request waiting there when it resumes
-    sticky = {c: li for c in range(6)}
-    runner = asyncio.ensure_future(load.run(clients=10, sticky=sticky, seed=seed))
-    try:
-        await until(lambda: load.ok_ops() >= 40, timeout=20, what="traffic before the fault")
-        heal = await fault(li)
-        try:
-            new = await until(
-                lambda: [i for i in trio.leaders(P) if i != li], timeout=15, what="a new leader"
-            )
-            assert trio.term(new[0], P) > term0, "the new leader must be of a later term"
-            during = load.ok_ops()
-            await until(lambda: load.ok_ops() >= during + 40, timeout=20, what="traffic during")
-            # Every sticky client now sends a request the faulted leader must not answer with
-            # what it held before: the new leader has acknowledged writes since.
-            mark = time.monotonic()
-            await until(
-                lambda: load.all_invoked_after(list(sticky), mark),
-                timeout=10,
-                what="requests to the faulted leader invoked after writes elsewhere",
-            )
-        finally:
-            await heal()
-        await until(
-            lambda: not trio.gm(li).is_leader(P) or trio.term(li, P) > term0,
-            timeout=15,
-            what="the old leader stepping down",
-        )
-        after = load.ok_ops()
-        await until(lambda: load.ok_ops() >= after + 40, timeout=20, what="traffic after healing")
-    finally:
-        load.stop.set()
-        await asyncio.wait_for(runner, 15)
-    verdict = check(load.recorder.ops, budget=2_000_000)
-    if not verdict.ok:
-        dump = os.path.join(trio.root, "history.json")
-        with open(dump, "w") as f:  # noqa: ASYNC230 (test failure path)
-            json.dump([dataclasses.asdict(o) for o in load.recorder.ops], f)
-        raise AssertionError(f"history in {dump}\n{verdict.detail[-6000:]}")
-    assert load.count("read") >= 30, load.recorder.ops[-20:]
-    assert load.count("write") >= 10, load.recorder.ops[-20:]
-    return load
-
-
 async def test_linearizable_while_the_leader_is_paused_past_the_election_timeout(
     trio: Trio,
 ) -> None:
@@ -147,7 +89,7 @@ async def test_linearizable_while_the_leader_is_paused_past_the_election_timeout
 
         return resume
 
-    load = await _under_fault(trio, pause, seed=1)
+    load = await under_fault(trio, pause, seed=1)
     assert load.served_by, "no strong read was served"
 
 
@@ -163,4 +105,4 @@ async def test_linearizable_while_the_leader_is_cut_off_from_its_followers(trio:
 
         return heal
 
-    await _under_fault(trio, isolate, seed=2)
+    await under_fault(trio, isolate, seed=2)

@@ -25,6 +25,7 @@ from kvnode.local import scale_cluster
 from kvnode.rebalance.executor import Options
 
 from tests.support.clusters import eventually
+from tests.support.metrics import metric
 
 pytestmark = pytest.mark.integration
 log = logging.getLogger(__name__)
@@ -220,16 +221,6 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with session.get(url + "/metrics") as r:
-        text = await r.text()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def test_compacted_position_is_410_and_a_stuck_watcher_is_cut_off(make_cluster) -> None:

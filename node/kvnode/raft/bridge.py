@@ -9,12 +9,15 @@ simply not known to have passed (``Unavailable``, safe to retry).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pysyncobj import FAIL_REASON
 
 from kvnode.core import errors
+
+T = TypeVar("T")
 
 
 def fail_reason_error(reason: int, *, what: str, partition: int) -> errors.KvError:
@@ -80,3 +83,20 @@ async def submit(
             partition=partition,
             retry_after=1,
         ) from None
+
+
+def one_result() -> tuple[asyncio.Future[T], Callable[[T], None]]:
+    """A future of the running loop and the callback that settles it from another thread (the
+    ticker), once; a callback after the loop closed is dropped (nobody waits any more)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T) -> None:
+        if not fut.done():
+            fut.set_result(result)
+
+    def done(result: T) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result)
+
+    return fut, done

@@ -50,7 +50,7 @@ from pysyncobj import tcp_connection as pso_tcp_connection
 from pysyncobj import transport as pso_transport
 from pysyncobj import version as pso_version
 
-from kvnode.raft import appendfix, prevote, quiesce, readindex
+from kvnode.raft import appendfix, followerread, prevote, quiesce, readindex
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,22 @@ REQUIRED_VERSION = "0.3.17"
 # once every peer confirmed it (``FEATURES``).
 FEATURE_GROUP_COMMIT = "group_commit"
 FEATURE_QUIESCE = quiesce.FEATURE
+FEATURE_FOLLOWER_READ = followerread.FEATURE
 FEATURES_ASK = "rkv_features_ask"
 FEATURES = "rkv_features"
 _FEATURE_ASK_EVERY_S = 0.5
 _FEATURE_VALID_S = 5.0  # a confirmation is trusted this long; asked again before it lapses
 # Messages a quiesced group handles without waking (see CompatSyncObj.__onMessageReceived).
 _ANSWERED_ASLEEP = frozenset(
-    {quiesce.BEACON, readindex.PROBE, readindex.ACK, FEATURES_ASK, FEATURES}
+    {
+        quiesce.BEACON,
+        readindex.PROBE,
+        readindex.ACK,
+        followerread.ASK,
+        followerread.INDEX,
+        FEATURES_ASK,
+        FEATURES,
+    }
 )
 
 
@@ -361,6 +370,8 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         self.prevote_rounds = 0  # rounds started (observability and tests)
         self.terms_adopted_from_prevote = 0  # refusals that carried a higher term (ditto)
         self.read_index = readindex.ReadIndexer(self, resend_s=conf.appendEntriesPeriod)
+        self.follower_reads = followerread.FollowerReads(self)
+        self._leader_features_asked_at = float("-inf")
         # peer -> (when it last answered FEATURES_ASK, what it listed)
         self._peer_features: dict[str, tuple[float, frozenset[str]]] = {}
         self._features_asked_at = float("-inf")
@@ -382,13 +393,16 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     # -- ticks: pre-vote gate in front of PySyncObj's election timer ------------------------
     def _onTick(self, timeToWait: float = 0.0) -> None:
         if self.quiesced and not self._wake_if_needed():
-            self.read_index.on_tick(time.monotonic())  # ReadIndex works without heartbeats
+            now = time.monotonic()
+            self.read_index.on_tick(now)  # ReadIndex works without heartbeats
+            self.follower_reads.on_tick(now)
             return
         self._proposals_seen = self._proposals
         self._prevote_gate()
         SyncObj._onTick(self, timeToWait)
         now = time.monotonic()
         self.read_index.on_tick(now)
+        self.follower_reads.on_tick(now)
         self._feature_handshake(now)
         activity = (int(self._SyncObj__getCurrentLogIndex()), int(self._SyncObj__raftCommitIndex))
         if activity != self._activity:
@@ -420,6 +434,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             self._proposals != self._proposals_seen
             or bool(self._SyncObj__transferInProgress)
             or bool(self.read_index.pending)
+            or bool(self.follower_reads.pending)
         )
 
     def quiesce_leader_view(self, key_of: Any) -> quiesce.LeaderView | None:
@@ -678,6 +693,12 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         if kind == readindex.ACK:
             self.read_index.on_ack(str(node.id), message)
             return
+        if kind == followerread.ASK:
+            self._answer_read_index_ask(node, message)
+            return
+        if kind == followerread.INDEX:
+            self.follower_reads.on_index(str(node.id), message)
+            return
         if kind == FEATURES_ASK:
             self._SyncObj__transport.send(
                 node, {"type": FEATURES, "features": list(self.features())}
@@ -761,7 +782,46 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     def features(self) -> tuple[str, ...]:
         """What this replica tells a leader that asks (a test empties it to act as an older
         release, which does not answer at all)."""
-        return (FEATURE_GROUP_COMMIT, FEATURE_QUIESCE)
+        return (FEATURE_GROUP_COMMIT, FEATURE_QUIESCE, FEATURE_FOLLOWER_READ)
+
+    # -- follower reads (kvnode.raft.followerread; ticker thread) ------------------------------
+    def _answer_read_index_ask(self, node: Any, message: dict[str, Any]) -> None:
+        """A follower's question for a read index: one more ReadIndex read of ours, answered
+        with the commit index recorded now once a quorum round sent after now confirmed it."""
+        now = time.monotonic()
+        rid = message.get("id")
+        commit = self.ri_commit_index()
+
+        def done(outcome: readindex.Outcome) -> None:
+            index = commit if outcome is readindex.Outcome.SERVE else None
+            self._SyncObj__transport.send(node, followerread.answer(rid, index))
+
+        deadline = followerread.leader_deadline(message, now)
+        if self.read_index.begin(done, now=now, deadline=deadline) is readindex.Begin.FALLBACK:
+            done(readindex.Outcome.DEPOSED)
+
+    def fr_leader(self) -> str | None:
+        """The leader a follower would ask (None: leading, no leader known, or removed)."""
+        leader = self._SyncObj__raftLeader
+        if (
+            leader is None
+            or self._SyncObj__selfNode is None
+            or self._SyncObj__raftState == _RAFT_STATE.LEADER
+        ):
+            return None
+        return str(leader.id)
+
+    def fr_leader_supports(self, leader: str, now: float) -> bool:
+        """Whether ``leader`` answered, within ``_FEATURE_VALID_S``, that it answers read-index
+        questions; asks it (at most every ``_FEATURE_ASK_EVERY_S``) when that is not known: an
+        older release ignores both messages, and the read is forwarded meanwhile."""
+        at, features = self._peer_features.get(leader, (float("-inf"), frozenset()))
+        if now - at >= _FEATURE_VALID_S / 2 and (
+            now - self._leader_features_asked_at >= _FEATURE_ASK_EVERY_S
+        ):
+            self._leader_features_asked_at = now
+            self.ri_send(leader, {"type": FEATURES_ASK})
+        return now - at < _FEATURE_VALID_S and FEATURE_FOLLOWER_READ in features
 
     # -- read access to private state (ticker thread) ------------------------------------------
     def term_at(self, idx: int) -> int | None:

@@ -12,7 +12,6 @@ PySyncObj patch (``compat``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kvnode.core import errors
-from kvnode.raft import bridge, commands, readindex, registry
+from kvnode.raft import bridge, commands, followerread, readindex, registry
 from kvnode.raft.barriers import BarrierCoalescer
 from kvnode.raft.groupcommit import GroupCommitLimits, GroupCommitter
 from kvnode.raft.processor import CommandProcessor
@@ -62,6 +61,8 @@ class GroupManager:
         self._replicas: dict[int, PartitionReplica] = {}
         self._status: dict[int, ReplicaStatus] = {}
         self._barriers = BarrierCoalescer(self.propose_barrier, self.hosts)
+        # strong reads on followers: served here / not confirmed (forwarded) / nobody to ask
+        self.follower_read_outcomes = {"served": 0, "declined": 0, "not_asked": 0}
         self.group_commit = GroupCommitter(
             self._propose_entry,
             limits=GroupCommitLimits(
@@ -388,16 +389,8 @@ class GroupManager:
 
     async def _read_index(self, replica: PartitionReplica, deadline: float, timeout: float) -> bool:
         """True once served by ReadIndex; False when the caller must use the barrier."""
-        loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[readindex.Outcome] = loop.create_future()
-
-        def settle(result: readindex.Outcome) -> None:
-            if not outcome.done():
-                outcome.set_result(result)
-
-        def done(result: readindex.Outcome) -> None:  # ticker thread
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(settle, result)
+        outcome: asyncio.Future[readindex.Outcome]
+        outcome, done = bridge.one_result()
 
         def register() -> readindex.Begin:
             begun = replica.read_index.begin(done, now=time.monotonic(), deadline=deadline)
@@ -425,6 +418,36 @@ class GroupManager:
             partition=p,
             retry_after=1,
         )
+
+    async def follower_read(self, partition: int, *, timeout: float) -> bool:
+        """On a follower replica of ``partition``: True once a local read is linearizable (the
+        leader confirmed a read index by ReadIndex and this replica applied up to it; see
+        ``raft.followerread``); False when the read must be forwarded to the leader instead (no
+        leader known or able to answer, follower reads off, or no confirmation within
+        ``timeout``). Never raises for those: forwarding is the fallback."""
+        if self._tuning.read_mode != "readindex" or self._tuning.follower_reads != "on":
+            return False
+        replica = self._replica(partition)
+        outcome: asyncio.Future[followerread.Outcome]
+        outcome, done = bridge.one_result()
+
+        def ask() -> bool:
+            now = time.monotonic()
+            asked = replica.follower_reads.begin(done, now=now, deadline=now + timeout)
+            self.ticker.mark_dirty(replica)
+            return asked
+
+        counts = self.follower_read_outcomes
+        try:
+            if not await asyncio.wait_for(asyncio.wrap_future(self.ticker.post(ask)), timeout):
+                counts["not_asked"] += 1
+                return False
+            result = await asyncio.wait_for(outcome, timeout)
+        except TimeoutError:
+            result = followerread.Outcome.DECLINED
+        served = result is followerread.Outcome.SERVE
+        counts["served" if served else "declined"] += 1
+        return served
 
     async def propose_barrier(self, partition: int, *, timeout: float = 5.0) -> None:
         replica = self._replica(partition)

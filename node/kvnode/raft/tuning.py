@@ -37,6 +37,7 @@ class RaftTuning:
     compaction_min_entries: int = _DEFAULTS["compaction_min_entries"]
     compaction_min_time_s: float = _DEFAULTS["compaction_min_time_s"]
     read_mode: str = _DEFAULTS["read_mode"]
+    follower_reads: str = _DEFAULTS["follower_reads"]
     group_commit_max_requests: int = _DEFAULTS["group_commit_max_requests"]
     group_commit_max_inflight: int = _DEFAULTS["group_commit_max_inflight"]
     fsync: bool = _DEFAULTS["durability"] == "fsync"

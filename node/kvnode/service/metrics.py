@@ -65,6 +65,15 @@ class RaftCollector(Collector):
         for reason, count in list(self._groups.quiescer.wakes.items()):
             wakes.add_metric([self._node_id, reason], count)
         yield wakes
+        follower_reads = CounterMetricFamily(
+            "ringkv_follower_reads",
+            "Strong reads on a follower replica: served here once the leader confirmed a read "
+            "index, declined (forwarded to the leader), or not_asked (no leader that answers)",
+            labels=["node", "outcome"],
+        )
+        for outcome, count in list(self._groups.follower_read_outcomes.items()):
+            follower_reads.add_metric([self._node_id, outcome], count)
+        yield follower_reads
 
     def _group_commit(self) -> Iterator[CounterMetricFamily]:
         """Write entries proposed here and the client requests they carried: requests/entries

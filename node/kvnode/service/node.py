@@ -214,8 +214,13 @@ class NodeService:
     async def _read_here(
         self, pmap: PartitionMap, p: int, consistency: Consistency, until: float
     ) -> bool:
-        """Whether this replica serves the read; a strong one passes a read barrier first."""
+        """Whether this replica serves the read; a strong one passes a read barrier first (on
+        the leader) or gets a read index confirmed by the leader (a follower; forwarded when
+        that does not come within half the attempt's time)."""
         if not self._router.serves_locally(pmap, p, consistency):
+            if consistency is Consistency.STRONG and self._router.may_read_as_follower(pmap, p):
+                wait = max(0.05, (until - time.monotonic()) / 2)
+                return await self._groups.follower_read(p, timeout=wait)
             return False
         if consistency is Consistency.STRONG:
             await self._groups.read_barrier(p, timeout=max(0.05, until - time.monotonic()))

@@ -70,6 +70,16 @@ class Router:
             return True
         return consistency is Consistency.EVENTUAL and self.node_id in pmap.replicas[p]
 
+    def may_read_as_follower(self, pmap: PartitionMap, p: int) -> bool:
+        """A strong read may be served by this follower replica once its leader confirms a read
+        index (``RaftGroups.follower_read``): it hosts ``p`` and the map lists it (a joining
+        replica catches up first; a removed one is no longer updated)."""
+        return (
+            self._groups.hosts(p)
+            and not self._groups.is_leader(p)
+            and self.node_id in pmap.replicas[p]
+        )
+
     def read_target(
         self, p: int, consistency: Consistency, ctx: RequestContext, tries: int
     ) -> NodeInfo:

@@ -44,6 +44,14 @@ def test_read_mode_defaults_to_readindex_and_is_validated() -> None:
         NodeSettings.from_env({**env, "KVNODE_READ_MODE": "lease"})
 
 
+def test_follower_reads_default_on_and_are_validated() -> None:
+    assert RaftTuning().follower_reads == "on"
+    env = {"KVNODE_NODE_ID": "n", "KVNODE_DATA_DIR": "/tmp/x"}
+    assert NodeSettings.from_env({**env, "KVNODE_FOLLOWER_READS": "off"}).follower_reads == "off"
+    with pytest.raises(ValueError, match="KVNODE_FOLLOWER_READS"):
+        NodeSettings.from_env({**env, "KVNODE_FOLLOWER_READS": "yes"})
+
+
 def test_raft_password_reaches_every_group_conf_and_is_never_shown() -> None:
     from kvnode.raft.tuning import syncobj_conf
 

@@ -58,6 +58,8 @@ class FakeGroups:
     propose_errors: list[errors.KvError] = field(default_factory=list)
     proposals: list[tuple[int, commands.Command]] = field(default_factory=list)
     barriers: list[int] = field(default_factory=list)
+    follower_confirms: list[bool] = field(default_factory=list)  # next follower_read answers
+    follower_reads: list[int] = field(default_factory=list)
     transfers: list[tuple[int, str]] = field(default_factory=list)
     ticker: Any = field(
         default_factory=lambda: SimpleNamespace(alive=True, last_loop_monotonic=time.monotonic())
@@ -103,6 +105,10 @@ class FakeGroups:
 
     async def read_barrier(self, partition: int, *, timeout: float) -> None:
         self.barriers.append(partition)
+
+    async def follower_read(self, partition: int, *, timeout: float) -> bool:
+        self.follower_reads.append(partition)
+        return self.follower_confirms.pop(0) if self.follower_confirms else False
 
 
 Answer = Callable[[NodeInfo], Any]  # returns the result or raises

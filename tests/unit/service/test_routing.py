@@ -4,6 +4,7 @@ forwarded, when it waits for a leader, and which failures are never retried."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -178,7 +179,45 @@ async def test_reads_strong_on_the_leader_eventual_on_listed_replicas(tmp_path: 
     assert await svc.get(k1, consistency=Consistency.EVENTUAL, ctx=PLAIN) == rec
     assert fwd.calls == []  # a listed follower serves eventual reads itself
     assert await svc.get(k1, consistency=Consistency.STRONG, ctx=PLAIN) == rec
-    assert fwd.calls == [("get", "n1")]  # a strong one goes to the leader
+    assert groups.follower_reads == [1]  # the follower asked for a read index: declined
+    assert fwd.calls == [("get", "n1")]  # so the strong read went to the leader
+
+
+async def test_a_follower_serves_a_strong_read_its_leader_confirmed(tmp_path: Path) -> None:
+    groups = FakeGroups("n0", leaders={1: addr("n1", 1)}, follower_confirms=[True])
+    fwd = FakeForwarder()
+    svc = await service_with(tmp_path, groups, fwd)
+    k1 = key_in(svc, 1)
+    groups.store(1).rows[k1] = Record(value="mine", version=4, expires_at_ms=None)
+    got = await svc.get(k1, consistency=Consistency.STRONG, ctx=PLAIN)
+    assert got.value == "mine"
+    assert groups.follower_reads == [1]
+    assert fwd.calls == []  # served here, not forwarded
+    assert groups.barriers == []
+
+
+async def test_a_replica_the_map_does_not_list_never_serves_a_strong_read(
+    tmp_path: Path,
+) -> None:
+    groups = FakeGroups("n0", leaders={1: addr("n1", 1)}, follower_confirms=[True])
+    rec = Record(value="v", version=3, expires_at_ms=None)
+    fwd = FakeForwarder(lambda node: rec)
+    svc = await service_with(tmp_path, groups, fwd)
+    pmap = svc.pmap
+    assert pmap is not None
+    k1 = key_in(svc, 1)
+    # a replica still hosted here but no longer (or not yet) in the map of partition 1
+    smaller = dataclasses.replace(
+        pmap,
+        epoch=pmap.epoch + 1,
+        replicas=tuple(
+            tuple(n for n in r if n != "n0") if p == 1 else r for p, r in enumerate(pmap.replicas)
+        ),
+    )
+    await svc.install_map(smaller)
+    assert await svc.get(k1, consistency=Consistency.STRONG, ctx=PLAIN) == rec
+    assert groups.follower_reads == []
+    assert fwd.calls == [("get", "n1")]
 
 
 def test_a_read_attempt_gives_up_early_a_write_never() -> None:
