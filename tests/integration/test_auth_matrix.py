@@ -34,6 +34,11 @@ ROLES = {"reader": Role.READ, "writer": Role.WRITE, "admin": Role.ADMIN}
 RELOAD_S = 0.2
 
 
+# What these tests check is who may do what, not latency: on a busy machine a write attempt of the
+# client's default 2 s ended in UnknownOutcome (seen in CI), so attempts may take longer.
+PATIENT: dict[str, Any] = {"timeout": 30.0, "attempt_timeout": 15.0}
+
+
 class Secured:
     """The cluster, its tokens (plaintext, as users hold them) and the tokens file."""
 
@@ -43,7 +48,7 @@ class Secured:
         self.tok = tok
 
     def client(self, who: str | None, **kw: Any) -> Client:
-        return Client(self.cluster.endpoints, token=self.tok.get(who or ""), **kw)
+        return Client(self.cluster.endpoints, token=self.tok.get(who or ""), **(PATIENT | kw))
 
     def write_tokens(self, names: list[str]) -> None:
         """Rewrite the tokens file with the cluster credential plus ``names`` (atomically)."""
@@ -202,7 +207,7 @@ async def test_forwarded_and_fanned_out_requests_work_under_auth(secured: Secure
     out to other nodes the same way."""
     keys = [f"fwd/{i}" for i in range(24)]  # spread over all 4 partitions
     for i, endpoint in enumerate(secured.cluster.endpoints):
-        async with Client([endpoint], direct=False, token=secured.tok["writer"]) as c:
+        async with Client([endpoint], direct=False, token=secured.tok["writer"], **PATIENT) as c:
             for key in keys:
                 await c.put(key, f"{i}")
             for key in keys:
@@ -224,7 +229,9 @@ async def test_rotation_without_restart(secured: Secured) -> None:
 
     async def old_refused_everywhere() -> bool:
         for endpoint in secured.cluster.endpoints:
-            async with Client([endpoint], direct=False, token=secured.tok["reader"]) as c:
+            async with Client(
+                [endpoint], direct=False, token=secured.tok["reader"], **PATIENT
+            ) as c:
                 try:
                     await c.get("app/one")
                     return False
@@ -234,7 +241,7 @@ async def test_rotation_without_restart(secured: Secured) -> None:
 
     await eventually(old_refused_everywhere, timeout=10 * RELOAD_S + 5, what="old token refused")
     for endpoint in secured.cluster.endpoints:
-        async with Client([endpoint], direct=False, token=secured.tok["rotated"]) as new:
+        async with Client([endpoint], direct=False, token=secured.tok["rotated"], **PATIENT) as new:
             assert (await new.get("app/one")) is not None
     assert {n: secured.cluster.pid(n) for n in secured.cluster.node_ids} == pids
     # A broken edit keeps the last good table: nobody is locked out, nobody new gets in.
