@@ -59,6 +59,7 @@ class Plan:
     durability: str = "fsync"
     partitions: int = 16
     seed: int = 1
+    node_env: tuple[str, ...] = ()  # extra KVNODE_*=value settings of the ringkv nodes
 
 
 QUICK = Plan(
@@ -180,7 +181,7 @@ async def ringkv_cluster(plan: Plan) -> AsyncIterator[LocalCluster]:
         replication=3,
         host=claim.host,
         base_port=claim.base_port,
-        env={"KVNODE_DURABILITY": plan.durability},
+        env={"KVNODE_DURABILITY": plan.durability, **dict(e.split("=", 1) for e in plan.node_env)},
     )
     try:
         cluster.start_all()
@@ -331,6 +332,13 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, bool, argparse.Namespace]:
     ap.add_argument("--seconds", type=float, help="measured seconds per cell (default 2)")
     ap.add_argument("--records", type=int, help="preloaded keys")
     ap.add_argument("--durability", choices=["process", "fsync"], default="fsync")
+    ap.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        metavar="KVNODE_X=VALUE",
+        help="a setting of every ringkv node, e.g. KVNODE_FOLLOWER_READS=off (repeatable)",
+    )
     ap.add_argument("--no-echo", action="store_true", help="skip the generator ceiling")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--png", help="draw ops/s and p99 per second to this file (matplotlib)")
@@ -345,11 +353,17 @@ def parse_args(argv: Sequence[str]) -> tuple[Plan, bool, argparse.Namespace]:
         "seconds": args.seconds,
         "records": args.records,
     }
-    plan = replace(plan, durability=args.durability, **{k: v for k, v in overrides.items() if v})
+    plan = replace(
+        plan,
+        durability=args.durability,
+        node_env=tuple(args.node_env),
+        **{k: v for k, v in overrides.items() if v},
+    )
     problems = [w for w in plan.workloads if w not in workloads.WORKLOADS]
     problems += [d for d in plan.distributions if d not in workloads.DISTRIBUTIONS]
     problems += [c for c in plan.consistencies if c not in ("strong", "eventual")]
     problems += [s for s in plan.systems if s not in SYSTEMS]
+    problems += [e for e in plan.node_env if not e.startswith("KVNODE_") or "=" not in e]
     if problems or plan.seconds <= 0 or plan.records < 2:
         ap.error(f"unknown or invalid values: {problems or 'seconds/records'}")
     return plan, not args.no_echo, args
@@ -369,7 +383,7 @@ def main(argv: Sequence[str]) -> None:
     title = (
         f"bench compare: 3 nodes each, ringkv {plan.partitions} partitions RF 3 "
         f"durability={plan.durability}, etcd fsync (defaults), {plan.records} keys of 1 KiB, "
-        f"{plan.seconds:g} s per cell"
+        f"{plan.seconds:g} s per cell" + "".join(f", {e}" for e in plan.node_env)
     )
     print(results.render(order_for_table(found), title=title), flush=True)
     if args.json:

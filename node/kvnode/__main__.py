@@ -28,6 +28,7 @@ from kvnode.service.node import NodeService
 from kvnode.service.watch import WatchLimits, WatchService
 from kvnode.settings import NodeSettings
 from kvnode.storage.leveldb import LevelDBStore
+from kvnode.storage.unsynced import UnsyncedStores
 
 log = logging.getLogger("kvnode")
 
@@ -161,11 +162,13 @@ def taken_port(settings: NodeSettings) -> str | None:
 
 
 async def serve(settings: NodeSettings, security: Security) -> None:
-    sync = settings.durability == "fsync"
+    # Applies are not synced in either durability mode: the journal is what a write acknowledges,
+    # and a store that may have lost unsynced writes in a host crash is rebuilt from it.
+    unsynced = UnsyncedStores.begin(settings.data_dir)
     groups = GroupManager(
         data_dir=settings.data_dir,
         tuning=RaftTuning.from_settings(settings, password=security.raft_password),
-        open_store=lambda path: LevelDBStore.open(path, sync=sync),
+        open_store=lambda path: unsynced.open(path, LevelDBStore.open, LevelDBStore.destroy),
         history_limits=settings.history_limits,
     )
     groups.start()
@@ -232,6 +235,7 @@ async def serve(settings: NodeSettings, security: Security) -> None:
     await service.stop()
     await http.close()
     await asyncio.to_thread(groups.stop)
+    unsynced.end()  # every store closed with a sync write
 
 
 def main() -> None:

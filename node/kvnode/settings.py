@@ -39,8 +39,10 @@ class NodeSettings:
     """JSON partition map to adopt at start if this node has none (or an older one)."""
     durability: str = "process"
     """'process': an acknowledged write survives kill -9 of every replica (page cache, no fsync).
-    'fsync': the Raft journal and LevelDB are synced before a replica acknowledges, so it also
-    survives a simultaneous power loss of every replica, at a throughput cost."""
+    'fsync': every Raft journal entry and the term/vote record are synced before a replica
+    acknowledges, so it also survives a simultaneous power loss of every replica. In both modes
+    LevelDB applies are not synced: a store that a host restart may have damaged is rebuilt from
+    the Raft snapshot and journal (node/DESIGN.md, Durability)."""
     group_commit_max_requests: int = 64
     """Most client write requests coalesced into one Raft entry by group commit (writes to a
     partition arriving while its previous entry is in flight share the next entry: one journal

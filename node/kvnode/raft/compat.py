@@ -17,6 +17,8 @@ What lives here:
   (``kvnode.raft.appendfix``), adds pre-vote with leader stickiness (``kvnode.raft.prevote``),
   the probe rounds of ReadIndex (``kvnode.raft.readindex``), and the feature handshake that
   tells a leader whether every peer decodes grouped entries (``group_commit_ok``).
+* ``atomicReplace`` in the serializer: a snapshot received from the leader is fsynced before it
+  replaces the old one (stores are rebuilt from it after a host crash).
 * ``getEncryptor`` (Raft encryption, ``KVNODE_RAFT_PASSWORD_FILE``): the key derivation is
   cached per password, and a message that fails to authenticate is logged before PySyncObj
   drops its connection silently.
@@ -106,6 +108,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *_req("pysyncobj.poller", "attr", "Poller POLL_EVENT_TYPE"),
     *_req("pysyncobj.config", "attr", "SERIALIZER_STATE"),
     *_req("pysyncobj.pickle", "attr", "loads"),
+    *_req("pysyncobj.serializer", "attr", "atomicReplace"),
     *_req("pysyncobj.monotonic", "attr", "monotonic"),
     *_req(
         "FileJournal",
@@ -181,6 +184,7 @@ INSTALLED: Mapping[str, Any] = {
     "pysyncobj.poller": pso_poller,
     "pysyncobj.config": pso_config,
     "pysyncobj.pickle": pso_pickle,
+    "pysyncobj.serializer": pso_serializer,
     "pysyncobj.monotonic": pso_monotonic,
     "FileJournal": getattr(pso_journal, "FileJournal", None),
     "Serializer": getattr(pso_serializer, "Serializer", None),
@@ -325,6 +329,31 @@ class SyncedFileJournal(QuietFileJournal):
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         super().deleteEntriesFrom(entryFrom)
         self.flush()
+
+
+# -- atomicReplace: a received snapshot is durable before it replaces the old one -----------
+_original_atomic_replace = pso_serializer.atomicReplace
+
+
+def _durable_replace(old: str, new: str) -> Any:
+    """PySyncObj renames a snapshot received from the leader into place without syncing it, then
+    drops the journal it covers; stores are rebuilt from that file after a host crash
+    (``kvnode.storage.unsynced``), so sync the file before the rename and the directory after.
+    A missing source (our own dumps are installed by ``raft.dump``) raises as before."""
+    try:
+        fd = os.open(old, os.O_RDONLY)
+    except FileNotFoundError:
+        return _original_atomic_replace(old, new)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    result = _original_atomic_replace(old, new)
+    _fsync_path(os.path.dirname(os.path.abspath(new)))
+    return result
+
+
+pso_serializer.atomicReplace = _durable_replace
 
 
 def _fsync_path(path: str) -> None:

@@ -11,8 +11,9 @@ On-disk layout (binary keys; see also ``kvnode.storage.engine``)::
 Invariants: every ``apply`` is ONE WriteBatch carrying the data, the expiry-index upkeep, the
 stats and the applied index, so a crash leaves either all or none of an entry and a replayed
 journal entry is skipped. ``sync=True`` makes that batch a LevelDB sync write (fsync of the
-LevelDB log), the durable mode; with ``sync=False`` a process crash loses nothing (page cache),
-a host crash may lose the last applies (Raft replays them from the journal if it has them).
+LevelDB log); the node uses ``sync=False``: a process crash loses nothing (page cache), and after
+a host crash the store is rebuilt from the Raft snapshot and journal (``kvnode.storage.unsynced``).
+``close`` ends with a sync write.
 
 Directories: ``<path>`` is the live DB; ``load_dump`` builds ``<path>.loading``, and only once
 every item was read and verified swaps it in (``<path>`` → ``<path>.old``, ``.loading`` →
@@ -274,7 +275,10 @@ class LevelDBStore:
         return snapshot.load_file(path, self.load_dump)
 
     def close(self) -> None:
+        """Close after a sync write: every apply is on disk once a store closed cleanly (applies
+        themselves are not synced; see ``kvnode.storage.unsynced``)."""
         with self._guard.exclusive():
+            self._db.put(engine.FORMAT_KEY, _FORMAT.pack(engine.LAYOUT_VERSION), sync=True)
             self._db.close()
 
     def _swap_in(self, tmp: str, state: tuple[int, int, int]) -> None:

@@ -132,3 +132,13 @@ def test_quick_preset_and_arguments() -> None:
     assert args.png is None
     with pytest.raises(SystemExit):
         compare.parse_args(["--workloads", "z"])
+
+
+def test_node_settings_reach_the_plan_and_are_checked() -> None:
+    plan, _, _ = compare.parse_args(
+        ["--node-env", "KVNODE_FOLLOWER_READS=off", "--node-env", "KVNODE_READ_MODE=barrier"]
+    )
+    assert plan.node_env == ("KVNODE_FOLLOWER_READS=off", "KVNODE_READ_MODE=barrier")
+    for bad in ("FOLLOWER_READS=off", "KVNODE_FOLLOWER_READS"):
+        with pytest.raises(SystemExit):
+            compare.parse_args(["--node-env", bad])

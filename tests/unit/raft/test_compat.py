@@ -85,3 +85,28 @@ def test_only_compat_touches_pysyncobj_internals() -> None:
                     if a.name.startswith("pysyncobj.")
                 ]
     assert offenders == []
+
+
+def test_a_received_snapshot_is_synced_before_it_replaces_the_old_one(
+    tmp_path, monkeypatch
+) -> None:
+    from pysyncobj import serializer
+
+    assert serializer.atomicReplace is compat._durable_replace
+    synced: list[str] = []
+    real_fsync = compat.os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(compat.os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(compat.os, "fsync", fsync)
+    src, dst = tmp_path / "raft.snapshot.1.tmp", tmp_path / "raft.snapshot"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"old")
+    compat._durable_replace(str(src), str(dst))
+    assert dst.read_bytes() == b"new"
+    assert not src.exists()
+    assert synced == [str(src), str(tmp_path)]  # the file before the rename, the dir after
+    with pytest.raises(FileNotFoundError):  # as PySyncObj's own rename of a missing file
+        compat._durable_replace(str(src), str(dst))
