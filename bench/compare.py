@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 import aiohttp
 import orjson
 from kvnode.client import BatchOp, Client
+from kvnode.core import errors
 from kvnode.local import LocalCluster
 
 from bench import etcd, loadgen, plot, results, workloads
@@ -209,14 +210,24 @@ async def ringkv_phase(plan: Plan) -> list[results.CellResult]:
 
 
 async def preload_ringkv(endpoints: list[str], records: int) -> None:
-    async with Client(endpoints, timeout=60) as c:
+    # A batch right after the start can outlast the client's default 2 s attempt (journals and
+    # leaders still settling); its values are fixed, so sending it again after an unknown
+    # outcome is harmless: within 120 s per batch, then the error stands.
+    async with Client(endpoints, timeout=60, attempt_timeout=30) as c:
 
         async def batch(start: int) -> None:
             ops = [
                 BatchOp.put(workloads.key_name(i), workloads.value_for(workloads.key_name(i), 0))
                 for i in range(start, min(records, start + PRELOAD_BATCH))
             ]
-            (await c.batch(ops)).raise_for_error()
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    (await c.batch(ops)).raise_for_error()
+                    return
+                except errors.UnknownOutcome:
+                    if time.monotonic() > deadline:
+                        raise
 
         await _bounded(batch, range(0, records, PRELOAD_BATCH))
 
