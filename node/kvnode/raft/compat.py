@@ -836,6 +836,7 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
             leader is None
             or self._SyncObj__selfNode is None
             or self._SyncObj__raftState == _RAFT_STATE.LEADER
+            or leader not in self._SyncObj__otherNodes  # not a voter we know (membership change)
         ):
             return None
         return str(leader.id)
