@@ -151,9 +151,11 @@ async def under_fault(
     *,
     load: Load | None = None,
     sticky_to: Callable[[int], dict[int, int]] = lambda li: {c: li for c in range(6)},
+    leader_change: bool = True,
 ) -> Load:
     """Run the load, apply ``fault`` to the leader once traffic flows, wait until another node
-    leads at a higher term and traffic flows through it, heal, let it run on; check it all.
+    leads at a higher term (unless ``leader_change`` is False: a fault the leader keeps its
+    majority through) and traffic flows, heal, let it run on; check it all.
     ``sticky_to(leader)`` pins clients to nodes (default: most to the faulted leader, so each
     has a request waiting there when it resumes)."""
     partition = 0 if load is None else load.partition
@@ -166,20 +168,22 @@ async def under_fault(
         await until(lambda: load.ok_ops() >= 40, timeout=20, what="traffic before the fault")
         heal = await fault(li)
         try:
-            new = await until(
-                lambda: [i for i in trio.leaders(partition) if i != li],
-                timeout=15,
-                what="a new leader",
-            )
-            assert trio.term(new[0], partition) > term0, "the new leader must be of a later term"
-            await traffic_then_sticky_requests(load, list(sticky))
+            if leader_change:
+                new = await until(
+                    lambda: [i for i in trio.leaders(partition) if i != li],
+                    timeout=15,
+                    what="a new leader",
+                )
+                assert trio.term(new[0], partition) > term0, "the new leader must be later"
+            await _traffic_then_sticky_requests(load, list(sticky))
         finally:
             await heal()
-        await until(
-            lambda: not trio.gm(li).is_leader(partition) or trio.term(li, partition) > term0,
-            timeout=15,
-            what="the old leader stepping down",
-        )
+        if leader_change:
+            await until(
+                lambda: not trio.gm(li).is_leader(partition) or trio.term(li, partition) > term0,
+                timeout=15,
+                what="the old leader stepping down",
+            )
         after = load.ok_ops()
         await until(lambda: load.ok_ops() >= after + 40, timeout=20, what="traffic after healing")
     finally:
@@ -189,7 +193,7 @@ async def under_fault(
     return load
 
 
-async def traffic_then_sticky_requests(load: Load, sticky: list[int], ops: int = 40) -> None:
+async def _traffic_then_sticky_requests(load: Load, sticky: list[int], ops: int = 40) -> None:
     """Wait for ``ops`` more successful operations, then until every sticky client sent a
     request after them (one the faulted node must not answer with what it held before)."""
     during = load.ok_ops()

@@ -14,13 +14,7 @@ from kvnode.core.ops import Put
 from kvnode.raft import commands
 
 from tests.integration.raft_trio import FAST, Trio, until
-from tests.integration.readload import (
-    Heal,
-    Load,
-    check_history,
-    traffic_then_sticky_requests,
-    under_fault,
-)
+from tests.integration.readload import Heal, Load, under_fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 P = 0
@@ -137,24 +131,26 @@ async def test_linearizable_while_a_follower_is_cut_off_from_its_leader(tmp_path
         li = await trio.leader(P)
         fi = next(i for i in range(3) if i != li)
         await _follower_read(trio, fi)
-        load = Load(trio, P, follower_reads=True)
-        sticky = {c: fi for c in range(5)}  # these read only from the follower that is cut off
-        runner = asyncio.ensure_future(load.run(clients=10, sticky=sticky, seed=12))
-        try:
-            await until(lambda: load.ok_ops() >= 40, timeout=20, what="traffic before the cut")
+
+        async def cut_follower(li: int) -> Heal:
             assert trio.replica(fi, P).follower_reads.served > 0, "no follower read before"
+            # The leader keeps its majority with the third node: writes go on, and the cut
+            # follower's store falls behind them.
             await trio.cut(li, fi, P)
-            try:
-                # The leader keeps its majority with the third node: writes go on, and the cut
-                # follower's store falls behind them.
-                await traffic_then_sticky_requests(load, list(sticky), ops=60)
-            finally:
+
+            async def heal() -> None:
                 await trio.heal(li, fi, P)
-            after = load.ok_ops()
-            await until(lambda: load.ok_ops() >= after + 40, timeout=20, what="traffic after")
-        finally:
-            load.stop.set()
-            await asyncio.wait_for(runner, 15)
-        check_history(trio, load)
+
+            return heal
+
+        # five clients read only from the follower that is cut off
+        await under_fault(
+            trio,
+            cut_follower,
+            seed=12,
+            load=Load(trio, P, follower_reads=True),
+            sticky_to=lambda li: {c: fi for c in range(5)},
+            leader_change=False,
+        )
     finally:
         await trio.stop_all()
