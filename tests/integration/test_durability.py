@@ -28,6 +28,7 @@ from kvnode.core import errors
 from kvnode.storage import unsynced
 
 from tests.support.clusters import ClusterHandle, eventually
+from tests.support.powerloss import lose_unsynced_journal_pages
 
 log = logging.getLogger(__name__)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -183,22 +184,28 @@ def damage_store_log(store_dir: str) -> int:
     return size
 
 
-def as_after_a_power_loss(data_dir: str) -> None:
-    """Damage every store's log, and make the marker the killed node left name another boot."""
+def as_after_a_power_loss(data_dir: str) -> int:
+    """Damage every store's log, drop every journal byte written after its last WAL base, and
+    make the marker the killed node left name another boot. Returns the journal entries lost."""
     for store_dir in glob.glob(os.path.join(data_dir, "p*", "data")):
         damage_store_log(store_dir)
+    lost = sum(lose_unsynced_journal_pages(data_dir).values())
     mark = Path(data_dir, unsynced.MARKER)
     assert mark.read_text().strip() == unsynced.current_boot_id()  # left by the killed node
     mark.write_text("a-boot-before-the-power-loss")
+    return lost
 
 
 async def test_a_host_restart_rebuilds_stores_that_lost_unsynced_writes(make_cluster) -> None:
-    """Stores are written without sync; the journal (fsync mode) is what a write acknowledges. A
-    host restart is simulated on every node at once after kill -9: the middle of every store's
-    LevelDB log is damaged, and the data directory's marker names another kernel boot. Every
-    store is rebuilt from its Raft snapshot and journal, and every acknowledged write is there,
-    on every replica. (Without the marker the damaged stores are used as they are: writes are
-    missing — checked by hand when this test was written.)"""
+    """Stores are written without sync; in fsync mode the node's WAL is what a write
+    acknowledges (journal files are synced only when they open, are rewritten or the WAL starts
+    a segment). A host restart is simulated on every node at once after kill -9: the middle of
+    every store's LevelDB log is damaged, every journal loses what it gained since its last WAL
+    base, and the data directory's marker names another kernel boot. Every journal is rebuilt
+    from the WAL, every store from its Raft snapshot and journal, and every acknowledged write
+    is there, on every replica. (Without the marker the damaged stores are used as they are, and
+    without the WAL's replay the lost journal entries stay lost: writes are missing in both
+    cases — checked by hand.)"""
     handle = make_cluster(
         partitions=2, env={"KVNODE_DURABILITY": "fsync", "KVNODE_COMPACTION_MIN_ENTRIES": "150"}
     )
@@ -216,12 +223,14 @@ async def test_a_host_restart_rebuilds_stores_that_lost_unsynced_writes(make_clu
             await asyncio.gather(*(write(n) for n in range(start, start + 20)))
     kill_every_node_at_once(handle)
     cluster = handle.cluster
-    for node_id in cluster.node_ids:
-        as_after_a_power_loss(cluster.data_dir(node_id))
+    lost = {n: as_after_a_power_loss(cluster.data_dir(n)) for n in cluster.node_ids}
+    assert all(lost.values()), f"journal entries the simulated power loss took: {lost}"
     cluster.start_all()
     await handle.wait_ready(timeout=90)
     for node_id in cluster.node_ids:
-        assert cluster.log_tail(node_id, 1_000_000).count("rebuilds it from snapshot") == 2, node_id
+        logs = cluster.log_tail(node_id, 1_000_000)
+        assert logs.count("rebuilds it from snapshot") == 2, node_id
+        assert logs.count("journal rebuilt from the node's WAL") == 2, node_id
     for endpoint in handle.endpoints:  # every node holds a replica of every partition
         async with Client([endpoint], direct=False, timeout=30.0) as c:
             for key, (value, version) in acked.items():

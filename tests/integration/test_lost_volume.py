@@ -147,7 +147,13 @@ async def repair(
         return st.hosted and st.last_applied >= commit and st.leader_id is not None
 
     await eventually(caught_up, timeout=30, what=f"catch-up of {p}")
-    index = await on_leader(lambda leader: admin.start_digest(leader, p), "digest")
+
+    async def on_any_leader(call: Callable[[NodeInfo], Awaitable[Any]], what: str) -> Any:
+        # Caught up, the new voter is a member like the others: housekeeping may hand it the
+        # leadership at any moment (it is the preferred replica of some partitions).
+        return await on_partition_leader(admin, pmap, p, call, what)
+
+    index = await on_any_leader(lambda leader: admin.start_digest(leader, p), "digest")
 
     async def digests() -> list[str] | None:
         got = [await admin.digest(n, p, index) for n in pmap.nodes]
@@ -155,5 +161,5 @@ async def repair(
 
     got = await eventually(digests, timeout=30, what=f"digests of {p}")
     assert len(set(got)) == 1, got
-    members = (await on_leader(lambda leader: admin.replica_state(leader, p), "state")).members
+    members = (await on_any_leader(lambda leader: admin.replica_state(leader, p), "state")).members
     assert sorted(members) == sorted(n.node_id for n in pmap.nodes)

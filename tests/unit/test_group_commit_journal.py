@@ -15,21 +15,21 @@ from pysyncobj.journal import FileJournal
 
 @pytest.fixture
 def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every path ``_fsync_path`` syncs, and every msync of a journal (as 'msync')."""
+    """Every path ``_fsync_path`` syncs, and every sync of a journal file (as 'msync')."""
     calls: list[str] = []
     real_fsync_path = compat._fsync_path
-    real_flush = FileJournal.flush
+    real_flush = compat.SyncedFileJournal.flush
 
     def fsync_path(path: str) -> None:
         calls.append(path)
         real_fsync_path(path)
 
-    def flush(self: FileJournal) -> None:
+    def flush(self: compat.SyncedFileJournal) -> None:
         calls.append("msync")
         real_flush(self)
 
     monkeypatch.setattr(compat, "_fsync_path", fsync_path)
-    monkeypatch.setattr(FileJournal, "flush", flush)
+    monkeypatch.setattr(compat.SyncedFileJournal, "flush", flush)
     return calls
 
 

@@ -53,6 +53,7 @@ from pysyncobj import transport as pso_transport
 from pysyncobj import version as pso_version
 
 from kvnode.raft import appendfix, followerread, prevote, quiesce, readindex
+from kvnode.raft import wal as wal_mod
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def _req(owner: str, kind: str, names: str) -> list[Requirement]:
 REQUIREMENTS: tuple[Requirement, ...] = (
     *_req("pysyncobj.syncobj", "attr", "createPoller createJournal getEncryptor _RAFT_STATE"),
     *_req("TcpConnection", "code", "encrypt_at_time extract_timestamp decrypt"),
+    *_req("TcpConnection", "attr", "send state"),
+    *_req("pysyncobj.tcp_connection", "attr", "CONNECTION_STATE"),
     *_req("pysyncobj.journal", "attr", "FileJournal"),
     *_req("pysyncobj.poller", "attr", "Poller POLL_EVENT_TYPE"),
     *_req("pysyncobj.config", "attr", "SERIALIZER_STATE"),
@@ -113,8 +116,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *_req(
         "FileJournal",
         "attr",
-        "add setCurrentTerm deleteEntriesFrom flush setRaftCommitIndex getRaftCommitIndex "
-        "onOneSecondTimer",
+        "add clear setCurrentTerm deleteEntriesFrom deleteEntriesTo flush setRaftCommitIndex "
+        "getRaftCommitIndex onOneSecondTimer _destroy",
+    ),
+    *_req(
+        "FileJournal",
+        "code",
+        "_FileJournal__journalFile _FileJournal__journal _FileJournal__currentOffset",
+    ),
+    *_req("ResizableFile", "code", "_ResizableFile__f"),
+    *_req(
+        "pysyncobj.journal", "attr", "ResizableFile FIRST_RECORD_OFFSET LAST_RECORD_OFFSET_OFFSET"
     ),
     *_req("Serializer", "attr", "serialize checkSerializing getTransmissionData"),
     *_req(
@@ -124,7 +136,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "_SyncObj__onMessageReceived "
         "_SyncObj__sendNextNodeIdx _SyncObj__getCurrentLogIndex _SyncObj__getCurrentLogTerm "
         "_SyncObj__getEntries _SyncObj__connectedToAnyone _SyncObj__generateRaftTimeout "
-        "_SyncObj__setCurrentTerm _SyncObj__setState",
+        "_SyncObj__setCurrentTerm _SyncObj__setState _SyncObj__doApplyCommand",
     ),
     *_req(
         "SyncObj",
@@ -133,10 +145,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "_SyncObj__raftElectionDeadline _SyncObj__transferInProgress _SyncObj__raftState "
         "_SyncObj__raftCurrentTerm _SyncObj__transport _SyncObj__raftNextIndex "
         "_SyncObj__raftCommitIndex _SyncObj__raftLeader _SyncObj__raftMatchIndex "
-        "_SyncObj__lastResponseTime _SyncObj__newAppendEntriesTime",
+        "_SyncObj__lastResponseTime _SyncObj__newAppendEntriesTime _SyncObj__raftLog",
     ),
     *_req("TCPTransport", "attr", "send _shouldConnect ready"),
-    *_req("TCPTransport", "code", "_preventConnectNodes _connections"),
+    *_req("TCPTransport", "code", "_preventConnectNodes _connections _syncObj"),
 )
 
 
@@ -182,17 +194,24 @@ INSTALLED: Mapping[str, Any] = {
     "pysyncobj.syncobj": pso_syncobj,
     "pysyncobj.journal": pso_journal,
     "pysyncobj.poller": pso_poller,
+    "pysyncobj.tcp_connection": pso_tcp_connection,
     "pysyncobj.config": pso_config,
     "pysyncobj.pickle": pso_pickle,
     "pysyncobj.serializer": pso_serializer,
     "pysyncobj.monotonic": pso_monotonic,
     "FileJournal": getattr(pso_journal, "FileJournal", None),
+    "ResizableFile": getattr(pso_journal, "ResizableFile", None),
     "Serializer": getattr(pso_serializer, "Serializer", None),
     "SyncObj": SyncObj,
     "TCPTransport": getattr(pso_transport, "TCPTransport", None),
     "TcpConnection": getattr(pso_tcp_connection, "TcpConnection", None),
 }
 ensure_compatible(pso_version.VERSION, INSTALLED)
+if (pso_journal.FIRST_RECORD_OFFSET, pso_journal.LAST_RECORD_OFFSET_OFFSET) != (
+    wal_mod.FIRST_RECORD_OFFSET,
+    wal_mod.LAST_RECORD_OFFSET_OFFSET,
+):
+    raise PySyncObjIncompatible("kvnode.raft.wal: PySyncObj's journal file layout changed")
 
 _RAFT_STATE = pso_syncobj._RAFT_STATE
 Poller = pso_poller.Poller  # for the ticker's facade poller
@@ -287,9 +306,16 @@ pso_syncobj.getEncryptor = _get_encryptor
 
 # -- createJournal: quiet meta file; durable journal for durability=fsync ----------------------
 class SyncedJournalPath(str):
-    """A journal file name that asks for the synced journal."""
+    """A journal file name that asks for the synced journal; ``wal`` is the node's WAL
+    (``kvnode.raft.wal``), or None for a journal that syncs its own file per entry."""
 
-    __slots__ = ()
+    wal: Any = None
+
+    @classmethod
+    def of(cls, path: str, wal: Any = None) -> SyncedJournalPath:
+        synced = cls(path)
+        synced.wal = wal
+        return synced
 
 
 class QuietFileJournal(pso_journal.FileJournal):  # type: ignore[misc]
@@ -308,16 +334,81 @@ class QuietFileJournal(pso_journal.FileJournal):  # type: ignore[misc]
 
 
 class SyncedFileJournal(QuietFileJournal):
-    """FileJournal whose appended entries and term/vote record are on disk before PySyncObj
-    goes on: a follower answers append-entries only after its journal is durable."""
+    """FileJournal whose appended entries and term/vote record are on disk before PySyncObj's
+    messages about them leave the node: a follower answers append-entries, a leader counts
+    itself and a client hears of its write only for synced entries.
+
+    With the node's WAL (the normal case, ``kvnode.raft.wal``) every change is a WAL record and
+    the ticker syncs the WAL once per loop, holding that loop's Raft messages until then; the
+    file itself is synced when it opens and when the WAL starts a segment. Without one (a
+    replica built outside a ``GroupManager``), each change syncs the file.
+    """
 
     def __init__(self, journal_file: str) -> None:
         super().__init__(str(journal_file))
-        self._meta_path = str(journal_file) + ".meta"
+        self._path = str(journal_file)
+        self._meta_path = self._path + ".meta"
+        self.wal = getattr(journal_file, "wal", None)
+        self._name = self.wal.name(self._path) if self.wal is not None else ""
+        if self.wal is not None:
+            self.wal.register(self._name, self)
+            self.wal.base(self._name, self.checkpoint())
+
+    def flush(self) -> None:
+        """``fdatasync`` of the journal file instead of PySyncObj's ``mmap.flush``: CPython's
+        ``msync`` holds the GIL for the whole disk flush, stalling the node's event loop and
+        every other group; ``fdatasync`` releases it. On Linux both write back the same pages
+        (the mapping is ``MAP_SHARED`` over the page cache; ``msync`` with ``MS_SYNC`` is
+        ``vfs_fsync_range`` with ``datasync`` set)."""
+        resizable = self._FileJournal__journalFile
+        os.fdatasync(resizable._ResizableFile__f.fileno())
+
+    def checkpoint(self) -> Any:
+        """Sync the file; its base (``kvnode.raft.wal.Base``)."""
+        self.flush()
+        return wal_mod.Base.of(self._FileJournal__journal, self._FileJournal__currentOffset)
 
     def add(self, command: Any, idx: int, term: int) -> None:
         super().add(command, idx, term)
-        self.flush()
+        if self.wal is not None:
+            self.wal.add(self._name, command, idx, term)
+        else:
+            self.flush()
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        super().deleteEntriesFrom(entryFrom)
+        if self.wal is not None:
+            self.wal.trunc(self._name, entryFrom)
+        else:
+            self.flush()
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        # PySyncObj rewrites the file in place (clear, then re-add what is kept): write the
+        # kept entries to a new file instead, synced and renamed over the old one, so a crash
+        # leaves the old or the new journal, never a torn one (kvnode.raft.wal relies on it).
+        self._replace(self._FileJournal__journal[entryTo:])
+
+    def clear(self) -> None:
+        self._replace([])
+
+    _FileJournal__journalFile: Any  # PySyncObj's private state we assign (for mypy)
+
+    def _replace(self, entries: list[Any]) -> None:
+        identity = self._FileJournal__journalFile.read(0, wal_mod.IDENTITY_SIZE)
+        end = wal_mod.prepare_journal(self._path, identity, entries)
+        if self.wal is not None:  # the new content's base on disk before the rename
+            self.wal.base(self._name, wal_mod.Base.of(entries, end))
+            self.wal.sync()
+        self._FileJournal__journalFile._destroy()
+        wal_mod.install_journal(self._path)
+        self._FileJournal__journalFile = pso_journal.ResizableFile(self._path)
+        self._FileJournal__journal = list(entries)
+        self._FileJournal__currentOffset = end
+
+    def _destroy(self) -> None:
+        super()._destroy()  # msync, close
+        if self.wal is not None:
+            self.wal.forget(self._name)
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         # PySyncObj writes <journal>.meta.tmp and renames it over <journal>.meta, syncing
@@ -326,9 +417,31 @@ class SyncedFileJournal(QuietFileJournal):
         _fsync_path(self._meta_path)
         _fsync_path(os.path.dirname(os.path.abspath(self._meta_path)))
 
-    def deleteEntriesFrom(self, entryFrom: int) -> None:
-        super().deleteEntriesFrom(entryFrom)
-        self.flush()
+
+# -- Raft messages held until the node's WAL is synced --------------------------------------
+_original_transport_send = pso_transport.TCPTransport.send
+_CONNECTED = pso_tcp_connection.CONNECTION_STATE.CONNECTED
+
+
+def _send_or_hold(self: Any, node: Any, message: Any) -> bool:
+    """``TCPTransport.send`` that first offers the message to the group's poller's
+    ``hold_send`` (the ticker's facade poller in ``durability=fsync``, ``kvnode.raft.ticker``),
+    which keeps it until the loop's WAL sync."""
+    hold = getattr(self._syncObj._poller, "hold_send", None)
+    conn = self._connections.get(node)
+    if hold is not None and conn is not None and conn.state == _CONNECTED and hold(conn, message):
+        return True
+    return bool(_original_transport_send(self, node, message))
+
+
+pso_transport.TCPTransport.send = _send_or_hold
+
+
+def send_held(conn: Any, message: Any) -> None:
+    """Send a message ``hold_send`` kept; dropped if its connection closed meanwhile (Raft
+    resends what matters, as after any lost message)."""
+    if conn.state == _CONNECTED:
+        conn.send(message)
 
 
 # -- atomicReplace: a received snapshot is durable before it replaces the old one -----------
@@ -417,7 +530,18 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         self._active_at = _clock()  # when it last moved
         self._proposals = 0  # _applyCommand calls (any thread)
         self._proposals_seen = 0  # ... as of the last tick
+        self._wal: Any = None  # the node's WAL (durability=fsync), synced before any apply
         super().__init__(self_addr, peers, conf)
+        self._wal = getattr(self._SyncObj__raftLog, "wal", None)
+
+    # -- durability=fsync: nothing is applied before it is on disk --------------------------
+    def _SyncObj__doApplyCommand(self, command: Any) -> Any:
+        # With more than one voter an entry commits only after a follower acknowledged it, and
+        # the leader sent it only after the WAL sync that covered it; a lone voter commits in
+        # the tick that appended, so sync here, before a client can hear of it.
+        if self._wal is not None:
+            self._wal.sync()
+        return SyncObj._SyncObj__doApplyCommand(self, command)
 
     # -- ticks: pre-vote gate in front of PySyncObj's election timer ------------------------
     def _onTick(self, timeToWait: float = 0.0) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kvnode.core import errors
-from kvnode.raft import bridge, commands, followerread, readindex, registry
+from kvnode.raft import bridge, commands, followerread, readindex, registry, wal
 from kvnode.raft.barriers import BarrierCoalescer
 from kvnode.raft.groupcommit import GroupCommitLimits, GroupCommitter
 from kvnode.raft.processor import CommandProcessor
@@ -58,6 +58,17 @@ class GroupManager:
         self._open_store = open_store
         self._processor = processor or CommandProcessor()
         self.ticker = SharedTicker()
+        # Whatever the mode now, journals named by a WAL left from a durability=fsync run get
+        # what it made durable before any group opens (kvnode.raft.wal).
+        recovery = wal.recover(data_dir)
+        if recovery.rebuilt or recovery.replaced:
+            log.warning(
+                "journals rebuilt from the WAL: %s; replaced after their last base: %s",
+                recovery.rebuilt,
+                recovery.replaced,
+            )
+        self.wal = wal.NodeWal(data_dir) if tuning.fsync else None
+        self.ticker.wal = self.wal
         self._replicas: dict[int, PartitionReplica] = {}
         self._status: dict[int, ReplicaStatus] = {}
         self._barriers = BarrierCoalescer(self.propose_barrier, self.hosts)
@@ -92,6 +103,8 @@ class GroupManager:
     def stop(self) -> None:
         self.ticker.call(self._destroy_all)
         self.ticker.stop()
+        if self.wal is not None:
+            self.wal.close()
 
     def _destroy_all(self) -> None:
         for partition in list(self._replicas):
@@ -140,7 +153,7 @@ class GroupManager:
         os.makedirs(pdir, exist_ok=True)
         registry.write_registration(pdir, partition, self_addr, peers)
         store = self._open_store(os.path.join(pdir, "data"))
-        conf = syncobj_conf(self._tuning, partition_dir=pdir, self_addr=self_addr)
+        conf = syncobj_conf(self._tuning, partition_dir=pdir, self_addr=self_addr, wal=self.wal)
         with self.ticker.constructing() as facade:
             replica = PartitionReplica(
                 partition=partition,

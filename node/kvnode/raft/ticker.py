@@ -54,6 +54,11 @@ class _FacadePoller(compat.Poller):  # type: ignore[misc]
     def poll(self, timeout: float) -> None:
         return None
 
+    def hold_send(self, conn: Any, message: Any) -> bool:
+        """Called by every Raft connection's ``send`` (``compat``): True when the ticker keeps
+        the message until its loop's WAL sync."""
+        return self._ticker.hold(conn, message)
+
 
 class EpollPoller(compat.Poller):  # type: ignore[misc]
     """PySyncObj's poller interface over epoll. PySyncObj's ``PollPoller`` hands the kernel
@@ -125,6 +130,10 @@ class SharedTicker:
         self.tick_errors = 0
         self.group_ticks = 0  # doTick calls (observability: quiesced groups are not ticked)
         self._full_tick_hooks: list[Callable[[], None]] = []
+        # durability=fsync: the node's WAL (kvnode.raft.wal), synced at the end of every loop
+        # before the Raft messages the loop sent leave the process.
+        self.wal: Any = None
+        self._held: list[tuple[Any, Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -221,6 +230,28 @@ class SharedTicker:
             self._tick(full=full)
             if full:
                 self._run_hooks()
+            self._release()
+
+    def hold(self, conn: Any, message: Any) -> bool:
+        if self.wal is None or threading.current_thread() is not self._thread:
+            return False
+        self._held.append((conn, message))
+        return True
+
+    def _release(self) -> None:
+        """Sync the WAL (one ``fdatasync`` for every journal change of the loop), then send
+        the messages held meanwhile, in order."""
+        if self.wal is None:
+            return
+        try:
+            self.wal.sync()
+        except OSError:
+            # Entries are appended in memory but not on disk: unsafe to go on (as in _tick).
+            failstop.fail_stop(log, "raft WAL sync failed")
+        held, self._held = self._held, []
+        for conn, message in held:
+            compat.send_held(conn, message)
+        self.wal.maybe_rotate()
 
     def _tick(self, *, full: bool) -> None:
         dirty, self._dirty = self._dirty, set()

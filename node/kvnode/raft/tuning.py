@@ -53,8 +53,11 @@ class RaftTuning:
         return cls(**same, fsync=s.durability == "fsync", password=password)
 
 
-def syncobj_conf(t: RaftTuning, *, partition_dir: str, self_addr: str) -> SyncObjConf:
-    """PySyncObj's configuration of one group (research/libraries.md §A1 for each choice)."""
+def syncobj_conf(
+    t: RaftTuning, *, partition_dir: str, self_addr: str, wal: Any = None
+) -> SyncObjConf:
+    """PySyncObj's configuration of one group (research/libraries.md §A1 for each choice);
+    ``wal``: the node's WAL, which the synced journal of ``durability=fsync`` records into."""
     journal = os.path.join(partition_dir, "raft.journal")
     port = self_addr.rsplit(":", 1)[1]
     return SyncObjConf(
@@ -68,7 +71,7 @@ def syncobj_conf(t: RaftTuning, *, partition_dir: str, self_addr: str) -> SyncOb
         connectionRetryTime=t.connection_retry_s,
         leaderFallbackTimeout=t.leader_fallback_s,
         commandsWaitLeader=False,  # fail fast (503) instead of queueing without a deadline
-        journalFile=SyncedJournalPath(journal) if t.fsync else journal,
+        journalFile=SyncedJournalPath.of(journal, wal) if t.fsync else journal,
         fullDumpFile=os.path.join(partition_dir, "raft.snapshot"),
         dynamicMembershipChange=True,
         logCompactionMinEntries=t.compaction_min_entries,

@@ -89,6 +89,21 @@ class RaftCollector(Collector):
         requests.add_metric([self._node_id], gc.requests)
         yield entries
         yield requests
+        wal = self._groups.wal
+        if wal is not None:  # durability=fsync
+            syncs = CounterMetricFamily(
+                "ringkv_wal_syncs",
+                "fdatasync calls of the node's Raft WAL (one covers every journal change of a "
+                "ticker loop)",
+                labels=["node"],
+            )
+            syncs.add_metric([self._node_id], wal.syncs)
+            records = CounterMetricFamily(
+                "ringkv_wal_records", "Journal changes recorded in the node's WAL", labels=["node"]
+            )
+            records.add_metric([self._node_id], wal.records)
+            yield syncs
+            yield records
 
 
 class DrainCollector(Collector):

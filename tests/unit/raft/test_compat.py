@@ -28,6 +28,7 @@ def test_a_private_attribute_no_longer_used_is_named() -> None:
     class TCPTransport:
         def __init__(self) -> None:
             self._connections: dict[str, str] = {}  # but no _preventConnectNodes any more
+            self._syncObj = None
 
         def send(self) -> None: ...
 
