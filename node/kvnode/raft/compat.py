@@ -537,8 +537,9 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
     # -- durability=fsync: nothing is applied before it is on disk --------------------------
     def _SyncObj__doApplyCommand(self, command: Any) -> Any:
         # With more than one voter an entry commits only after a follower acknowledged it, and
-        # the leader sent it only after the WAL sync that covered it; a lone voter commits in
-        # the tick that appended, so sync here, before a client can hear of it.
+        # the leader sent it only after the WAL sync that covered it. A lone voter needs no
+        # answer: PySyncObj 0.3.17 commits in the tick after the one that appended (after the
+        # loop's sync), and this keeps the rule true without relying on that order.
         if self._wal is not None:
             self._wal.sync()
         return SyncObj._SyncObj__doApplyCommand(self, command)
