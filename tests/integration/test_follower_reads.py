@@ -64,7 +64,10 @@ async def test_a_follower_read_sees_every_write_acknowledged_before_it(tmp_path)
         assert leader.store(P).applied_index() == last, "a follower read appended a log entry"
         assert follower.store(P).applied_index() == last
         used = trio.replica(li, P).read_index.rounds_sent - rounds
-        assert 1 <= used <= 60, f"300 concurrent follower reads used {used} probe rounds"
+        # How many questions reach the leader per socket read depends on scheduling: 4-46
+        # rounds on a quiet machine, 64 on a loaded CI run. Sharing means well under one
+        # round per read; at most one per two reads holds on any machine.
+        assert 1 <= used <= 150, f"300 concurrent follower reads used {used} probe rounds"
         assert trio.replica(fi, P).follower_reads.served >= 361
     finally:
         await trio.stop_all()
