@@ -28,6 +28,7 @@ from kvnode.core import errors
 from kvnode.storage import unsynced
 
 from tests.support.clusters import ClusterHandle, eventually
+from tests.support.metrics import metric
 from tests.support.powerloss import lose_unsynced_journal_pages
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,16 @@ async def write_counters(handle: ClusterHandle) -> tuple[int, int]:
     return entries, requests
 
 
+async def wal_counters(handle: ClusterHandle) -> tuple[float, float]:
+    """(syncs, records) of the nodes' WALs (durability=fsync; 0 without one)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        syncs = records = 0.0
+        for url in handle.endpoints:
+            syncs += await metric(http, url, "ringkv_wal_syncs_total")
+            records += await metric(http, url, "ringkv_wal_records_total")
+    return syncs, records
+
+
 def _metric(text: str, name: str) -> int:
     found = re.search(rf"^{name}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.MULTILINE)
     assert found, f"{name} missing from /metrics"
@@ -134,6 +145,7 @@ async def test_kill_9_of_every_node_under_group_commit_loses_no_acknowledged_wri
         tasks += [asyncio.create_task(load.incrementer(i)) for i in range(8)]
         try:
             entries, requests = await coalesced_under_load(handle, load, timeout=90)
+            syncs, records = await wal_counters(handle)
             load.crashed = True
             kill_every_node_at_once(handle)
         finally:
@@ -151,6 +163,10 @@ async def test_kill_9_of_every_node_under_group_commit_loses_no_acknowledged_wri
         entries,
     )
     assert requests > entries, "writes never shared an entry"
+    if durability == "fsync":  # journal changes of several groups and replicas share a sync
+        assert 0 < syncs < records, (syncs, records)
+    else:
+        assert (syncs, records) == (0, 0), "process mode has no WAL"
     assert all(load.increments[k] > 0 for k in COUNTERS), load.increments
     handle.cluster.start_all()
     await handle.wait_ready(timeout=90)

@@ -10,16 +10,8 @@ from kvnode.raft import wal
 
 
 def last_bases(data_dir: str | Path) -> dict[str, wal.Base]:
-    """The last base of every journal named in the data directory's WAL segments."""
-    bases: dict[str, wal.Base] = {}
-    for _seq, segment in wal.segments(str(Path(data_dir, wal.DIR))):
-        for op, name, body in wal.records(Path(segment).read_bytes()):
-            if op == wal.BASE:
-                v = wal._BASE.unpack(body)
-                bases[name] = wal.Base(v[0], v[1], (v[2], v[3]), (v[4], v[5]))
-            elif op == wal.CLOSE:
-                bases.pop(name, None)
-    return bases
+    """The last base of every open journal named in the data directory's WAL segments."""
+    return {n: h.base for n, h in wal.histories(str(data_dir)).items() if h.base is not None}
 
 
 def lose_unsynced_journal_pages(data_dir: str | Path) -> dict[str, int]:

@@ -15,11 +15,35 @@ import os
 from typing import Any
 
 
-def fsync_dir(path: str) -> None:
-    """Make a rename or creation inside directory ``path`` durable."""
+def fsync_path(path: str, *, data_only: bool = False) -> None:
+    """``fsync`` (``fdatasync`` with ``data_only``) the file or directory at ``path``."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        (os.fdatasync if data_only else os.fsync)(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or creation inside directory ``path`` durable."""
+    fsync_path(path)
+
+
+def write_all(fd: int, data: bytes | bytearray) -> None:
+    """``os.write`` until every byte of ``data`` is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_file(path: str, data: bytes, *, durable: bool, mode: int = 0o644) -> None:
+    """Create or truncate ``path`` and write ``data``; ``durable`` fsyncs it before returning
+    (the directory entry is the caller's: a rename follows, or ``fsync_dir``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        write_all(fd, data)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -31,15 +55,7 @@ def write_atomic(path: str, data: bytes, *, durable: bool = True, mode: int = 0o
     failure once this returns. The temporary name carries the pid so concurrent writers in
     different processes never share one."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file(tmp, data, durable=durable, mode=mode)
     try:
         os.replace(tmp, path)
     except BaseException:

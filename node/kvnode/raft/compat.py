@@ -52,6 +52,7 @@ from pysyncobj import tcp_connection as pso_tcp_connection
 from pysyncobj import transport as pso_transport
 from pysyncobj import version as pso_version
 
+from kvnode.core import files
 from kvnode.raft import appendfix, followerread, prevote, quiesce, readindex
 from kvnode.raft import wal as wal_mod
 
@@ -453,14 +454,8 @@ def _durable_replace(old: str, new: str) -> Any:
     drops the journal it covers; stores are rebuilt from that file after a host crash
     (``kvnode.storage.unsynced``), so sync the file before the rename and the directory after.
     A missing source (our own dumps are installed by ``raft.dump``) raises as before."""
-    try:
-        fd = os.open(old, os.O_RDONLY)
-    except FileNotFoundError:
-        return _original_atomic_replace(old, new)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        files.fsync_path(old)
     result = _original_atomic_replace(old, new)
     _fsync_path(os.path.dirname(os.path.abspath(new)))
     return result
@@ -470,14 +465,8 @@ pso_serializer.atomicReplace = _durable_replace
 
 
 def _fsync_path(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        files.fsync_path(path)
 
 
 _original_create_journal = pso_syncobj.createJournal

@@ -60,13 +60,7 @@ class GroupManager:
         self.ticker = SharedTicker()
         # Whatever the mode now, journals named by a WAL left from a durability=fsync run get
         # what it made durable before any group opens (kvnode.raft.wal).
-        recovery = wal.recover(data_dir)
-        if recovery.rebuilt or recovery.replaced:
-            log.warning(
-                "journals rebuilt from the WAL: %s; replaced after their last base: %s",
-                recovery.rebuilt,
-                recovery.replaced,
-            )
+        wal.recover(data_dir)  # logs each journal it rebuilds
         self.wal = wal.NodeWal(data_dir) if tuning.fsync else None
         self.ticker.wal = self.wal
         self._replicas: dict[int, PartitionReplica] = {}

@@ -68,6 +68,14 @@ class Base:
     first: tuple[int, int]
     last: tuple[int, int]
 
+    def encode(self) -> bytes:
+        return _BASE.pack(self.offset, self.count, *self.first, *self.last)
+
+    @classmethod
+    def decode(cls, body: bytes) -> Base:
+        v = _BASE.unpack(body)
+        return cls(v[0], v[1], (v[2], v[3]), (v[4], v[5]))
+
     @classmethod
     def of(cls, entries: list[Entry], offset: int) -> Base:
         if not entries:
@@ -143,14 +151,7 @@ def prepare_journal(path: str, identity: bytes, entries: list[Entry]) -> int:
     """Write ``entries`` as the next content of the journal at ``path`` beside it (synced), to
     be installed by ``install_journal``; its end offset."""
     data, end = journal_bytes(identity, entries)
-    fd = os.open(path + REWRITE_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
+    files.write_file(path + REWRITE_SUFFIX, data, durable=True)
     return end
 
 
@@ -204,15 +205,13 @@ class NodeWal:
         self._record(TRUNC, name, _TRUNC.pack(entry_from))
 
     def base(self, name: str, base: Base) -> None:
-        self._record(BASE, name, _BASE.pack(base.offset, base.count, *base.first, *base.last))
+        self._record(BASE, name, base.encode())
 
     def sync(self) -> None:
         """Write and ``fdatasync`` what was recorded since the last sync (nothing: no-op)."""
         if not self._buf:
             return
-        view = memoryview(self._buf)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        files.write_all(self._fd, self._buf)
         os.fdatasync(self._fd)
         self._size += len(self._buf)
         self._buf = bytearray()
@@ -289,9 +288,12 @@ def records(data: bytes) -> Iterator[tuple[int, str, bytes]]:
 
 # -- recovery ------------------------------------------------------------------------------
 @dataclass(slots=True)
-class _History:
+class History:
+    """What the WAL's segments say of one journal: its last base (None: none since it last
+    closed, or ever) and the changes recorded after it, in order."""
+
     base: Base | None = None
-    changes: list[tuple[int, bytes]] = field(default_factory=list)  # after the last base
+    changes: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -300,30 +302,33 @@ class Recovery:
 
     rebuilt: list[str] = field(default_factory=list)  # the file lacked synced changes
     synced: list[str] = field(default_factory=list)  # the file held everything: synced
-    replaced: list[str] = field(default_factory=list)  # rewritten after its last base
+    replaced: list[str] = field(default_factory=list)  # no longer matched its last base
     missing: list[str] = field(default_factory=list)  # no file (its replica was dropped)
+
+
+def histories(data_dir: str) -> dict[str, History]:
+    """Every journal the data directory's WAL segments name, with what they say of it."""
+    found: dict[str, History] = {}
+    for _seq, path in segments(os.path.join(data_dir, DIR)):
+        with open(path, "rb") as f:
+            for op, name, body in records(f.read()):
+                history = found.setdefault(name, History())
+                if op == BASE:
+                    history.base, history.changes = Base.decode(body), []
+                elif op == CLOSE:
+                    history.base, history.changes = None, []
+                else:
+                    history.changes.append((op, body))
+    return found
 
 
 def recover(data_dir: str) -> Recovery:
     """Make every journal named in the WAL's segments hold exactly what the WAL made durable,
     on disk; then delete the segments. Before any group of the node opens."""
     directory = os.path.join(data_dir, DIR)
-    histories: dict[str, _History] = {}
     found = segments(directory)
-    for _seq, path in found:
-        with open(path, "rb") as f:
-            for op, name, body in records(f.read()):
-                history = histories.setdefault(name, _History())
-                if op == BASE:
-                    v = _BASE.unpack(body)
-                    history.base = Base(v[0], v[1], (v[2], v[3]), (v[4], v[5]))
-                    history.changes = []
-                elif op == CLOSE:
-                    history.base, history.changes = None, []
-                else:
-                    history.changes.append((op, body))
     done = Recovery()
-    for name, history in histories.items():
+    for name, history in histories(data_dir).items():
         _recover_one(os.path.join(data_dir, name), name, history, done)
     for _seq, path in found:
         os.unlink(path)
@@ -332,7 +337,7 @@ def recover(data_dir: str) -> Recovery:
     return done
 
 
-def _recover_one(path: str, name: str, history: _History, done: Recovery) -> None:
+def _recover_one(path: str, name: str, history: History, done: Recovery) -> None:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -370,7 +375,7 @@ def _recover_one(path: str, name: str, history: _History, done: Recovery) -> Non
     else:
         entries = replay(read_journal(data, limit=base.offset)[0], history.changes)
     if entries == whole and whole_end == header_end:
-        _fdatasync(path)
+        files.fsync_path(path, data_only=True)
         done.synced.append(name)
         return
     write_journal(path, data[:IDENTITY_SIZE], entries)
@@ -400,11 +405,3 @@ def replay(entries: list[Entry], changes: list[tuple[int, bytes]]) -> list[Entry
         elif op == TRUNC:
             del out[_TRUNC.unpack(body)[0] :]
     return out
-
-
-def _fdatasync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)

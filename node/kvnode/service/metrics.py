@@ -76,34 +76,32 @@ class RaftCollector(Collector):
         yield follower_reads
 
     def _group_commit(self) -> Iterator[CounterMetricFamily]:
-        """Write entries proposed here and the client requests they carried: requests/entries
-        is the mean group-commit batch size."""
+        """Write entries proposed here and the client requests they carried (requests/entries
+        is the mean group-commit batch size); in durability=fsync the node WAL's syncs and
+        records (records/syncs: journal changes sharing one sync)."""
         gc = self._groups.group_commit.stats()
-        entries = CounterMetricFamily(
-            "ringkv_write_entries", "Raft entries proposed for client writes", labels=["node"]
+        yield self._counter(
+            "ringkv_write_entries", "Raft entries proposed for client writes", gc.entries
         )
-        entries.add_metric([self._node_id], gc.entries)
-        requests = CounterMetricFamily(
-            "ringkv_write_requests", "Client write requests those entries carried", labels=["node"]
+        yield self._counter(
+            "ringkv_write_requests", "Client write requests those entries carried", gc.requests
         )
-        requests.add_metric([self._node_id], gc.requests)
-        yield entries
-        yield requests
         wal = self._groups.wal
-        if wal is not None:  # durability=fsync
-            syncs = CounterMetricFamily(
+        if wal is not None:
+            yield self._counter(
                 "ringkv_wal_syncs",
                 "fdatasync calls of the node's Raft WAL (one covers every journal change of a "
                 "ticker loop)",
-                labels=["node"],
+                wal.syncs,
             )
-            syncs.add_metric([self._node_id], wal.syncs)
-            records = CounterMetricFamily(
-                "ringkv_wal_records", "Journal changes recorded in the node's WAL", labels=["node"]
+            yield self._counter(
+                "ringkv_wal_records", "Journal changes recorded in the node's WAL", wal.records
             )
-            records.add_metric([self._node_id], wal.records)
-            yield syncs
-            yield records
+
+    def _counter(self, name: str, documentation: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, documentation, labels=["node"])
+        family.add_metric([self._node_id], value)
+        return family
 
 
 class DrainCollector(Collector):

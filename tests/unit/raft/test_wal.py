@@ -24,6 +24,13 @@ def open_journal(
     return compat.SyncedFileJournal(compat.SyncedJournalPath.of(path, node_wal))
 
 
+def after_a_power_loss(tmp_path: Path, name: str = "p0") -> list[tuple[bytes, int, int]]:
+    """Lose every journal's unsynced pages, recover, and read journal ``name`` back."""
+    lose_unsynced_pages(tmp_path)
+    wal.recover(str(tmp_path))
+    return entries(FileJournal(str(tmp_path / name / "raft.journal")))
+
+
 def test_journal_bytes_are_what_pysyncobj_reads_and_writes(tmp_path: Path) -> None:
     path = str(tmp_path / "j")
     journal = FileJournal(path)
@@ -77,9 +84,7 @@ def test_a_truncated_tail_and_its_replacement_are_replayed_in_order(tmp_path: Pa
     expected = entries(journal)
     assert [(i, t) for _c, i, t in expected] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]
     del journal
-    lose_unsynced_pages(tmp_path)
-    wal.recover(str(tmp_path))
-    assert entries(FileJournal(str(tmp_path / "p0" / "raft.journal"))) == expected
+    assert after_a_power_loss(tmp_path) == expected
 
 
 def test_compaction_rewrites_the_file_atomically_and_recovery_starts_from_it(
@@ -97,9 +102,7 @@ def test_compaction_rewrites_the_file_atomically_and_recovery_starts_from_it(
     expected = entries(journal)
     assert [i for _c, i, _t in expected] == [16, 17, 18, 19, 20, 21]
     del journal
-    lose_unsynced_pages(tmp_path)
-    wal.recover(str(tmp_path))
-    assert entries(FileJournal(str(tmp_path / "p0" / "raft.journal"))) == expected
+    assert after_a_power_loss(tmp_path) == expected
 
 
 def _eight_entries(tmp_path: Path) -> tuple[wal.NodeWal, compat.SyncedFileJournal, str]:
@@ -120,9 +123,7 @@ def test_a_rewrite_whose_base_reached_the_wal_is_finished_by_recovery(tmp_path: 
     node_wal.base("p0/raft.journal", wal.Base.of(kept, end))
     node_wal.sync()
     del journal
-    lose_unsynced_pages(tmp_path)
-    wal.recover(str(tmp_path))
-    assert entries(FileJournal(path)) == kept
+    assert after_a_power_loss(tmp_path) == kept
     assert not os.path.exists(path + wal.REWRITE_SUFFIX)
 
 
@@ -134,9 +135,7 @@ def test_a_rewrite_whose_base_never_reached_the_wal_is_discarded(tmp_path: Path)
     expected = entries(journal)
     wal.prepare_journal(path, identity, expected[5:])
     del journal
-    lose_unsynced_pages(tmp_path)
-    wal.recover(str(tmp_path))
-    assert entries(FileJournal(path)) == expected
+    assert after_a_power_loss(tmp_path) == expected
     assert not os.path.exists(path + wal.REWRITE_SUFFIX)
 
 
@@ -153,9 +152,7 @@ def test_a_torn_wal_tail_is_dropped_and_what_was_synced_before_it_is_kept(tmp_pa
     size = os.path.getsize(seg)
     os.truncate(seg, size - 50)  # the last record never fully reached the disk
     del journal
-    lose_unsynced_pages(tmp_path)
-    wal.recover(str(tmp_path))
-    assert entries(FileJournal(str(tmp_path / "p0" / "raft.journal"))) == expected
+    assert after_a_power_loss(tmp_path) == expected
 
 
 def test_rotation_keeps_a_base_of_every_open_journal_and_deletes_old_segments(
@@ -197,6 +194,24 @@ def test_a_closed_journal_is_used_as_it_is_and_a_dropped_one_is_skipped(tmp_path
     done = wal.recover(str(tmp_path))
     assert entries(FileJournal(str(path))) == []
     assert done.missing == ["p1/raft.journal"]
+    assert done.synced == ["p0/raft.journal"]
+
+
+def test_a_journal_that_matches_neither_its_base_nor_a_pending_rewrite_is_kept_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """Not a state the node produces (a rewrite's base reaches the WAL before its rename); if a
+    file were replaced behind the node's back, recovery keeps it rather than replay the WAL's
+    changes onto entries they were not made to."""
+    node_wal, journal, path = _eight_entries(tmp_path)
+    node_wal.rotate()  # a base naming the eight entries (an empty base matches any file)
+    identity = Path(path).read_bytes()[: wal.IDENTITY_SIZE]
+    foreign = [(b"other", 40, 3), (b"other", 41, 3)]
+    del journal
+    wal.write_journal(path, identity, foreign)
+    done = wal.recover(str(tmp_path))
+    assert done.replaced == ["p0/raft.journal"]
+    assert entries(FileJournal(path)) == foreign
 
 
 def test_a_header_pointing_past_the_surviving_records_is_rewritten(tmp_path: Path) -> None:
