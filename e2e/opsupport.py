@@ -89,7 +89,7 @@ class Kvc:
         """What explains a failure: the KVCluster, its objects, Events, operator and node logs."""
         for args in (
             ("describe", "kvc", self.name),
-            ("get", "kvc,sts,pods,pvc,svc,pdb,configmap", "-o", "wide"),
+            ("get", "kvc,sts,pods,pvc,svc,pdb,configmap,jobs,kvclusterbackups", "-o", "wide"),
             ("get", "events", "--sort-by=.lastTimestamp"),
             ("describe", "pods", "-l", NODE_LABELS),
         ):

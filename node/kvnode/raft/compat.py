@@ -22,6 +22,10 @@ What lives here:
 * ``getEncryptor`` (Raft encryption, ``KVNODE_RAFT_PASSWORD_FILE``): the key derivation is
   cached per password, and a message that fails to authenticate is logged before PySyncObj
   drops its connection silently.
+* ``zlib`` in ``pysyncobj.tcp_connection``: Raft messages are framed as zlib streams of stored
+  (uncompressed) blocks (``RaftFrames``): PySyncObj's ``zlib.compress(data, 3)`` set up a
+  fresh 256 KiB deflate state for every message, 50-100 us of CPU on the ticker thread even for
+  a 60-byte heartbeat answer. Any zlib stream still decodes, so older releases interoperate.
 * Fault injection used by the integration tests (cutting one Raft link, sending a raw message,
   rewinding a leader's next index): it touches private transport state, so it is checked too.
 """
@@ -35,6 +39,7 @@ import os
 import threading
 import time
 import types
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +112,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *_req("pysyncobj.syncobj", "attr", "createPoller createJournal getEncryptor _RAFT_STATE"),
     *_req("TcpConnection", "code", "encrypt_at_time extract_timestamp decrypt"),
     *_req("TcpConnection", "attr", "send state"),
+    *_req("TcpConnection", "code", "zlib compress decompress"),
+    *_req("pysyncobj.tcp_connection", "attr", "zlib"),
     *_req("pysyncobj.tcp_connection", "attr", "CONNECTION_STATE"),
     *_req("pysyncobj.journal", "attr", "FileJournal"),
     *_req("pysyncobj.poller", "attr", "Poller POLL_EVENT_TYPE"),
@@ -417,6 +424,31 @@ class SyncedFileJournal(QuietFileJournal):
         super().setCurrentTerm(term, votedForNodeId)
         _fsync_path(self._meta_path)
         _fsync_path(os.path.dirname(os.path.abspath(self._meta_path)))
+
+
+# -- Raft message frames: zlib streams without compression --------------------------------
+class RaftFrames:
+    """What ``pysyncobj.tcp_connection`` calls ``zlib``: it compresses every pickled message
+    (``zlib.compress(data, 3)``) and decompresses every one received.
+
+    ``compress`` writes a zlib stream of stored blocks with the smallest window and state: about
+    1 us per message instead of the 50-100 us that setting up a default deflate state costs,
+    whatever the message's size (measured with 60-byte and 1.2 KiB messages). Raft peers are
+    pods of one cluster: the CPU of the one ticker thread that serves every group of the node
+    is what limits it, not the bytes; 1 KiB of random text was only 23 % smaller compressed.
+    ``decompress`` is zlib's, so messages of older releases (compressed) decode as before, and
+    theirs decode ours: a rolling upgrade mixes both."""
+
+    @staticmethod
+    def compress(data: bytes, level: int = -1) -> bytes:
+        del level  # PySyncObj asks for 3; no compression is what the node wants
+        framer = zlib.compressobj(0, zlib.DEFLATED, 9, 1)
+        return framer.compress(data) + framer.flush()
+
+    decompress = staticmethod(zlib.decompress)
+
+
+pso_tcp_connection.zlib = RaftFrames
 
 
 # -- Raft messages held until the node's WAL is synced --------------------------------------

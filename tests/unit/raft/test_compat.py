@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import time
+import zlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kvnode.raft import compat
 from kvnode.raft.compat import PySyncObjIncompatible, Requirement, ensure_compatible, missing_names
 
@@ -111,3 +116,48 @@ def test_a_received_snapshot_is_synced_before_it_replaces_the_old_one(
     assert synced == [str(src), str(tmp_path)]  # the file before the rename, the dir after
     with pytest.raises(FileNotFoundError):  # as PySyncObj's own rename of a missing file
         compat._durable_replace(str(src), str(dst))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200_000))
+def test_raft_frames_decode_with_zlib_and_older_releases_frames_decode(data: bytes) -> None:
+    frame = compat.RaftFrames.compress(data, 3)
+    assert zlib.decompress(frame) == data  # what an older release's receiver runs
+    assert compat.RaftFrames.decompress(zlib.compress(data, 3)) == data  # an older sender
+    assert len(frame) <= len(data) + 11 + 5 * (len(data) // 65535)  # stored blocks: no deflate
+
+
+def test_a_real_tcp_connection_sends_uncompressed_frames_a_peer_decodes() -> None:
+    """PySyncObj's own send and parse, over a real socket pair, with ``RaftFrames`` swapped in
+    for its ``zlib``: the bytes on the wire are the stored pickle, the peer gets the message."""
+    import pickle
+    import socket
+    import struct
+
+    from pysyncobj import poller, tcp_connection
+
+    assert tcp_connection.zlib is compat.RaftFrames
+    received: list[object] = []
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    right.setblocking(False)
+    polls = poller.SelectPoller()
+    sender = tcp_connection.TcpConnection(polls, socket=left)
+    receiver = tcp_connection.TcpConnection(polls, onMessageReceived=received.append, socket=right)
+    try:
+        message = {"type": "append_entries", "entries": [(b"x" * 5000, 7, 3)], "term": 3}
+        sender.send(message)
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            polls.poll(0.05)
+        assert received == [message]
+        sender.send(message)  # read the raw frame off the wire this time
+        right.setblocking(True)
+        right.settimeout(10)
+        (size,) = struct.unpack("i", right.recv(4, socket.MSG_WAITALL))
+        frame = right.recv(size, socket.MSG_WAITALL)
+        assert pickle.loads(zlib.decompress(frame)) == message
+        assert size > 5000  # 5000 repeated bytes went out as they are (deflate: ~30 bytes)
+    finally:
+        sender.disconnect()
+        receiver.disconnect()
