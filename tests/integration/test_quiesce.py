@@ -212,3 +212,40 @@ async def _then_ask(trio: Trio, src: int, dst: int, send: Callable[[], None]) ->
 
     trio.on(src, send_then_ask)
     await until(lambda: trio.on(src, asked_at) > before, timeout=10, what=f"{peer}'s features")
+
+
+async def test_a_read_after_the_connection_timeout_is_served_without_waking_the_group(
+    trio: Trio,
+) -> None:
+    """PySyncObj declares a connection dead when nothing was read on it for its connection
+    timeout, and checks that on the connection's next event or send. A quiesced group's
+    connections carry nothing, so the first ReadIndex probe after a quiet spell closed the
+    connection it was sent on (and the answer's, on the follower) and was lost: the read
+    expired, and a quiesced group never reconnected, so every later read of that partition
+    failed too (a TLS cluster's backup Job retried one partition for minutes in the e2e)."""
+    await _all_quiesced(trio, [0, 1, 2])
+    leaders = {p: await trio.leader(p) for p in range(PARTITIONS)}
+    wakes = [dict(trio.gm(i).quiescer.wakes) for i in range(3)]
+    quiet_s = max(3.5, QUICK.election_max_s) + 1.0  # tuning.syncobj_conf's connectionTimeout
+    await asyncio.sleep(quiet_s)  # the time itself is the condition: connections idle past it
+    # Every partition: beacons keep one connection per node pair busy, the others sat idle.
+    for _ in range(2):
+        for p, li in leaders.items():
+            await trio.gm(li).read_barrier(p, timeout=2)
+    assert not _quiet(trio, [0, 1, 2], list(range(PARTITIONS)))
+    assert [dict(trio.gm(i).quiescer.wakes) for i in range(3)] == wakes
+
+
+async def test_a_quiesced_leader_without_connections_wakes_to_serve_a_read(trio: Trio) -> None:
+    """Connections of a quiesced group that closed stay closed (only an awake group's tick
+    reconnects): a probe that cannot be sent wakes the group, which reconnects and serves."""
+    await _all_quiesced(trio, [0, 1, 2])
+    li = await trio.leader(0)
+    followers = [i for i in range(3) if i != li]
+    for f in followers:  # close both ends' connections; healed at once, but nobody reconnects
+        await trio.cut(li, f, 0)
+        await trio.heal(li, f, 0)
+    before = trio.gm(li).quiescer.wakes["read_unsent"]
+    await trio.gm(li).read_barrier(0, timeout=5)
+    assert trio.gm(li).quiescer.wakes["read_unsent"] == before + 1
+    await until(lambda: not _quiet(trio, [0, 1, 2], [0]), timeout=30, what="quiesced again")

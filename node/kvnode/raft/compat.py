@@ -26,6 +26,8 @@ What lives here:
   (uncompressed) blocks (``RaftFrames``): PySyncObj's ``zlib.compress(data, 3)`` set up a
   fresh 256 KiB deflate state for every message, 50-100 us of CPU on the ticker thread even for
   a 60-byte heartbeat answer. Any zlib stream still decodes, so older releases interoperate.
+* ``TcpConnection.__processConnectionTimeout``: a quiesced group's connections are not
+  declared dead for carrying nothing (``_connection_timeout_unless_quiesced``).
 * Fault injection used by the integration tests (cutting one Raft link, sending a raw message,
   rewinding a leader's next index): it touches private transport state, so it is checked too.
 """
@@ -113,6 +115,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *_req("TcpConnection", "code", "encrypt_at_time extract_timestamp decrypt"),
     *_req("TcpConnection", "attr", "send state"),
     *_req("TcpConnection", "code", "zlib compress decompress"),
+    *_req("TcpConnection", "attr", "_TcpConnection__processConnectionTimeout"),
+    *_req("TcpConnection", "code", "_TcpConnection__poller _TcpConnection__lastReadTime"),
     *_req("pysyncobj.tcp_connection", "attr", "zlib"),
     *_req("pysyncobj.tcp_connection", "attr", "CONNECTION_STATE"),
     *_req("pysyncobj.journal", "attr", "FileJournal"),
@@ -451,6 +455,29 @@ class RaftFrames:
 pso_tcp_connection.zlib = RaftFrames
 
 
+# -- connections of quiesced groups: silence is not death --------------------------------
+_TcpConnection = pso_tcp_connection.TcpConnection
+_original_connection_timeout = _TcpConnection._TcpConnection__processConnectionTimeout
+
+
+def _connection_timeout_unless_quiesced(self: Any) -> None:
+    """PySyncObj closes a connection on which nothing was read for ``connectionTimeout``,
+    checked at the connection's next event or send. A quiesced group's connections carry
+    nothing (beacons use one connection per node pair), so the first message after a quiet
+    spell, a ReadIndex probe or its answer, closed the connection it travelled on and was lost;
+    and no quiesced group reconnects (only an awake group's tick does), so every later read of
+    that partition failed too. While the group is quiesced the beacons are its liveness (a
+    member's node falling silent wakes it); once awake, ``CompatSyncObj.wake`` restarts each
+    connection's clock and PySyncObj's own rule applies again."""
+    owner = getattr(self._TcpConnection__poller, "owner", None)
+    if owner is not None and getattr(owner, "quiesced", False):
+        return
+    _original_connection_timeout(self)
+
+
+_TcpConnection._TcpConnection__processConnectionTimeout = _connection_timeout_unless_quiesced
+
+
 # -- Raft messages held until the node's WAL is synced --------------------------------------
 _original_transport_send = pso_transport.TCPTransport.send
 _CONNECTED = pso_tcp_connection.CONNECTION_STATE.CONNECTED
@@ -671,6 +698,10 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         self.quiesced = False
         self.quiesce_leader = None
         self._active_at = _clock()
+        # The quiet time is not silence of a dead peer (beacons vouched for the members): each
+        # connection's read-timeout clock starts now (_connection_timeout_unless_quiesced).
+        for conn in list(self._SyncObj__transport._connections.values()):
+            conn._TcpConnection__lastReadTime = pso_monotonic.monotonic()
         if self._SyncObj__raftState != _RAFT_STATE.LEADER:
             if contact > self._leader_contact_at:
                 self._leader_contact_at = contact
@@ -1032,7 +1063,15 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         return [str(n.id) for n in self._SyncObj__otherNodes]
 
     def ri_send(self, peer: str, message: dict[str, Any]) -> None:
-        self._SyncObj__transport.send(self._node(peer), message)
+        """Send a probe (leader) or a read-index question (follower). A quiesced group whose
+        connection to ``peer`` is closed wakes: only an awake group reconnects, and the read
+        is resent on a later tick."""
+        if not self._SyncObj__transport.send(self._node(peer), message) and self.quiesced:
+            self.wake("read unsent")
+
+    def reads_pending(self) -> bool:
+        """ReadIndex reads or follower-read questions not answered yet."""
+        return bool(self.read_index.pending) or bool(self.follower_reads.pending)
 
     # -- fault injection (integration tests; ticker thread) ------------------------------------
     def cut_link(self, addr: str) -> None:

@@ -26,6 +26,8 @@ WAKE_REASONS = (
     "leader_awake",
     "member_silent",
     "peer_restarted",
+    "read_unsent",
+    "read_stalled",
 )
 _ROUTES_EVERY_S = 2.0  # how often the set of peer nodes (and connections to reach them) is redone
 
@@ -66,6 +68,7 @@ class Quiescer:
         # Fixed keys: another thread reads it at scrape time.
         self.wakes: dict[str, int] = dict.fromkeys(WAKE_REASONS, 0)
         self.bad_beacons = 0
+        self._reading: set[int] = set()  # quiesced partitions with reads pending at the last round
 
     # -- what replicas call --------------------------------------------------------------------
     def heard_at(self, replica: Any, node: Any) -> float:
@@ -134,6 +137,7 @@ class Quiescer:
             return
         self._next_round = now + self._period_s
         self._wake_the_unheard(now)
+        self._wake_stalled_reads()
         if self._idle_s > 0:
             self._quiesce_idle_leaders(now)
         self._send_beacons(now)
@@ -153,6 +157,22 @@ class Quiescer:
                 if replica is not None:
                     replica.wake("member silent")
                 self._leading.pop(p, None)
+
+    def _wake_stalled_reads(self) -> None:
+        """A quiesced group is ticked only when one of its sockets fires, so a read whose probe
+        or answer was lost (a connection that died without a word) would wait out its deadline,
+        and so would every read after it. Reads pending at two rounds in a row (one heartbeat
+        period apart; an answered round takes one round trip) wake their group, which then
+        resends each period and reconnects as any awake group does."""
+        asleep = set(self._leading).union(*self._asleep_under.values())
+        reading = set()
+        for p in asleep:
+            replica = self._replicas.get(p)
+            if replica is not None and replica.quiesced and replica.reads_pending():
+                reading.add(p)
+        for p in reading & self._reading:
+            self._replicas[p].wake("read stalled")
+        self._reading = reading - self._reading
 
     def _quiesce_idle_leaders(self, now: float) -> None:
         for p, replica in list(self._replicas.items()):

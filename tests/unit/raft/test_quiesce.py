@@ -121,6 +121,10 @@ class FakeReplica:
         self.idle_for = 10.0
         self.woken: list[str] = []
         self.sent: list[tuple[str, dict]] = []
+        self.reading = False  # ReadIndex reads or follower-read questions pending
+
+    def reads_pending(self) -> bool:
+        return self.reading
 
     def other_nodes(self) -> list[Node]:
         return self.peers
@@ -302,3 +306,32 @@ def test_quiescing_off_still_sends_beacons(clock) -> None:
     q.on_round()
     assert not replicas[0].quiesced
     assert [m["type"] for _, m in replicas[0].sent] == [quiesce.BEACON]
+
+
+def test_reads_pending_at_two_rounds_in_a_row_wake_their_quiesced_group(clock) -> None:
+    q, replicas, _ = make(0, {0: 0, 1: 0, 2: 1})  # leads 0 and 1, follows 2
+    for sender in (1, 2):
+        beacon_from(q, sender, replicas, quiesce.beacon(f"n{sender}", 1, []))
+    clock.now += 0.2
+    q.on_round()
+    beacon_from(q, 1, replicas, quiesce.beacon("n1", 2, [(2, 2, 5)]))
+    assert all(r.quiesced for r in replicas.values())
+    replicas[0].reading = replicas[2].reading = True  # a leader's and a follower's read
+    clock.now += 0.1
+    q.on_round()
+    assert all(r.quiesced for r in replicas.values())  # one round: reads answer within one
+    replicas[2].reading = False  # the follower's read was answered meanwhile
+    beacon_from(q, 1, replicas, quiesce.beacon("n1", 3, [(2, 2, 5)]))
+    beacon_from(q, 2, replicas, quiesce.beacon("n2", 2, []))
+    clock.now += 0.1
+    q.on_round()
+    assert replicas[0].woken == ["read stalled"]
+    assert replicas[1].quiesced
+    assert replicas[2].quiesced
+    assert q.wakes["read_stalled"] == 1
+    replicas[2].reading = True  # pending at this round only: not yet
+    beacon_from(q, 1, replicas, quiesce.beacon("n1", 4, [(2, 2, 5)]))
+    beacon_from(q, 2, replicas, quiesce.beacon("n2", 3, []))
+    clock.now += 0.1
+    q.on_round()
+    assert replicas[2].quiesced
