@@ -1066,8 +1066,13 @@ class CompatSyncObj(SyncObj):  # type: ignore[misc]
         """Send a probe (leader) or a read-index question (follower). A quiesced group whose
         connection to ``peer`` is closed wakes: only an awake group reconnects, and the read
         is resent on a later tick."""
-        if not self._SyncObj__transport.send(self._node(peer), message) and self.quiesced:
+        sent = self._SyncObj__transport.send(self._node(peer), message)
+        if not self.quiesced:
+            return
+        if not sent:
             self.wake("read unsent")
+        elif self.quiescer is not None:
+            self.quiescer.read_sent(self.partition)  # watched until answered (read_stalled)
 
     def reads_pending(self) -> bool:
         """ReadIndex reads or follower-read questions not answered yet."""

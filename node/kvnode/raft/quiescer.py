@@ -1,9 +1,9 @@
 """The node's side of quiescing (``kvnode.raft.quiesce``): beacons out, beacons in, and which
 group sleeps or wakes. Everything here runs in the shared ticker thread.
 
-The work per heartbeat period is proportional to the node's peers and its quiesced leaderships,
-not to every replica it hosts: an idle node with hundreds of partitions must cost next to
-nothing, and this loop is what remains of its Raft work."""
+The work per heartbeat period is proportional to the node's peers, its quiesced leaderships and
+the reads its quiesced groups sent, not to every replica it hosts: an idle node with hundreds of
+partitions must cost next to nothing, and this loop is what remains of its Raft work."""
 
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ class Quiescer:
         # Fixed keys: another thread reads it at scrape time.
         self.wakes: dict[str, int] = dict.fromkeys(WAKE_REASONS, 0)
         self.bad_beacons = 0
+        self._read_sent: set[int] = set()  # quiesced partitions that sent a read since the round
         self._reading: set[int] = set()  # quiesced partitions with reads pending at the last round
 
     # -- what replicas call --------------------------------------------------------------------
@@ -124,6 +125,11 @@ class Quiescer:
                 asleep.add(p)
                 self._on_sleep(replica)
 
+    def read_sent(self, partition: int) -> None:
+        """A quiesced replica of ``partition`` sent a ReadIndex probe or a follower-read
+        question (``CompatSyncObj.ri_send``)."""
+        self._read_sent.add(partition)
+
     def forget(self, partition: int) -> None:
         """The replica of ``partition`` is closed (a new one may open under the same number)."""
         self._leading.pop(partition, None)
@@ -164,9 +170,9 @@ class Quiescer:
         and so would every read after it. Reads pending at two rounds in a row (one heartbeat
         period apart; an answered round takes one round trip) wake their group, which then
         resends each period and reconnects as any awake group does."""
-        asleep = set(self._leading).union(*self._asleep_under.values())
+        candidates, self._read_sent = self._read_sent | self._reading, set()
         reading = set()
-        for p in asleep:
+        for p in candidates:
             replica = self._replicas.get(p)
             if replica is not None and replica.quiesced and replica.reads_pending():
                 reading.add(p)

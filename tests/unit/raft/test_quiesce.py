@@ -317,6 +317,8 @@ def test_reads_pending_at_two_rounds_in_a_row_wake_their_quiesced_group(clock) -
     beacon_from(q, 1, replicas, quiesce.beacon("n1", 2, [(2, 2, 5)]))
     assert all(r.quiesced for r in replicas.values())
     replicas[0].reading = replicas[2].reading = True  # a leader's and a follower's read
+    q.read_sent(0)
+    q.read_sent(2)
     clock.now += 0.1
     q.on_round()
     assert all(r.quiesced for r in replicas.values())  # one round: reads answer within one
@@ -330,8 +332,24 @@ def test_reads_pending_at_two_rounds_in_a_row_wake_their_quiesced_group(clock) -
     assert replicas[2].quiesced
     assert q.wakes["read_stalled"] == 1
     replicas[2].reading = True  # pending at this round only: not yet
+    q.read_sent(2)
     beacon_from(q, 1, replicas, quiesce.beacon("n1", 4, [(2, 2, 5)]))
     beacon_from(q, 2, replicas, quiesce.beacon("n2", 3, []))
     clock.now += 0.1
     q.on_round()
     assert replicas[2].quiesced
+
+
+def test_a_quiesced_group_that_sent_no_read_is_not_watched(clock) -> None:
+    q, replicas, _ = make(0, {0: 0})
+    for sender in (1, 2):
+        beacon_from(q, sender, replicas, quiesce.beacon(f"n{sender}", 1, []))
+    clock.now += 0.2
+    q.on_round()
+    replicas[0].reading = True  # pending, but never reported as sent: the round does not look
+    for _ in range(3):
+        clock.now += 0.1
+        beacon_from(q, 1, replicas, quiesce.beacon("n1", 9, []))
+        beacon_from(q, 2, replicas, quiesce.beacon("n2", 9, []))
+        q.on_round()
+    assert replicas[0].quiesced
