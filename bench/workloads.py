@@ -65,7 +65,7 @@ _POOL = "".join(random.Random(20261201).choices(_ALPHABET, k=1 << 16))
 
 def value_for(key: str, seq: int, size: int = VALUE_BYTES) -> str:
     """A ``size``-byte ASCII value that differs per write (``seq``) and is not one repeated
-    byte, so no layer can compress it away cheaply (PySyncObj zlib-compresses its messages).
+    byte, so no layer can compress it away cheaply (etcd's gateway and LevelDB's snappy could).
     A slice of a fixed random pool: cheap, so the load generator spends no time on it."""
     head = f"{key}:{seq}:"
     start = (seq * 7919) % (len(_POOL) - size)
