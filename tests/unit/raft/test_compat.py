@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import socket
+import struct
 import time
 import zlib
 
@@ -130,10 +133,6 @@ def test_raft_frames_decode_with_zlib_and_older_releases_frames_decode(data: byt
 def test_a_real_tcp_connection_sends_uncompressed_frames_a_peer_decodes() -> None:
     """PySyncObj's own send and parse, over a real socket pair, with ``RaftFrames`` swapped in
     for its ``zlib``: the bytes on the wire are the stored pickle, the peer gets the message."""
-    import pickle
-    import socket
-    import struct
-
     from pysyncobj import poller, tcp_connection
 
     assert tcp_connection.zlib is compat.RaftFrames
